@@ -1,11 +1,37 @@
-"""Command line of trubrics-mp (``trubrics-mp`` and ``python -m trubrics_mp``)."""
+"""Command line of trubrics-mp (``trubrics-mp`` and ``python -m trubrics_mp``).
 
+Each subcommand is registered by an ``add_*_parser(subparsers)`` function that sets
+``func`` (``(argparse.Namespace) -> int``) as a parser default; ``main`` dispatches.
+"""
+
+import argparse
 import sys
+from typing import Optional, Sequence
+
+from trubrics_mp.collector.cli import add_collect_parser, add_events_parser
 
 
-def main() -> int:
-    print("trubrics-mp: no command yet", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="trubrics-mp",
+        description="Fork-safe Trubrics client: tools for development and testing.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_collect_parser(subparsers)
+    add_events_parser(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return int(func(args))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,283 @@
+"""The public client: a drop-in ``Trubrics`` that stays correct in forked workers.
+
+The process that creates a client is its *owner*: it starts the flusher
+process. Any other process that uses the client (a forked child, or a spawn
+or forkserver child that received it pickled) is *attached*: it opens its own
+connection to the same flusher and never stops it.
+
+Fork detection is done twice, as in OpenTelemetry: ``os.register_at_fork``
+for Python's own forks, and a pid check on every call for forks made in C
+(uWSGI, C extensions), which run no Python hooks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import json
+import logging
+import os
+import time
+import weakref
+from typing import Any, Callable, Optional
+
+from . import _protocol as proto
+from ._config import DEFAULT_HOST, Config
+from ._link import Link
+from ._serialize import InvalidEvent, encode_event, encode_llm_event
+from ._stats import LocalCounters, Stats, merge
+
+_DEFAULT_LOGGER_NAME = "trubrics_mp"
+_STATS_TIMEOUT_S = 5.0
+
+
+class Trubrics:
+    """Send Trubrics events from every process of an application through one flusher.
+
+    The positional order of the arguments is that of the official ``trubrics``
+    1.8.5 client; ``flush_at`` (the documented name) and ``flush_batch_size``
+    (1.8.5's name) are the same setting. ``flush_periodic_check`` is accepted
+    and ignored. Every other setting is keyword-only; see the configuration
+    page of the documentation for bounds. Invalid settings raise ``ValueError``
+    or ``TypeError`` here; ``track()`` and ``track_llm()`` never raise.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        host: str = DEFAULT_HOST,
+        flush_interval: float = 10,
+        flush_batch_size: Optional[int] = None,
+        flush_periodic_check: Optional[float] = None,
+        logger: Optional[logging.Logger] = None,
+        *,
+        flush_at: Optional[int] = None,
+        request_timeout: float = 10.0,
+        max_retries: int = 10,
+        max_queue_size: int = 10_000,
+        process_buffer_size: int = 1_000,
+        max_event_bytes: int = 65_536,
+        shutdown_timeout: float = 10.0,
+        disabled: bool = False,
+    ) -> None:
+        self._logger = logger if logger is not None else _default_logger()
+        config = Config(
+            api_key=api_key,
+            host=host,
+            flush_interval_s=flush_interval,
+            flush_at=_batch_size(flush_at, flush_batch_size),
+            request_timeout_s=request_timeout,
+            max_retries=max_retries,
+            max_queue_size=max_queue_size,
+            process_buffer_size=process_buffer_size,
+            max_event_bytes=max_event_bytes,
+            shutdown_timeout_s=shutdown_timeout,
+            disabled=disabled,
+            logger_name=self._logger.name,
+            log_level=self._logger.getEffectiveLevel(),
+        )
+        if flush_periodic_check is not None:
+            self._logger.debug("flush_periodic_check is ignored: the flusher process batches")
+        self._setup(config, proto.new_address(), os.getpid())
+        if not config.disabled:
+            self._link.start(generation=0)
+
+    def _setup(self, config: Config, address: bytes, owner_pid: int) -> None:
+        self._config = config
+        self._pid = os.getpid()
+        self._owner_pid = owner_pid
+        self._closed = False
+        self._link = Link(config, address, owner_pid, self._logger)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=_call_weak(ref, Trubrics._forked))
+        atexit.register(_close_at_exit, ref)
+
+    # -- pickling: spawn and forkserver children attach to the same flusher -------
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "config": self._config.to_wire(),
+            "address": self._link.address,
+            "owner_pid": self._owner_pid,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        config = Config.from_wire(state["config"])
+        self._logger = logging.getLogger(config.logger_name)
+        self._setup(config, state["address"], state["owner_pid"])
+        self._owner_pid = state["owner_pid"]
+
+    def __repr__(self) -> str:
+        role = "owner" if self._pid == self._owner_pid else "attached"
+        return (
+            f"Trubrics(host={self._config.host!r}, flush_at={self._config.flush_at}, "
+            f"flush_interval={self._config.flush_interval_s}, api_key=<hidden>, "
+            f"role={role}, pid={self._pid}, closed={self._closed})"
+        )
+
+    def __enter__(self) -> Trubrics:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the hot path ----------------------------------------------------------------
+    def track(
+        self,
+        user_id: str,
+        event: str,
+        properties: Optional[dict[str, Any]] = None,
+        timestamp: Optional[datetime.datetime] = None,
+    ) -> None:
+        """Queue one event for ``POST /publish_events``. Never blocks, never raises."""
+        try:
+            link = self._current_link()
+            link.counters.tracked += 1
+            data = encode_event(user_id, event, properties, timestamp, self._config.max_event_bytes)
+            self._send(link, proto.EVENT + data)
+        except InvalidEvent as exc:
+            self._reject("track", exc)
+        except Exception:
+            self._logger.exception("trubrics_mp: internal error in track(); event dropped")
+
+    def track_llm(
+        self,
+        user_id: str,
+        prompt: str,
+        generation: str,
+        prompt_event_name: str = "Prompt",
+        generation_event_name: str = "Generation",
+        assistant_id: Optional[str] = None,
+        properties: Optional[dict[str, Any]] = None,
+        timestamp: Optional[datetime.datetime] = None,
+        latency: Optional[float] = None,
+        thread_id: Optional[str] = None,
+    ) -> None:
+        """Queue one prompt/generation pair for ``POST /publish_llm_events``. Never raises."""
+        try:
+            link = self._current_link()
+            link.counters.tracked += 1
+            data = encode_llm_event(
+                user_id=user_id,
+                prompt=prompt,
+                generation=generation,
+                prompt_event_name=prompt_event_name,
+                generation_event_name=generation_event_name,
+                assistant_id=assistant_id,
+                properties=properties,
+                timestamp=timestamp,
+                latency=latency,
+                thread_id=thread_id,
+                max_bytes=self._config.max_event_bytes,
+            )
+            self._send(link, proto.LLM_EVENT + data)
+        except InvalidEvent as exc:
+            self._reject("track_llm", exc)
+        except Exception:
+            self._logger.exception("trubrics_mp: internal error in track_llm(); event dropped")
+
+    def _current_link(self) -> Link:
+        if self._pid != os.getpid():
+            self._forked()
+        return self._link
+
+    def _send(self, link: Link, message: bytes) -> None:
+        if self._closed or self._config.disabled:
+            link.counters.dropped["closed" if self._closed else "disabled"] += 1
+            return
+        link.send(message)
+
+    def _reject(self, method: str, exc: InvalidEvent) -> None:
+        self._link.counters.dropped[exc.reason] += 1
+        self._logger.error("trubrics_mp: %s() dropped an invalid event: %s", method, exc)
+
+    def _forked(self) -> None:
+        """In a new child process: forget the parent's connection and buffer."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._link.disconnect()
+        self._link.buffer.clear()
+        self._link.started = None
+        self._link.counters = LocalCounters()
+
+    # -- blocking calls ------------------------------------------------------------------
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Block until this process's events are delivered or definitively failed.
+
+        Returns True when every event this process queued since the last flush
+        was delivered; False on a failure, a timeout (seconds) or no flusher.
+        """
+        link = self._current_link()
+        if self._config.disabled:
+            return True
+        if not link.buffer and link.counters.queued == 0:
+            return True  # nothing of this process's to wait for
+        reply = link.request(proto.FLUSH, _deadline(timeout))
+        return reply is not None and proto.parse_ack(reply)
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Deliver everything, then stop the flusher (owner) or just detach (others).
+
+        Returns True if everything this process handed over was delivered.
+        Calling it again does nothing and returns True.
+        """
+        if self._closed:
+            return True
+        link = self._current_link()
+        deadline = _deadline(timeout)
+        if self._config.disabled:
+            ok = True
+        elif self._pid == self._owner_pid:
+            reply = link.request(proto.SHUTDOWN, deadline)
+            ok = reply is not None and proto.parse_ack(reply)
+            link.wait_flusher_exit(deadline)
+        else:
+            ok = link.drain(deadline)
+        link.disconnect()
+        self._closed = True
+        return ok
+
+    def stats(self) -> Stats:
+        """Counters of this process, and of the whole pipeline as the flusher sees it."""
+        link = self._current_link()
+        flusher = None
+        if not self._config.disabled and not self._closed:
+            reply = link.request(proto.STATS, _deadline(_STATS_TIMEOUT_S))
+            if reply is not None:
+                flusher = json.loads(proto.stats_payload(reply))
+        return merge(link.counters, len(link.buffer), flusher)
+
+
+def _batch_size(flush_at: Optional[int], flush_batch_size: Optional[int]) -> int:
+    if flush_at is not None and flush_batch_size is not None and flush_at != flush_batch_size:
+        raise ValueError("flush_at and flush_batch_size are the same setting: give one")
+    chosen = flush_at if flush_at is not None else flush_batch_size
+    return 20 if chosen is None else chosen
+
+
+def _default_logger() -> logging.Logger:
+    logger = logging.getLogger(_DEFAULT_LOGGER_NAME)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.ERROR)
+    return logger
+
+
+def _deadline(timeout: Optional[float]) -> Optional[float]:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _call_weak(
+    ref: weakref.ref[Trubrics], method: Callable[[Trubrics], None]
+) -> Callable[[], None]:
+    def hook() -> None:
+        client = ref()
+        if client is not None:
+            method(client)
+
+    return hook
+
+
+def _close_at_exit(ref: weakref.ref[Trubrics]) -> None:
+    client = ref()
+    if client is not None and not client._closed:
+        client.close(timeout=client._config.shutdown_timeout_s)

@@ -1,0 +1,104 @@
+"""Validated, immutable client settings (pure: no I/O, no process state).
+
+Every public constructor argument is checked here, once, so that a bad value
+fails loudly at construction time instead of silently inside the flusher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_HOST = "https://app.trubrics.com/api/ingestion"
+MAX_FLUSH_AT = 100
+MAX_EVENT_BYTES_LIMIT = 131_072  # what one SOCK_SEQPACKET message carries comfortably
+
+EVENTS_ENDPOINT = "publish_events"
+LLM_EVENTS_ENDPOINT = "publish_llm_events"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings shared by the client and its flusher process.
+
+    ``repr()`` never shows the API key; :meth:`to_wire` is the only place the
+    key leaves the object (it goes to the flusher over a private pipe).
+    """
+
+    api_key: str = dataclasses.field(repr=False)
+    host: str = DEFAULT_HOST
+    flush_interval_s: float = 10.0
+    flush_at: int = 20
+    request_timeout_s: float = 10.0
+    max_retries: int = 10
+    max_queue_size: int = 10_000
+    process_buffer_size: int = 1_000
+    max_event_bytes: int = 65_536
+    shutdown_timeout_s: float = 10.0
+    senders: int = 2
+    disabled: bool = False
+    logger_name: str = "trubrics_mp"
+    log_level: int = 40
+
+    def __post_init__(self) -> None:
+        _check_str("api_key", self.api_key)
+        _check_host(self.host)
+        _check_number("flush_interval", self.flush_interval_s, 0.0, 3600.0, low_open=True)
+        _check_int("flush_at", self.flush_at, 1, MAX_FLUSH_AT)
+        _check_number("request_timeout", self.request_timeout_s, 0.0, 600.0, low_open=True)
+        _check_int("max_retries", self.max_retries, 0, 100)
+        _check_int("max_queue_size", self.max_queue_size, 100, 10_000_000)
+        _check_int("process_buffer_size", self.process_buffer_size, 0, 1_000_000)
+        _check_int("max_event_bytes", self.max_event_bytes, 1_024, MAX_EVENT_BYTES_LIMIT)
+        _check_number("shutdown_timeout", self.shutdown_timeout_s, 0.0, 3600.0)
+        _check_int("senders", self.senders, 1, 16)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest naming this pipeline: same settings, same shared flusher."""
+        text = repr(dataclasses.astuple(self))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def endpoint_url(self, endpoint: str) -> str:
+        return f"{self.host.rstrip('/')}/{endpoint}"
+
+    def to_wire(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Config:
+        return cls(**data)
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+
+
+def _check_host(host: object) -> None:
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a string, got {type(host).__name__}")
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"host must be an http(s) URL such as {DEFAULT_HOST!r}, got {host!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_number(
+    name: str, value: object, low: float, high: float, *, low_open: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    too_low = value <= low if low_open else value < low
+    if math.isnan(value) or too_low or value > high:
+        bound = "above" if low_open else "at least"
+        raise ValueError(f"{name} must be {bound} {low} and at most {high} seconds, got {value}")

@@ -1,0 +1,213 @@
+"""One process's end of the shared queue: its connection, its small buffer, restarts.
+
+``send`` is on the path of every ``track()``: one non-blocking ``send(2)``
+of one message, no lock, no thread. When the socket is full the message
+waits in a bounded per-process buffer (drained first on the next call);
+when that is full too it is dropped and counted. A broken connection means
+the flusher died: the first process to notice starts a new one on the same
+address (binding it is the lock), unless the owner process is gone.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import itertools
+import logging
+import select
+import socket
+import subprocess
+import time
+from typing import Optional
+
+from . import _protocol as proto
+from ._config import Config
+from ._spawn import FlusherStartError, pid_alive, start_flusher
+from ._stats import LocalCounters
+
+_RESTART_PAUSE_S = 1.0
+_NO_LISTENER = (errno.ECONNREFUSED, errno.ENOENT)
+
+
+class Link:
+    def __init__(
+        self, config: Config, address: bytes, owner_pid: int, logger: logging.Logger
+    ) -> None:
+        self.config = config
+        self.address = address
+        self.owner_pid = owner_pid
+        self.log = logger
+        self.counters = LocalCounters()
+        self.sock: Optional[socket.socket] = None
+        self.buffer: collections.deque[bytes] = collections.deque()
+        self.started: Optional[subprocess.Popen[bytes]] = None
+        self.next_restart_at = 0.0
+        self._request_ids = itertools.count(1)
+
+    # -- hot path ------------------------------------------------------------------
+    def send(self, message: bytes) -> None:
+        """Hand ``message`` to the flusher without blocking; never raises."""
+        if self.buffer and not self._drain_nowait():
+            self._hold(message)
+            return
+        sock = self.sock or self._connect()
+        if sock is not None:
+            try:
+                sock.send(message, proto.SEND_FLAGS)
+                self.counters.queued += 1
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                self._lost(exc)
+        self._hold(message)
+
+    def _hold(self, message: bytes) -> None:
+        if len(self.buffer) < self.config.process_buffer_size:
+            self.buffer.append(message)
+        else:
+            self.counters.dropped["buffer_full"] += 1
+
+    def _drain_nowait(self) -> bool:
+        """Send buffered messages while the socket takes them; True once empty."""
+        sock = self.sock or self._connect()
+        while sock is not None and self.buffer:
+            try:
+                sock.send(self.buffer[0], proto.SEND_FLAGS)
+            except BlockingIOError:
+                return False
+            except OSError as exc:
+                self._lost(exc)
+                return False
+            self.buffer.popleft()
+            self.counters.queued += 1
+        return not self.buffer
+
+    # -- connection and restarts -----------------------------------------------------
+    def _connect(self) -> Optional[socket.socket]:
+        try:
+            self.sock = proto.connect(self.address)
+        except OSError as exc:
+            if exc.errno not in _NO_LISTENER or not self._restart():
+                return None
+            try:
+                self.sock = proto.connect(self.address)
+            except OSError:
+                return None
+        return self.sock
+
+    def _lost(self, exc: OSError) -> None:
+        self.log.warning("lost the connection to the flusher (%s)", exc.strerror or exc)
+        self.disconnect()
+
+    def disconnect(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def start(self, generation: int) -> None:
+        """Start a flusher on our address (the owner's first start, or a restart)."""
+        self._reap()
+        try:
+            self.started = start_flusher(self.config, self.address, self.owner_pid, generation)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:  # in use: another process restarted it
+                raise
+
+    def _restart(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_restart_at or not pid_alive(self.owner_pid):
+            return False
+        self.next_restart_at = now + _RESTART_PAUSE_S
+        try:
+            self.start(generation=self.counters.flusher_restarts + 1)
+        except (OSError, FlusherStartError) as exc:
+            self.log.error("the flusher is gone and could not be restarted: %s", exc)
+            return False
+        self.counters.flusher_restarts += 1
+        self.log.warning("the flusher was gone: started a new one")
+        return True
+
+    def _reap(self) -> None:
+        if self.started is not None and self.started.poll() is not None:
+            self.started = None
+
+    # -- blocking requests: flush, stats, shutdown ------------------------------------
+    def drain(self, deadline: Optional[float]) -> bool:
+        """Wait (until ``deadline``) for every buffered message to enter the queue."""
+        while not self._drain_nowait():
+            if self.sock is None and not self._wait_restart(deadline):
+                return False
+            if self.sock is not None and not _wait(self.sock, select.POLLOUT, deadline):
+                return False
+        return True
+
+    def request(self, kind: bytes, deadline: Optional[float]) -> Optional[bytes]:
+        """Send a control request after all buffered events; its reply payload or None."""
+        if not self.drain(deadline) or self.sock is None:
+            return None
+        request_id = next(self._request_ids)
+        message = proto.request(kind, request_id)
+        try:
+            while not _try_send(self.sock, message):
+                if not _wait(self.sock, select.POLLOUT, deadline):
+                    return None
+            return self._await_reply(request_id, deadline)
+        except OSError as exc:
+            self._lost(exc)
+            return None
+
+    def _await_reply(self, request_id: int, deadline: Optional[float]) -> Optional[bytes]:
+        assert self.sock is not None
+        while _wait(self.sock, select.POLLIN, deadline):
+            try:
+                reply = self.sock.recv(proto.MAX_MESSAGE_BYTES)
+            except BlockingIOError:
+                continue
+            if not reply:
+                self.disconnect()
+                return None
+            if proto.parse_request_id(reply[1:]) == request_id:
+                return reply[1:]
+        return None  # timed out; a late reply is skipped by its request id
+
+    def _wait_restart(self, deadline: Optional[float]) -> bool:
+        while self._connect() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if not pid_alive(self.owner_pid):
+                return False
+            time.sleep(0.05)
+        return True
+
+    def wait_flusher_exit(self, deadline: Optional[float]) -> None:
+        """After a shutdown request: reap the flusher we started, killing it if overdue."""
+        process, self.started = self.started, None
+        if process is None:
+            return
+        try:
+            process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.log.error("the flusher did not exit in time: killing it")
+            process.kill()
+            process.wait()
+
+
+def _try_send(sock: socket.socket, message: bytes) -> bool:
+    try:
+        sock.send(message, proto.SEND_FLAGS)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _wait(sock: socket.socket, event: int, deadline: Optional[float]) -> bool:
+    """Poll ``sock`` for ``event`` until ``deadline`` (monotonic; None: no limit)."""
+    poller = select.poll()
+    poller.register(sock, event | select.POLLHUP)
+    while True:
+        timeout_ms = None if deadline is None else (deadline - time.monotonic()) * 1000
+        if timeout_ms is not None and timeout_ms <= 0:
+            return False
+        if poller.poll(timeout_ms):
+            return True

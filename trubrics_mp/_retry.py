@@ -1,0 +1,83 @@
+"""Retry decisions for one HTTP attempt (pure: ``now`` and randomness are arguments).
+
+- 2xx: delivered.
+- No response (connection error, timeout), 408, 429 and 5xx: retried with
+  exponential backoff and jitter, never sooner than ``Retry-After`` says,
+  until ``max_retries`` retries are spent; then the batch is dropped.
+- Any other status: dropped at once (401 and 403 mean a bad API key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+from typing import Optional
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 300.0
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one POST came back with; ``status`` is None when no response came."""
+
+    status: Optional[int]
+    retry_after: Optional[str] = None
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    action: str  # "delivered", "retry" or "drop"
+    retry_at: float = 0.0
+    reason: str = ""
+
+
+def is_retryable(status: Optional[int]) -> bool:
+    return status is None or status in RETRYABLE_STATUSES or 500 <= status <= 599
+
+
+def backoff_s(retry_number: int, jitter: float) -> float:
+    """Delay before retry ``retry_number`` (1-based); ``jitter`` in [0, 1)."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (retry_number - 1))
+    return ceiling * (0.5 + jitter / 2)
+
+
+def parse_retry_after(value: Optional[str], now_epoch_s: float) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_CAP_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(0.0, when.timestamp() - now_epoch_s), RETRY_AFTER_CAP_S)
+
+
+def decide(
+    outcome: Outcome,
+    attempts: int,
+    max_retries: int,
+    now: float,
+    now_epoch_s: float,
+    jitter: float,
+) -> Decision:
+    """What to do after attempt number ``attempts`` (1-based) came back with ``outcome``."""
+    status = outcome.status
+    if status is not None and 200 <= status <= 299:
+        return Decision("delivered")
+    if not is_retryable(status):
+        reason = "unauthorized" if status in (401, 403) else f"http_{status}"
+        return Decision("drop", reason=reason)
+    if attempts > max_retries:
+        return Decision("drop", reason="retries_exhausted")
+    delay = backoff_s(attempts, jitter)
+    server_asks = parse_retry_after(outcome.retry_after, now_epoch_s)
+    if server_asks is not None:
+        delay = max(delay, server_asks)
+    return Decision("retry", retry_at=now + delay)

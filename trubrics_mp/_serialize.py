@@ -1,0 +1,163 @@
+"""Turning ``track()`` arguments into wire bytes (pure; runs in the caller).
+
+Serialising in the caller means a bad event is rejected where it is made, with
+a clear message, and can never poison the batch of another event.
+
+Conversions (nested values too):
+
+- ``datetime`` -> ISO 8601 in UTC. A *naive* datetime is taken to be UTC
+  (the convention of ``datetime.utcnow()`` and of servers that run in UTC);
+  the wire timestamp always carries its offset.
+- ``date`` -> ``YYYY-MM-DD``; ``UUID`` -> its string; ``Decimal`` -> a JSON
+  number (finite values only); ``set``/``frozenset`` -> a list (sorted when the
+  items can be sorted); ``tuple`` -> a list.
+
+Anything else JSON cannot hold (objects, bytes, NaN and infinities, keys that
+are not strings or numbers) raises :class:`InvalidEvent`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from decimal import Decimal
+from typing import Any, Optional
+
+_UTC = _dt.timezone.utc
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be sent; ``reason`` is the counter it is dropped under."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def iso_utc(value: _dt.datetime) -> str:
+    """ISO 8601 with an explicit offset, in UTC; naive values are taken as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=_UTC).isoformat()
+    return value.astimezone(_UTC).isoformat()
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return iso_utc(value)
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"Decimal {value} is not a finite number")
+        return float(value)
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    raise TypeError(f"a value of type {type(value).__name__} cannot be sent as JSON")
+
+
+_ENCODER = json.JSONEncoder(
+    default=_to_json, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+)
+
+
+def _timestamp(value: object) -> str:
+    if value is None:
+        return _dt.datetime.now(_UTC).isoformat()
+    if isinstance(value, _dt.datetime):
+        return iso_utc(value)
+    raise InvalidEvent("invalid_field", f"timestamp must be a datetime or None, not {_kind(value)}")
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def _require_str(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        what = "an empty string" if value == "" else _kind(value)
+        raise InvalidEvent("invalid_field", f"{name} must be a non-empty string, not {what}")
+
+
+def _optional_str(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent("invalid_field", f"{name} must be a string or None, not {_kind(value)}")
+
+
+def _properties(value: object) -> Optional[dict[str, Any]]:
+    if value is None or isinstance(value, dict):
+        return value
+    raise InvalidEvent("invalid_field", f"properties must be a dict or None, not {_kind(value)}")
+
+
+def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
+    try:
+        data = _ENCODER.encode(payload).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent("unserialisable", f"properties cannot be sent: {exc}") from None
+    if len(data) > max_bytes:
+        raise InvalidEvent(
+            "too_large", f"event is {len(data)} bytes once encoded, over the limit of {max_bytes}"
+        )
+    return data
+
+
+def encode_event(
+    user_id: object, event: object, properties: object, timestamp: object, max_bytes: int
+) -> bytes:
+    """The JSON object ``track()`` sends, as UTF-8 bytes."""
+    _require_str("user_id", user_id)
+    _require_str("event", event)
+    payload = {
+        "user_id": user_id,
+        "event": event,
+        "properties": _properties(properties),
+        "timestamp": _timestamp(timestamp),
+    }
+    return _dump(payload, max_bytes)
+
+
+def encode_llm_event(
+    *,
+    user_id: object,
+    prompt: object,
+    generation: object,
+    prompt_event_name: object,
+    generation_event_name: object,
+    assistant_id: object,
+    properties: object,
+    timestamp: object,
+    latency: object,
+    thread_id: object,
+    max_bytes: int,
+) -> bytes:
+    """The JSON object ``track_llm()`` sends, as UTF-8 bytes (keys as in trubrics 1.8.5)."""
+    _require_str("user_id", user_id)
+    for name, value in (("prompt", prompt), ("generation", generation)):
+        if not isinstance(value, str):
+            raise InvalidEvent("invalid_field", f"{name} must be a string, not {_kind(value)}")
+    _require_str("prompt_event_name", prompt_event_name)
+    _require_str("generation_event_name", generation_event_name)
+    _optional_str("assistant_id", assistant_id)
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, (int, float))):
+        raise InvalidEvent(
+            "invalid_field", f"latency must be a number or None, not {_kind(latency)}"
+        )
+    payload = {
+        "user_id": user_id,
+        "prompt": prompt,
+        "generation": generation,
+        "prompt_event_name": prompt_event_name,
+        "generation_event_name": generation_event_name,
+        "assistant_id": assistant_id,
+        "properties": _properties(properties),
+        "timestamp": _timestamp(timestamp),
+        "latency": latency,
+        "thread_id": str(thread_id) if thread_id else None,
+    }
+    return _dump(payload, max_bytes)
