@@ -25,10 +25,18 @@ from . import _protocol as proto
 from ._config import DEFAULT_HOST, Config
 from ._link import Link
 from ._serialize import InvalidEvent, encode_event, encode_llm_event
+from ._spawn import pid_alive
 from ._stats import LocalCounters, Stats, merge
 
 _DEFAULT_LOGGER_NAME = "trubrics_mp"
 _STATS_TIMEOUT_S = 5.0
+
+# Pipelines started in this process or inherited from a forking parent, by
+# settings fingerprint: (flusher address, owner pid). A client made with the
+# same settings joins the existing flusher instead of starting another, which
+# is how workers of a server that did not preload the app still share the
+# flusher its master started (see the integrations).
+_PIPELINES: dict[str, tuple[bytes, int]] = {}
 
 
 class Trubrics:
@@ -78,9 +86,14 @@ class Trubrics:
         )
         if flush_periodic_check is not None:
             self._logger.debug("flush_periodic_check is ignored: the flusher process batches")
+        shared = _PIPELINES.get(config.fingerprint)
+        if shared is not None and pid_alive(shared[1]) and not config.disabled:
+            self._setup(config, *shared)  # same settings as a live pipeline: join it
+            return
         self._setup(config, proto.new_address(), os.getpid())
         if not config.disabled:
             self._link.start(generation=0)
+            _PIPELINES[config.fingerprint] = (self._link.address, self._owner_pid)
 
     def _setup(self, config: Config, address: bytes, owner_pid: int) -> None:
         self._config = config
@@ -104,7 +117,6 @@ class Trubrics:
         config = Config.from_wire(state["config"])
         self._logger = logging.getLogger(config.logger_name)
         self._setup(config, state["address"], state["owner_pid"])
-        self._owner_pid = state["owner_pid"]
 
     def __repr__(self) -> str:
         role = "owner" if self._pid == self._owner_pid else "attached"
@@ -210,10 +222,11 @@ class Trubrics:
         link = self._current_link()
         if self._config.disabled:
             return True
+        lost, link.lost_since_flush = link.lost_since_flush, 0
         if not link.buffer and link.counters.queued == 0:
-            return True  # nothing of this process's to wait for
+            return lost == 0  # nothing of this process's to wait for
         reply = link.request(proto.FLUSH, _deadline(timeout))
-        return reply is not None and proto.parse_ack(reply)
+        return lost == 0 and reply is not None and proto.parse_ack(reply)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Deliver everything, then stop the flusher (owner) or just detach (others).
@@ -227,7 +240,8 @@ class Trubrics:
         deadline = _deadline(timeout)
         if self._config.disabled:
             ok = True
-        elif self._pid == self._owner_pid:
+        elif self._pid == self._owner_pid and link.started is not None:
+            _PIPELINES.pop(self._config.fingerprint, None)
             reply = link.request(proto.SHUTDOWN, deadline)
             ok = reply is not None and proto.parse_ack(reply)
             link.wait_flusher_exit(deadline)

@@ -58,9 +58,9 @@ class Config:
 
     @property
     def fingerprint(self) -> str:
-        """A digest naming this pipeline: same settings, same shared flusher."""
-        text = repr(dataclasses.astuple(self))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A digest of what the flusher uses (logging aside): same digest, same pipeline."""
+        shared = dataclasses.replace(self, logger_name="", log_level=0)
+        return hashlib.sha256(repr(dataclasses.astuple(shared)).encode()).hexdigest()[:16]
 
     def endpoint_url(self, endpoint: str) -> str:
         return f"{self.host.rstrip('/')}/{endpoint}"

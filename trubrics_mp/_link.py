@@ -42,6 +42,7 @@ class Link:
         self.buffer: collections.deque[bytes] = collections.deque()
         self.started: Optional[subprocess.Popen[bytes]] = None
         self.next_restart_at = 0.0
+        self.lost_since_flush = 0  # dropped here since the last flush() asked
         self._request_ids = itertools.count(1)
 
     # -- hot path ------------------------------------------------------------------
@@ -67,6 +68,7 @@ class Link:
             self.buffer.append(message)
         else:
             self.counters.dropped["buffer_full"] += 1
+            self.lost_since_flush += 1
 
     def _drain_nowait(self) -> bool:
         """Send buffered messages while the socket takes them; True once empty."""

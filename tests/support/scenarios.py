@@ -1,0 +1,345 @@
+"""Small applications that use trubrics_mp, each run as its own Python process.
+
+``python -m support.scenarios NAME JSON_ARGS`` (with ``tests/`` on the path)
+runs one scenario; it reports by printing JSON lines on stdout. The pytest
+process only orchestrates: it never forks, so every fork here happens in a
+process that looks like a real application.
+
+Every event carries ``properties = {"src": <label>, "seq": <n>}`` so that
+tests can count deliveries per event and spot duplicates.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from trubrics_mp import Trubrics
+
+API_KEY = "test-api-key-7f3a9c"
+TESTS_DIR = Path(__file__).resolve().parent.parent
+Args = dict[str, Any]
+
+
+def emit(**data: Any) -> None:
+    print(json.dumps(data), flush=True)
+
+
+def make_client(args: Args) -> Trubrics:
+    options = {"flush_at": 20, "flush_interval": 0.2, **args.get("options", {})}
+    return Trubrics(API_KEY, args["url"], **options)
+
+
+def track_many(client: Trubrics, src: str, count: int, start: int = 0, llm: bool = False) -> None:
+    for seq in range(start, start + count):
+        properties = {"src": src, "seq": seq}
+        if llm:
+            client.track_llm(
+                user_id=f"user-{src}",
+                prompt=f"prompt {seq}",
+                generation=f"generation {seq}",
+                assistant_id="gpt-4o",
+                properties=properties,
+                latency=0.5,
+                thread_id="thread-1",
+            )
+        else:
+            client.track(user_id=f"user-{src}", event="Sign up", properties=properties)
+
+
+def flusher_pid(client: Trubrics) -> Optional[int]:
+    started = client._link.started
+    return None if started is None else started.pid
+
+
+def finish(how: str, client: Optional[Trubrics] = None) -> None:
+    """Leave the process the way ``how`` says."""
+    if how == "close" and client is not None:
+        emit(closed=client.close(timeout=60))
+    elif how == "flush" and client is not None:
+        emit(flushed=client.flush(timeout=60))
+    if how == "os_exit":
+        os._exit(0)
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "sys_exit":
+        sys.exit(0)
+
+
+# -- scenarios ----------------------------------------------------------------------
+def basic(args: Args) -> None:
+    """Owner tracks ``n`` events (and ``n_llm`` LLM events), then leaves as ``exit`` says."""
+    client = make_client(args)
+    emit(pid=os.getpid(), flusher_pid=flusher_pid(client), repr=repr(client))
+    track_many(client, "owner", args.get("n", 10))
+    track_many(client, "owner-llm", args.get("n_llm", 0), llm=True)
+    if args.get("stats"):
+        client.flush(timeout=60)
+        emit(stats=client.stats().as_dict())
+    finish(args.get("exit", "close"), client)
+
+
+def _child_main(client: Trubrics, index: int, per_child: int, exit_how: str) -> None:
+    track_many(client, f"child-{index}", per_child)
+    if exit_how == "flush":
+        client.flush(timeout=60)
+    finish(exit_how)
+
+
+def children(args: Args) -> None:
+    """Children made by ``multiprocessing`` (any start method) share the owner's flusher."""
+    client = make_client(args)
+    track_many(client, "parent", args.get("n_parent", 0))
+    context = multiprocessing.get_context(args["method"])
+    exit_how = args.get("child_exit", "return")
+    procs = [
+        context.Process(target=_child_main, args=(client, i, args["per_child"], exit_how))
+        for i in range(args["n_children"])
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    emit(exitcodes=[p.exitcode for p in procs], flusher_pid=flusher_pid(client))
+    track_many(client, "parent-after", args.get("n_parent_after", 0))
+    client.flush(timeout=60)
+    emit(stats=client.stats().as_dict())
+    finish(args.get("exit", "close"), client)
+
+
+def _libc_fork() -> int:
+    """fork(2) called from C, as uWSGI does: Python's at-fork hooks do not run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid: int = libc.fork()
+    return pid
+
+
+def raw_fork(args: Args) -> None:
+    """Children made by ``os.fork()`` or by a fork in C; the parent's buffer is not re-sent."""
+    client = make_client(args)
+    if args.get("stall_flusher"):
+        os.kill(flusher_pid(client) or 0, signal.SIGSTOP)
+    track_many(client, "parent", args.get("n_parent", 0))
+    emit(parent_buffered=len(client._link.buffer))
+    fork: Callable[[], int] = _libc_fork if args["how"] == "libc" else os.fork
+    pids = []
+    for index in range(args["n_children"]):
+        pid = fork()
+        if pid == 0:
+            track_many(client, f"child-{index}", args["per_child"])
+            ok = client.flush(timeout=60) if args.get("child_flush") else True
+            os._exit(0 if ok else 3)
+        pids.append(pid)
+    if args.get("stall_flusher"):
+        os.kill(flusher_pid(client) or 0, signal.SIGCONT)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    emit(exitcodes=codes)
+    client.flush(timeout=60)
+    emit(stats=client.stats().as_dict())
+    finish("close", client)
+
+
+def _pool_init(client: Trubrics) -> None:
+    global _POOL_CLIENT
+    _POOL_CLIENT = client
+
+
+_POOL_CLIENT: Optional[Trubrics] = None
+
+
+def _pool_task(seq: int) -> int:
+    assert _POOL_CLIENT is not None
+    _POOL_CLIENT.track(user_id="pool", event="Task", properties={"src": "pool", "seq": seq})
+    return os.getpid()
+
+
+def pool(args: Args) -> None:
+    """``multiprocessing.Pool`` workers get the client through ``initializer``."""
+    client = make_client(args)
+    context = multiprocessing.get_context(args["method"])
+    with context.Pool(
+        args.get("processes", 2),
+        initializer=_pool_init,
+        initargs=(client,),
+        maxtasksperchild=args.get("maxtasksperchild"),
+    ) as workers:
+        pids = workers.map(_pool_task, range(args["tasks"]), chunksize=1)
+        if args.get("end") == "terminate":
+            workers.terminate()
+        else:
+            workers.close()
+            workers.join()
+    emit(worker_pids=sorted(set(pids)))
+    client.flush(timeout=60)
+    emit(stats=client.stats().as_dict())
+    finish("close", client)
+
+
+def stall(args: Args) -> None:
+    """The flusher is stopped: ``track()`` must return at once and buffer or count drops."""
+    client = make_client(args)
+    pid = flusher_pid(client) or 0
+    os.kill(pid, signal.SIGSTOP)
+    track_many(client, "stalled", args["n"])
+    emit(
+        stalled=client._link.counters.queued,
+        buffered=len(client._link.buffer),
+        dropped=dict(client._link.counters.dropped),
+    )
+    os.kill(pid, signal.SIGCONT)
+    emit(flushed=client.flush(timeout=60))
+    emit(stats=client.stats().as_dict())
+    finish("close", client)
+
+
+def kill_flusher(args: Args) -> None:
+    """The flusher is SIGKILLed; the next ``track()`` starts a new one."""
+    client = make_client(args)
+    track_many(client, "before", args["n"])
+    emit(flushed_before=client.flush(timeout=60))
+    old = flusher_pid(client) or 0
+    os.kill(old, signal.SIGKILL)
+    os.waitpid(old, 0)
+    track_many(client, "after", args["n"])
+    emit(flushed_after=client.flush(timeout=60), old=old, new=flusher_pid(client))
+    emit(stats=client.stats().as_dict())
+    finish("close", client)
+
+
+def _big_producer(client: Trubrics, index: int) -> None:
+    blob = "x" * 20_000
+    seq = 0
+    while True:  # until SIGKILLed by the parent
+        client.track(
+            user_id="doomed",
+            event="Big",
+            properties={"src": f"doomed-{index}", "seq": seq, "blob": blob},
+        )
+        seq += 1
+
+
+def killed_producers(args: Args) -> None:
+    """Producers SIGKILLed mid-stream neither corrupt the queue nor block the others."""
+    client = make_client(args)
+    context = multiprocessing.get_context("fork")
+    doomed = [context.Process(target=_big_producer, args=(client, i)) for i in range(3)]
+    for proc in doomed:
+        proc.start()
+    for round_ in range(args.get("rounds", 20)):
+        time.sleep(0.01 * (round_ % 5))
+        for proc in doomed:
+            assert proc.pid is not None
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join()
+        doomed = [context.Process(target=_big_producer, args=(client, i)) for i in range(3)]
+        for proc in doomed:
+            proc.start()
+    for proc in doomed:
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    survivor = context.Process(target=_child_main, args=(client, 0, args["n"], "return"))
+    survivor.start()
+    survivor.join(120)
+    emit(survivor_exit=survivor.exitcode, flushed=client.flush(timeout=120))
+    emit(stats=client.stats().as_dict())
+    finish("close", client)
+
+
+def no_fork_warning(args: Args) -> None:
+    """Creating the client then forking must not trigger 3.12's threads-and-fork warning."""
+    client = make_client(args)
+    pid = os.fork()
+    if pid == 0:
+        client.track(user_id="u", event="e", properties={"src": "forked", "seq": 0})
+        os._exit(0)
+    emit(exitcode=os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    finish("close", client)
+
+
+SCENARIOS: dict[str, Callable[[Args], None]] = {
+    f.__name__: f
+    for f in (
+        basic,
+        children,
+        raw_fork,
+        pool,
+        stall,
+        kill_flusher,
+        killed_producers,
+        no_fork_warning,
+    )
+}
+
+
+class AppRunner:
+    """Runs scenarios as separate processes against one collector."""
+
+    def __init__(self, url: str, tmp_path: Path) -> None:
+        self.url = url
+        self.tmp_path = tmp_path
+
+    def command(self, name: str, python_flags: tuple[str, ...] = (), **args: Any) -> list[str]:
+        payload = json.dumps({"url": self.url, **args})
+        return [sys.executable, *python_flags, "-m", "support.scenarios", name, payload]
+
+    def env(self) -> dict[str, str]:
+        path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
+        return {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep)}
+
+    def run(
+        self,
+        name: str,
+        *,
+        expect_rc: Optional[int] = 0,
+        timeout: float = 180,
+        python_flags: tuple[str, ...] = (),
+        **args: Any,
+    ) -> AppResult:
+        proc = subprocess.run(
+            self.command(name, python_flags, **args),
+            env=self.env(),
+            cwd=self.tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        result = AppResult(proc.returncode, proc.stdout, proc.stderr)
+        if expect_rc is not None and proc.returncode != expect_rc:
+            raise AssertionError(f"scenario {name} exited {proc.returncode}:\n{result}")
+        return result
+
+
+class AppResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+    def get(self, key: str) -> Any:
+        """The last value reported under ``key``."""
+        for line in reversed(self.lines):
+            if key in line:
+                return line[key]
+        raise KeyError(f"{key!r} not reported; stdout:\n{self.stdout}\nstderr:\n{self.stderr}")
+
+    def __str__(self) -> str:
+        return f"stdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def main() -> None:
+    name, payload = sys.argv[1], json.loads(sys.argv[2])
+    SCENARIOS[name](payload)
+
+
+if __name__ == "__main__":
+    main()

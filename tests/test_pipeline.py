@@ -1,0 +1,150 @@
+"""End to end: real application processes, a real flusher, the real collector."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+
+import pytest
+from support.checks import wait_exactly_once
+from support.collector import CollectorProcess
+from support.scenarios import API_KEY, AppRunner
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def test_payloads_are_those_of_the_official_sdk(app: AppRunner, collector: CollectorProcess):
+    app.run("basic", n=3, n_llm=2)
+    events = wait_exactly_once(collector, {"owner": 3, "owner-llm": 2})
+    plain = [e for e in events if e["kind"] == "event"]
+    llm = [e for e in events if e["kind"] == "llm_event"]
+    assert set(plain[0]) >= {"user_id", "event", "properties", "timestamp"}
+    assert plain[0]["user_id"] == "user-owner" and plain[0]["event"] == "Sign up"
+    assert llm[0]["prompt"] == "prompt 0" and llm[0]["generation"] == "generation 0"
+    assert llm[0]["assistant_id"] == "gpt-4o" and llm[0]["thread_id"] == "thread-1"
+    assert llm[0]["prompt_event_name"] == "Prompt"
+    assert llm[0]["generation_event_name"] == "Generation"
+    assert llm[0]["latency"] == 0.5
+    for event in events:
+        stamp = datetime.datetime.fromisoformat(event["timestamp"])
+        assert stamp.utcoffset() == datetime.timedelta(0)
+    kinds = {b["kind"] for b in collector.batches()}
+    assert kinds == {"event", "llm_event"}  # one request never mixes the two
+
+
+def test_nothing_is_sent_for_an_empty_batch(app: AppRunner, collector: CollectorProcess):
+    result = app.run("basic", n=0)
+    assert result.get("closed") is True
+    assert collector.batches() == []
+
+
+def test_repr_and_logs_hide_the_api_key(app: AppRunner):
+    result = app.run("basic", n=2, options={"flush_at": 1})
+    assert "<hidden>" in result.get("repr")
+    assert API_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("how", ["close", "return", "os_exit", "sigkill"])
+def test_owner_loses_nothing_however_it_leaves(app: AppRunner, collector, how):
+    """``return`` relies on atexit; ``os_exit``/``sigkill`` on the flusher noticing."""
+    expect_rc = -9 if how == "sigkill" else 0
+    app.run("basic", n=100, exit=how, expect_rc=expect_rc, options={"flush_interval": 30})
+    wait_exactly_once(collector, {"owner": 100})
+
+
+@pytest.mark.parametrize("child_exit", ["return", "os_exit", "sigkill"])
+@pytest.mark.parametrize("method", START_METHODS)
+def test_children_share_the_owners_flusher(app: AppRunner, collector, method, child_exit):
+    result = app.run(
+        "children",
+        method=method,
+        n_children=3,
+        per_child=50,
+        child_exit=child_exit,
+        n_parent=10,
+        n_parent_after=10,
+    )
+    expected = {f"child-{i}": 50 for i in range(3)} | {"parent": 10, "parent-after": 10}
+    wait_exactly_once(collector, expected)
+    stats = result.get("stats")
+    assert stats["flusher_restarts"] == 0
+    assert stats["flusher_pid"] == result.get("flusher_pid")
+    assert len(stats["received_by_pid"]) == 4  # three children and the owner, one flusher
+
+
+def test_children_share_batches(app: AppRunner, collector):
+    """With a long interval, batches fill across processes: requests ~ events / flush_at."""
+    app.run(
+        "children",
+        method="fork",
+        n_children=4,
+        per_child=25,
+        child_exit="return",
+        options={"flush_at": 50, "flush_interval": 60},
+    )
+    wait_exactly_once(collector, {f"child-{i}": 25 for i in range(4)})
+    assert len(collector.batches()) == 2
+
+
+@pytest.mark.parametrize("how", ["os", "libc"])
+def test_forked_children_never_resend_the_parents_buffer(app: AppRunner, collector, how):
+    """``libc`` forks from C, like uWSGI: only the pid check can notice it."""
+    result = app.run(
+        "raw_fork",
+        how=how,
+        stall_flusher=True,
+        n_parent=30,
+        n_children=2,
+        per_child=20,
+        child_flush=True,
+    )
+    assert result.get("exitcodes") == [0, 0]
+    wait_exactly_once(collector, {"parent": 30, "child-0": 20, "child-1": 20})
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_pool_workers_get_the_client_through_initializer(app: AppRunner, collector, method):
+    result = app.run("pool", method=method, tasks=40, processes=2, maxtasksperchild=5)
+    wait_exactly_once(collector, {"pool": 40})
+    assert result.get("stats")["flusher_restarts"] == 0
+
+
+def test_track_never_blocks_on_a_stalled_flusher(app: AppRunner, collector):
+    """The flusher is SIGSTOPped: track() returns, events buffer, overflow is counted."""
+    n = 3000
+    result = app.run("stall", n=n, options={"process_buffer_size": 500})
+    queued, buffered = result.get("stalled"), result.get("buffered")
+    dropped = result.get("dropped").get("buffer_full", 0)
+    assert buffered == 500
+    assert queued + buffered + dropped == n
+    assert dropped > 0
+    assert result.get("flushed") is False  # some events were dropped: flush says so
+    stats = result.get("stats")
+    assert stats["delivered"] == queued + buffered
+
+
+def test_a_killed_flusher_is_restarted_by_the_next_track(app: AppRunner, collector):
+    result = app.run("kill_flusher", n=20)
+    assert result.get("flushed_before") is True
+    assert result.get("flushed_after") is True
+    assert result.get("new") != result.get("old")
+    assert result.get("stats")["flusher_restarts"] == 1
+    wait_exactly_once(collector, {"before": 20, "after": 20})
+
+
+def test_producers_killed_mid_message_do_not_corrupt_the_queue(app: AppRunner, collector):
+    result = app.run("killed_producers", n=50, rounds=15, options={"flush_at": 5})
+    assert result.get("survivor_exit") == 0
+    assert result.get("flushed") is True
+    stats = result.get("stats")
+    assert stats["failed_batches"] == 0  # a corrupt event would have been refused (422)
+    events = collector.events()
+    survivors = [e for e in events if e["properties"]["src"] == "child-0"]
+    assert len(survivors) == 50
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the warning exists from 3.12 on")
+def test_forking_after_creating_the_client_emits_no_deprecation_warning(app: AppRunner):
+    result = app.run("no_fork_warning", python_flags=("-W", "error::DeprecationWarning"))
+    assert result.get("exitcode") == 0
+    assert "DeprecationWarning" not in result.stderr
