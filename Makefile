@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= auto
 
-.PHONY: venv test lint typecheck unit demo bench docs clean
+.PHONY: venv system-deps test lint typecheck demo bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the host tests need (CI runs as root on a fresh machine).
+system-deps:
+	@command -v redis-server >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
+
 lint: venv
 	$(BIN)/ruff check trubrics_mp tests
 	$(BIN)/ruff format --check trubrics_mp tests
@@ -22,7 +27,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy trubrics_mp
 
-test: lint typecheck
+test: lint typecheck system-deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
 demo: venv
