@@ -27,8 +27,15 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy trubrics_mp
 
-test: lint typecheck system-deps
+docs: venv
+	$(BIN)/mkdocs build --strict --site-dir site
+
+test: lint typecheck system-deps docs
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests
+
+bench: venv
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks
 
 demo: venv
 	$(BIN)/trubrics-mp demo
