@@ -197,7 +197,7 @@ class Flusher:
             self._flush_request(conn, payload, shutdown=True)
         elif kind == proto.STATS[0]:
             request_id = proto.parse_request_id(payload)
-            body = json.dumps(self.counters.snapshot(len(self.batcher))).encode()
+            body = json.dumps(self.counters.snapshot(self._held())).encode()
             _reply(conn, proto.stats_reply(request_id, body))
         else:
             self.log.error("ignored a message of unknown kind %r from pid %d", kind, conn.pid)

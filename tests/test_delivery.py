@@ -1,0 +1,201 @@
+"""Delivery against a real HTTP API that fails on purpose: retries, budgets, drops, logs.
+
+The client lives in the pytest process here (its flusher is a real child
+process); nothing in these tests forks the pytest process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import psutil
+import pytest
+from support.checks import wait_exactly_once
+from support.collector import CollectorProcess
+
+from trubrics_mp import Trubrics
+
+API_KEY = "sk-delivery-test-4d2b"
+ClientFactory = Callable[..., Trubrics]
+
+
+@pytest.fixture
+def make_client(collector: CollectorProcess) -> Iterator[ClientFactory]:
+    made: list[Trubrics] = []
+
+    def factory(**options: Any) -> Trubrics:
+        settings = {"flush_at": 10, "flush_interval": 0.2, **options}
+        client = Trubrics(API_KEY, collector.url, **settings)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        client.close(timeout=30)
+
+
+def track(client: Trubrics, src: str, count: int) -> None:
+    for seq in range(count):
+        client.track(user_id="u", event="Sign up", properties={"src": src, "seq": seq})
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_transient_failures_are_retried_and_delivered_once(collector, make_client):
+    collector.set_faults(fail_status=503, fail_count=3)
+    client = make_client(flush_at=5)
+    track(client, "retried", 5)
+    assert client.flush(timeout=60) is True
+    stats = client.stats()
+    assert stats.retried_requests == 3
+    assert stats.delivered == 5
+    wait_exactly_once(collector, {"retried": 5})
+
+
+def test_retry_after_is_honoured(collector, make_client):
+    collector.set_faults(fail_status=429, fail_count=1, retry_after="2")
+    client = make_client(flush_at=1)
+    started = time.monotonic()
+    track(client, "later", 1)
+    assert client.flush(timeout=60) is True
+    assert time.monotonic() - started >= 2.0  # a lower bound: cannot flake on a slow machine
+    assert client.stats().retried_requests == 1
+
+
+def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_client, capfd):
+    collector.set_faults(down=True)
+    client = make_client(flush_at=3, max_retries=2)
+    track(client, "doomed", 3)
+    assert client.flush(timeout=60) is False
+    stats = client.stats()
+    assert stats.dropped == {"retries_exhausted": 3}
+    assert stats.failed_batches == 1 and stats.retried_requests == 2
+    assert "dropped 3 events for /publish_events (retries_exhausted)" in capfd.readouterr().err
+
+
+def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make_client, capfd):
+    collector.set_faults(fail_status=422, fail_count=1)
+    client = make_client(flush_at=2)
+    track(client, "refused", 2)
+    assert client.flush(timeout=60) is False
+    track(client, "fine", 2)
+    assert client.flush(timeout=60) is True
+    assert client.stats().dropped == {"http_422": 2}
+    assert "HTTP 422: injected failure 1 of 1" in capfd.readouterr().err
+    assert [e["properties"]["src"] for e in collector.events()] == ["fine", "fine"]
+
+
+def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, capfd):
+    collector.set_faults(fail_status=401, down=True)
+    client = make_client(flush_at=1)
+    track(client, "unauthorized", 3)
+    assert client.flush(timeout=60) is False
+    err = capfd.readouterr().err
+    assert err.count("the API key was rejected (HTTP 401)") == 1
+    assert API_KEY not in err
+    assert API_KEY not in repr(client)
+
+
+def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(collector, make_client):
+    collector.set_faults(down=True)
+    client = make_client(flush_at=10)
+    track(client, "patient", 50)
+    wait_until(lambda: (client.stats().retried_requests or 0) >= 2, "retries to start")
+    assert client.stats().dropped == {}
+    collector.clear_faults()
+    assert client.flush(timeout=120) is True
+    wait_exactly_once(collector, {"patient": 50})
+
+
+def test_the_flusher_holds_a_bounded_number_of_events(collector, make_client):
+    collector.set_faults(down=True)
+    client = make_client(flush_at=100, max_queue_size=100)
+    track(client, "bounded", 300)
+    wait_until(lambda: client.stats().dropped.get("queue_full") == 200, "200 drops")
+    assert client.stats().held == 100
+    collector.clear_faults()
+    assert client.flush(timeout=120) is False  # 200 of this process's events were dropped
+    assert client.stats().delivered == 100
+
+
+def test_flusher_logs_reach_the_users_logger_name_and_level(collector, capfd):
+    logger = logging.getLogger("myapp.analytics")
+    logger.setLevel(logging.WARNING)
+    collector.set_faults(fail_status=503, fail_count=1)
+    with Trubrics(API_KEY, collector.url, flush_at=1, logger=logger) as client:
+        track(client, "logged", 1)
+        assert client.flush(timeout=60)
+    err = capfd.readouterr().err
+    assert "myapp.analytics WARNING [flusher" in err
+    assert "POST /publish_events failed (HTTP 503)" in err
+
+
+def test_a_quiet_logger_keeps_the_flusher_quiet(collector, capfd):
+    collector.set_faults(fail_status=503, fail_count=1)
+    with Trubrics(API_KEY, collector.url, flush_at=1) as client:  # default: ERROR
+        track(client, "quiet", 1)
+        assert client.flush(timeout=60)
+    assert "WARNING" not in capfd.readouterr().err
+
+
+def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, caplog):
+    client = make_client(flush_at=3)
+    client.track(user_id="u", event="e", properties={"src": "ok", "seq": 0})
+    client.track(user_id="u", event="e", properties={"src": "ok", "seq": 99, "x": object()})
+    client.track(user_id=None, event="e", properties={"src": "ok", "seq": 98})  # type: ignore
+    client.track_llm(user_id="u", prompt=1, generation="g")  # type: ignore[arg-type]
+    client.track(user_id="u", event="e", properties={"src": "ok", "seq": 1})
+    client.track(user_id="u", event="e", properties={"src": "ok", "seq": 2})
+    assert client.flush(timeout=60) is True
+    wait_exactly_once(collector, {"ok": 3})
+    assert client.stats().dropped == {"unserialisable": 1, "invalid_field": 2}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 3
+    assert "track() dropped an invalid event: properties cannot be sent" in errors[0]
+    assert "track_llm() dropped an invalid event: prompt must be a string" in errors[2]
+
+
+def test_a_disabled_client_starts_no_process_and_sends_nothing(collector):
+    client = Trubrics(API_KEY, collector.url, disabled=True)
+    track(client, "disabled", 3)
+    assert psutil.Process().children() == [collector_process(collector)]
+    assert client.flush() is True and client.close() is True
+    assert client.stats().dropped == {"disabled": 3}
+    assert collector.events() == []
+
+
+def collector_process(collector: CollectorProcess) -> psutil.Process:
+    assert collector.proc is not None
+    return psutil.Process(collector.proc.pid)
+
+
+def test_clients_with_the_same_settings_share_one_flusher(collector, make_client):
+    first = make_client()
+    second = make_client()
+    track(first, "first", 2)
+    track(second, "second", 2)
+    assert second.flush(timeout=60) and first.flush(timeout=60)
+    assert first.stats().flusher_pid == second.stats().flusher_pid
+    flushers = [p for p in psutil.Process().children() if "trubrics-mp-flusher" in p.cmdline()]
+    assert len(flushers) == 1
+    wait_exactly_once(collector, {"first": 2, "second": 2})
+
+
+def test_close_is_final_and_idempotent(collector, make_client, caplog):
+    client = make_client()
+    track(client, "closed", 2)
+    assert client.close(timeout=60) is True
+    assert client.close() is True
+    track(client, "late", 1)
+    assert client.stats().dropped == {"closed": 1}
+    assert client.stats().delivered is None  # no flusher to ask any more
+    wait_exactly_once(collector, {"closed": 2})
