@@ -111,8 +111,9 @@ def test_pool_workers_get_the_client_through_initializer(app: AppRunner, collect
 
 def test_track_never_blocks_on_a_stalled_flusher(app: AppRunner, collector):
     """The flusher is SIGSTOPped: track() returns, events buffer, overflow is counted."""
-    n = 3000
-    result = app.run("stall", n=n, options={"process_buffer_size": 500})
+    n = 20_000  # more than any socket buffer holds (net.core.wmem_max)
+    options = {"process_buffer_size": 500, "max_queue_size": 100_000}
+    result = app.run("stall", n=n, options=options)
     queued, buffered = result.get("stalled"), result.get("buffered")
     dropped = result.get("dropped").get("buffer_full", 0)
     assert buffered == 500

@@ -68,6 +68,9 @@ def connect(address: bytes) -> socket.socket:
         _pid, uid = peer_pid_uid(sock)
         if uid != os.getuid():
             raise PermissionError(f"the flusher socket belongs to uid {uid}, not to us")
+        # The kernel caps this at net.core.wmem_max and doubles it: about twice
+        # the default room for events on their way to the flusher.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 30)
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -287,9 +287,11 @@ class AppRunner:
         self.url = url
         self.tmp_path = tmp_path
 
+    module = "support.scenarios"
+
     def command(self, name: str, python_flags: tuple[str, ...] = (), **args: Any) -> list[str]:
         payload = json.dumps({"url": self.url, **args})
-        return [sys.executable, *python_flags, "-m", "support.scenarios", name, payload]
+        return [sys.executable, *python_flags, "-m", self.module, name, payload]
 
     def env(self) -> dict[str, str]:
         path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])
