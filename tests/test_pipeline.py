@@ -149,3 +149,12 @@ def test_forking_after_creating_the_client_emits_no_deprecation_warning(app: App
     result = app.run("no_fork_warning", python_flags=("-W", "error::DeprecationWarning"))
     assert result.get("exitcode") == 0
     assert "DeprecationWarning" not in result.stderr
+
+
+def test_threads_of_one_process_neither_lose_nor_duplicate(app: AppRunner, collector):
+    """Several threads meet the buffered path at once (the flusher is stopped)."""
+    options = {"process_buffer_size": 100_000, "max_queue_size": 100_000, "flush_at": 100}
+    result = app.run("threads", n_threads=4, per_thread=20_000, options=options)
+    assert result.get("buffered") > 0  # the slow path was really taken
+    assert result.get("flushed") is True
+    wait_exactly_once(collector, {f"thread-{i}": 20_000 for i in range(4)})

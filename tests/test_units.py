@@ -35,6 +35,7 @@ UTC = datetime.timezone.utc
         ("max_queue_size", 10, ValueError),
         ("max_event_bytes", 10_000_000, ValueError),
         ("request_timeout_s", float("nan"), ValueError),
+        ("disabled", "yes", TypeError),
     ],
 )
 def test_invalid_settings_are_refused_with_a_clear_message(field, value, error):
@@ -248,3 +249,10 @@ def test_the_flusher_finds_a_python_even_when_sys_executable_is_uwsgi(monkeypatc
     monkeypatch.setattr("sys.executable", "/usr/local/bin/uwsgi")
     found = python_executable()
     assert "python" in found.rsplit("/", 1)[-1]
+
+
+def test_a_logger_that_is_not_a_logger_is_refused():
+    from trubrics_mp import Trubrics
+
+    with pytest.raises(TypeError, match="logger must be a logging.Logger"):
+        Trubrics("k", logger="my-logger")  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from ._config import DEFAULT_HOST, Config
 from ._link import Link
 from ._serialize import InvalidEvent, encode_event, encode_llm_event
 from ._spawn import pid_alive
-from ._stats import LocalCounters, Stats, merge
+from ._stats import Stats, merge
 
 _DEFAULT_LOGGER_NAME = "trubrics_mp"
 _STATS_TIMEOUT_S = 5.0
@@ -68,6 +68,8 @@ class Trubrics:
         shutdown_timeout: float = 10.0,
         disabled: bool = False,
     ) -> None:
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger, got {type(logger).__name__}")
         self._logger = logger if logger is not None else _default_logger()
         config = Config(
             api_key=api_key,
@@ -207,10 +209,7 @@ class Trubrics:
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()
-        self._link.disconnect()
-        self._link.buffer.clear()
-        self._link.started = None
-        self._link.counters = LocalCounters()
+        self._link.forget_parent()
 
     # -- blocking calls ------------------------------------------------------------------
     def flush(self, timeout: Optional[float] = None) -> bool:

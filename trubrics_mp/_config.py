@@ -38,7 +38,7 @@ class Config:
     process_buffer_size: int = 1_000
     max_event_bytes: int = 65_536
     shutdown_timeout_s: float = 10.0
-    senders: int = 2
+    senders: int = 4
     disabled: bool = False
     logger_name: str = "trubrics_mp"
     log_level: int = 40
@@ -55,6 +55,8 @@ class Config:
         _check_int("max_event_bytes", self.max_event_bytes, 1_024, MAX_EVENT_BYTES_LIMIT)
         _check_number("shutdown_timeout", self.shutdown_timeout_s, 0.0, 3600.0)
         _check_int("senders", self.senders, 1, 16)
+        if not isinstance(self.disabled, bool):
+            raise TypeError(f"disabled must be a bool, got {type(self.disabled).__name__}")
 
     @property
     def fingerprint(self) -> str:

@@ -58,6 +58,7 @@ from ._stats import FlusherCounters
 
 _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
 _READS_PER_WAKE = 512
+_READ_ALL_LIMIT = 100_000  # per connection: a busy producer cannot keep us reading forever
 _OWNER_POLL_S = 0.5
 
 
@@ -103,6 +104,8 @@ class Flusher:
         self.owner_gone = False
         self.owner_checked_at = 0.0
         self._warned: set[str] = set()
+        self.held = 0  # events taken in and not yet delivered or dropped
+        self._reading_all = False
 
     # -- set-up and main loop ------------------------------------------------
     def run(self) -> None:
@@ -173,9 +176,9 @@ class Flusher:
             self.selector.register(sock, selectors.EVENT_READ, conn)
             self.counters.connections += 1
 
-    def _read(self, conn: _Conn) -> None:
+    def _read(self, conn: _Conn, limit: int = _READS_PER_WAKE) -> None:
         view = memoryview(self.buffer)
-        for _ in range(_READS_PER_WAKE):
+        for _ in range(limit):
             try:
                 size = conn.sock.recv_into(self.buffer)
             except (BlockingIOError, InterruptedError):
@@ -197,14 +200,14 @@ class Flusher:
             self._flush_request(conn, payload, shutdown=True)
         elif kind == proto.STATS[0]:
             request_id = proto.parse_request_id(payload)
-            body = json.dumps(self.counters.snapshot(self._held())).encode()
+            body = json.dumps(self.counters.snapshot(self.held)).encode()
             _reply(conn, proto.stats_reply(request_id, body))
         else:
             self.log.error("ignored a message of unknown kind %r from pid %d", kind, conn.pid)
 
     def _add_event(self, conn: _Conn, endpoint: str, payload: bytes) -> None:
         self.counters.count_received(conn.pid)
-        if self._held() >= self.config.max_queue_size:
+        if self.held >= self.config.max_queue_size:
             conn.dropped += 1
             self.counters.drop("queue_full", 1)
             self._warn_once(
@@ -212,20 +215,35 @@ class Flusher:
                 f"queue full ({self.config.max_queue_size} events held): dropping new events",
             )
             return
+        self.held += 1
         batch = self.batcher.add(endpoint, payload, time.monotonic())
         if batch is not None:
             self._dispatch(batch)
 
-    def _held(self) -> int:
-        return len(self.batcher) + sum(len(b) for b in self.unsettled.values())
+    def _read_all(self) -> None:
+        """Take in every message already waiting, on every connection (and backlog)."""
+        if self._reading_all:
+            return  # a flush request met while reading: the outer call goes on
+        self._reading_all = True
+        try:
+            if self.listener is not None:
+                self._accept()
+            for key in list(self.selector.get_map().values()):
+                if isinstance(key.data, _Conn) and key.data.sock.fileno() != -1:
+                    self._read(key.data, limit=_READ_ALL_LIMIT)
+        finally:
+            self._reading_all = False
 
     def _close_conn(self, conn: _Conn) -> None:
+        if conn.sock.fileno() == -1:
+            return  # closed already, during an outer read
         self.selector.unregister(conn.sock)
         conn.sock.close()
         self.counters.connections -= 1
 
     # -- flush, shutdown and stop ------------------------------------------------
     def _flush_request(self, conn: _Conn, payload: bytes, shutdown: bool) -> None:
+        self._read_all()  # events other processes queued before: they leave now too
         for batch in self.batcher.cut_all():
             self._dispatch(batch)
         request_id = proto.parse_request_id(payload)
@@ -259,6 +277,7 @@ class Flusher:
 
     def _begin_end(self, why: str) -> None:
         """Stop listening, take in what is already queued, then deliver it all."""
+        self._read_all()
         if self.listener is not None:
             self.log.debug("flusher %d ending: %s", os.getpid(), why)
             self.selector.unregister(self.listener)
@@ -269,16 +288,13 @@ class Flusher:
             os.close(self.owner_fd)
             self.owner_fd = None
         self.owner_gone = True  # nothing more to watch
-        for key in list(self.selector.get_map().values()):
-            if isinstance(key.data, _Conn):
-                self._read(key.data)
         for batch in self.batcher.cut_all():
             self._dispatch(batch)
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         self.stop_at = deadline if self.stop_at is None else min(self.stop_at, deadline)
 
     def _exit(self) -> None:
-        lost = self._held()
+        lost = self.held
         if lost:
             self.counters.drop("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
@@ -320,6 +336,7 @@ class Flusher:
 
     def _settled(self, batch: Batch, ok: bool) -> None:
         del self.unsettled[batch.id]
+        self.held -= len(batch)
         for waiter in self.waiters:
             if batch.id in waiter.batch_ids:
                 waiter.batch_ids.discard(batch.id)

@@ -17,6 +17,7 @@ import logging
 import select
 import socket
 import subprocess
+import threading
 import time
 from typing import Optional
 
@@ -44,21 +45,57 @@ class Link:
         self.next_restart_at = 0.0
         self.lost_since_flush = 0  # dropped here since the last flush() asked
         self._request_ids = itertools.count(1)
+        self._lock = threading.RLock()
+
+    def forget_parent(self) -> None:
+        """In a forked child: drop the parent's connection, buffer, lock and counters.
+
+        Closing the inherited descriptor leaves the parent's connection open;
+        the child connects anew on its next call and never re-sends what the
+        parent had buffered.
+        """
+        self.disconnect()
+        self.buffer.clear()
+        self.started = None
+        self.counters = LocalCounters()
+        self.lost_since_flush = 0
+        self._lock = threading.RLock()  # a thread of the parent may have held it
 
     # -- hot path ------------------------------------------------------------------
     def send(self, message: bytes) -> None:
-        """Hand ``message`` to the flusher without blocking; never raises."""
-        if self.buffer and not self._drain_nowait():
-            self._hold(message)
-            return
-        sock = self.sock or self._connect()
-        if sock is not None:
+        """Hand ``message`` to the flusher without blocking; never raises.
+
+        The common case (connected, nothing buffered) is one ``send(2)`` and
+        takes no lock, so threads of one process do not contend. Anything else
+        runs under a lock that ``track()`` only ever *tries*: a thread that
+        finds it taken buffers its message instead of waiting.
+        """
+        sock = self.sock
+        if sock is not None and not self.buffer:
             try:
                 sock.send(message, proto.SEND_FLAGS)
                 self.counters.queued += 1
                 return
+            except OSError:
+                pass  # full, or the flusher is gone: the slow path sorts it out
+        if not self._lock.acquire(blocking=False):
+            self._hold(message)
+            return
+        try:
+            self._send_slow(message)
+        finally:
+            self._lock.release()
+
+    def _send_slow(self, message: bytes) -> None:
+        for _attempt in range(2):  # a second time after reconnecting to a new flusher
+            if not self._drain_nowait() or self.sock is None:
+                break
+            try:
+                self.sock.send(message, proto.SEND_FLAGS)
+                self.counters.queued += 1
+                return
             except BlockingIOError:
-                pass
+                break
             except OSError as exc:
                 self._lost(exc)
         self._hold(message)
@@ -137,6 +174,10 @@ class Link:
     # -- blocking requests: flush, stats, shutdown ------------------------------------
     def drain(self, deadline: Optional[float]) -> bool:
         """Wait (until ``deadline``) for every buffered message to enter the queue."""
+        with self._lock:
+            return self._drain_until(deadline)
+
+    def _drain_until(self, deadline: Optional[float]) -> bool:
         while not self._drain_nowait():
             if self.sock is None and not self._wait_restart(deadline):
                 return False
@@ -146,7 +187,11 @@ class Link:
 
     def request(self, kind: bytes, deadline: Optional[float]) -> Optional[bytes]:
         """Send a control request after all buffered events; its reply payload or None."""
-        if not self.drain(deadline) or self.sock is None:
+        with self._lock:
+            return self._request(kind, deadline)
+
+    def _request(self, kind: bytes, deadline: Optional[float]) -> Optional[bytes]:
+        if not self._drain_until(deadline) or self.sock is None:
             return None
         request_id = next(self._request_ids)
         message = proto.request(kind, request_id)

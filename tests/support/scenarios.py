@@ -200,6 +200,30 @@ def stall(args: Args) -> None:
     finish("close", client)
 
 
+def threads(args: Args) -> None:
+    """Threads of one process track at once while the flusher lags behind."""
+    import threading
+
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    client = make_client(args)
+    pid = flusher_pid(client) or 0
+    os.kill(pid, signal.SIGSTOP)
+    workers = [
+        threading.Thread(target=track_many, args=(client, f"thread-{i}", args["per_thread"]))
+        for i in range(args["n_threads"])
+    ]
+    for worker in workers:
+        worker.start()
+    while not client._link.buffer and any(w.is_alive() for w in workers):
+        time.sleep(0.001)
+    emit(buffered=len(client._link.buffer))
+    os.kill(pid, signal.SIGCONT)  # the threads now drain the buffer while others add to it
+    for worker in workers:
+        worker.join()
+    emit(flushed=client.flush(timeout=120))
+    finish("close", client)
+
+
 def kill_flusher(args: Args) -> None:
     """The flusher is SIGKILLed; the next ``track()`` starts a new one."""
     client = make_client(args)
@@ -269,6 +293,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
     f.__name__: f
     for f in (
         basic,
+        threads,
         children,
         raw_fork,
         pool,
