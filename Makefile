@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= auto
+OTHER_PYTHONS  ?= 3.9 3.13
 
-.PHONY: venv system-deps test lint typecheck demo bench docs clean
+.PHONY: venv system-deps test test-other-pythons lint typecheck demo bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,13 @@ typecheck: venv
 docs: venv
 	$(BIN)/mkdocs build --strict --site-dir site
 
+# The oldest and newest supported Pythons run the process tests too.
+test-other-pythons:
+	PYTEST_WORKERS=2 tests/other_pythons.sh $(OTHER_PYTHONS)
+
 test: lint typecheck system-deps docs
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests
+	$(MAKE) test-other-pythons
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'
@@ -41,4 +47,4 @@ demo: venv
 	$(BIN)/trubrics-mp demo
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache site
+	rm -rf $(VENV) .venv-3.* build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache site

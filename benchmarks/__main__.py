@@ -1,0 +1,110 @@
+"""``python -m benchmarks [--quick] [--out DIR]``: run everything, write the docs.
+
+Writes ``DIR/benchmarks.json`` (raw results), ``DIR/benchmarks.png`` and
+``DIR/benchmarks.md`` (default DIR: ``docs/`` of the checkout). Logs of every
+process go to a temporary directory that is printed and kept on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .runner import SIZES, run_all
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": {
+            name: version(name)
+            for name in ("trubrics-mp", "trubrics", "posthog", "segment-analytics-python")
+        },
+    }
+
+
+def quick_sizes() -> dict[str, Any]:
+    sizes = dict(SIZES)
+    sizes.update(
+        latency_rounds=2,
+        latency_calls=2_000,
+        stress_rounds=1,
+        e2e_n=2_000,
+        fork_n=2_000,
+        fork_workers=[1, 4],
+        max_wait_s=30.0,
+    )
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only redraw the page and plot from OUT/benchmarks.json",
+    )
+    args = parser.parse_args(argv)
+    if args.render:
+        results = json.loads((args.out / "benchmarks.json").read_text(encoding="utf-8"))
+        write_outputs(results, args.out)
+        return 0
+    sizes = quick_sizes() if args.quick else dict(SIZES)
+    log_dir = Path(tempfile.mkdtemp(prefix="trubrics-mp-bench-"))
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+
+    say(f"logs in {log_dir}")
+    results = {"machine": machine()}
+    try:
+        results.update(run_all(log_dir, sizes, say))
+    except BaseException:
+        say(f"FAILED: logs kept in {log_dir}")
+        raise
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    write_outputs(results, args.out)
+    shutil.rmtree(log_dir, ignore_errors=True)
+    say(f"done: {args.out / 'benchmarks.md'}")
+    return 0
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    from .plot import plot
+    from .report import render
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    plot(results, out / "benchmarks.png")
+    (out / "benchmarks.md").write_text(render(results), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""``docs/benchmarks.md`` from the raw results: method, tables, targets, findings."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .findings import FINDINGS, METHOD
+from .peers import PEERS
+
+
+def _f(value: Optional[float], digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for every target of the issue."""
+    lat = r["latency"]
+    mp = lat["trubrics_mp"]["p50"]
+    e2e0, e2e50 = r["e2e_instant"], r["e2e_slow"]
+    fork1, fork4 = r["forked"]["trubrics_mp"]["1"], r["forked"]["trubrics_mp"]["4"]
+    hwm = max_flusher_kb(r) / 1024
+    p99 = lat["trubrics_mp"]["p99"]
+    slow, down = r["latency_slow"]["trubrics_mp"]["p99"], r["latency_down"]["trubrics_mp"]["p99"]
+    rows = []
+    rows.append(
+        (
+            "track() p50 at most 2x the official SDK's",
+            f"{mp:.2f} µs vs {lat['trubrics']['p50']:.2f} µs: "
+            f"{_ratio(mp, lat['trubrics']['p50']):.2f}x",
+            mp <= 2 * lat["trubrics"]["p50"],
+        )
+    )
+    for peer in ("posthog", "segment"):
+        rows.append(
+            (
+                f"track() p50 at most 1/5 of {peer}'s",
+                f"{mp:.2f} µs vs {lat[peer]['p50']:.2f} µs: 1/{_ratio(lat[peer]['p50'], mp):.1f}",
+                5 * mp <= lat[peer]["p50"],
+            )
+        )
+    for name, runs, factor in (("instant", e2e0, 2.5), (f"{r['sizes']['api_ms']} ms", e2e50, 5)):
+        ratio = _ratio(runs["trubrics_mp"]["events_per_s"], runs["trubrics"]["events_per_s"])
+        complete = runs["trubrics_mp"]["delivered"] == runs["trubrics_mp"]["sent"]
+        rows.append(
+            (
+                f"one-process throughput at least {factor}x the official SDK's ({name} API)",
+                f"{ratio:.2f}x" + ("" if complete else " (not all delivered)"),
+                ratio >= factor and complete,
+            )
+        )
+    rows.append(
+        (
+            "4 processes: throughput at least that of 1 process",
+            f"{fork4['events_per_s']:,.0f} vs {fork1['events_per_s']:,.0f} events/s",
+            fork4["events_per_s"] >= fork1["events_per_s"],
+        )
+    )
+    rows.append(
+        (
+            "4 processes: 100% delivered",
+            f"{fork4['delivered']:,} / {fork4['sent']:,}, {fork4['duplicated']} duplicated",
+            fork4["delivered"] == fork4["sent"] and fork4["duplicated"] == 0,
+        )
+    )
+    rows.append(("flusher resident memory under 40 MB", f"peak {hwm:.1f} MB", hwm < 40))
+    for name, value in (("slow (500 ms)", slow), ("down", down)):
+        rows.append(
+            (
+                f"track() p99 with the API {name} within 2x of normal",
+                f"{value:.1f} µs vs {p99:.1f} µs: {_ratio(value, p99):.2f}x",
+                value <= 2 * p99,
+            )
+        )
+    return rows
+
+
+def max_flusher_kb(r: dict[str, Any]) -> float:
+    values = [r[key]["trubrics_mp"] for key in ("e2e_instant", "e2e_slow", "memory")]
+    values += list(r["forked"]["trubrics_mp"].values())
+    return float(max(v.get("flusher_hwm_kb") or 0 for v in values))
+
+
+def _latency_section(r: dict[str, Any]) -> str:
+    s = r["sizes"]
+    lat = r["latency"]
+    rows = [
+        [
+            p,
+            _f(lat[p]["p50"], 2),
+            _f(lat[p]["p99"]),
+            _f(lat[p]["p999"]),
+            f"{lat[p]['delivered']:,} / {lat[p]['sent']:,}",
+        ]
+        for p in PEERS
+    ]
+    text = (
+        f"## 1. Caller cost of one `track()`\n\n{s['latency_rounds']} interleaved rounds of "
+        f"{s['latency_calls']:,} calls per peer, medians of the rounds' percentiles.\n\n"
+    )
+    text += _table(["peer", "p50 µs", "p99 µs", "p99.9 µs", "delivered / sent"], rows)
+    rows = []
+    for p in PEERS:
+        base = r["latency"][p]["p99"]
+        row = [p, _f(base)]
+        for mode in ("latency_slow", "latency_down"):
+            m = r[mode][p]
+            row += [
+                f"{_f(m['p50'], 2)} / {_f(m['p99'])} / {_f(m['p999'])}",
+                f"{_ratio(m['p99'], base):.2f}x",
+            ]
+        rows.append(row)
+    text += (
+        f"\n## 6. `track()` while the API is slow or down\n\nAPI answering every request in "
+        f"{s['slow_ms']} ms, then a closed port (connection refused); "
+        f"{s['stress_rounds']} interleaved rounds each.\n\n"
+    )
+    text += _table(
+        [
+            "peer",
+            "normal p99 µs",
+            "slow p50 / p99 / p99.9 µs",
+            "slow p99 ratio",
+            "down p50 / p99 / p99.9 µs",
+            "down p99 ratio",
+        ],
+        rows,
+    )
+    return text
+
+
+def _e2e_section(r: dict[str, Any]) -> str:
+    rows = []
+    for key, api in (("e2e_instant", "instant"), ("e2e_slow", f"{r['sizes']['api_ms']} ms")):
+        base = r[key]["trubrics"]["events_per_s"]
+        for p in PEERS:
+            m = r[key][p]
+            rows.append(
+                [
+                    p,
+                    api,
+                    f"{m['delivered']:,} / {m['sent']:,}",
+                    str(m["duplicated"]),
+                    f"{m['requests']} ({m['empty_requests']} empty)",
+                    _f(m["elapsed_s"], 3),
+                    f"{m['events_per_s']:,.0f}",
+                    f"{_ratio(m['events_per_s'], base):.2f}x",
+                ]
+            )
+    text = (
+        f"## 2. End to end, one process\n\n{r['sizes']['e2e_n']:,} events in a tight loop "
+        "after a warm-up event; time from the first `track()` to the sink's answer to the "
+        "request that completed the set.\n\n"
+    )
+    return text + _table(
+        [
+            "peer",
+            "API",
+            "delivered / sent",
+            "duplicated",
+            "requests",
+            "seconds",
+            "events/s",
+            "vs official",
+        ],
+        rows,
+    )
+
+
+def _fork_section(r: dict[str, Any]) -> str:
+    rows = []
+    for p in PEERS:
+        for w, m in r["forked"][p].items():
+            pct = 100.0 * m["delivered"] / max(1, m["sent"])
+            rows.append(
+                [
+                    p,
+                    w,
+                    f"{m['delivered']:,} / {m['sent']:,} ({pct:.0f}%)",
+                    str(m["duplicated"]),
+                    str(m["requests"]),
+                    _f(m["elapsed_s"], 3),
+                    f"{m['events_per_s']:,.0f}",
+                    _f(m["job_wall_s"], 1),
+                ]
+            )
+    text = (
+        f"## 3. Forked workers sharing one client made before the fork\n\n"
+        f"{r['sizes']['fork_n']:,} events in total, split between the workers; "
+        f"lossy peers get {r['sizes']['idle_s']:.0f} s without progress, then delivered / sent "
+        'is reported as is. "job s" is the wall time of the whole driver process '
+        "(start, warm-up, fork, wait, close).\n\n"
+    )
+    return text + _table(
+        [
+            "peer",
+            "workers",
+            "delivered / sent",
+            "duplicated",
+            "requests",
+            "seconds",
+            "events/s",
+            "job s",
+        ],
+        rows,
+    )
+
+
+def _cpu_memory_section(r: dict[str, Any]) -> str:
+    rows = []
+    for p in PEERS:
+        one, four = r["e2e_instant"][p], r["forked"][p]["4"]
+        rows.append(
+            [
+                p,
+                _f(100_000 * one["cpu_s"] / one["sent"], 2),
+                _f(100_000 * four["cpu_s"] / four["sent"], 2),
+            ]
+        )
+    text = (
+        "## 4. CPU seconds per 100k events\n\nUser + system CPU of every process involved "
+        "except the sink: the caller with its threads, the trubrics_mp flusher, forked "
+        "workers (psutil for live processes, `RUSAGE_CHILDREN` for reaped ones), from the "
+        "first `track()` until the sink held the events. Per 100k events *sent*: a peer that "
+        "loses its workers' events still spent the CPU to track them.\n\n"
+    )
+    text += _table(["peer", "1 process, instant API", "4 forked workers"], rows)
+    mem = r["memory"]
+    rows = [
+        [
+            p,
+            f"{mem[p]['added_kb'] / 1024:.1f}",
+            _f((mem[p].get("flusher_rss_kb") or 0) / 1024) if p == "trubrics_mp" else "-",
+        ]
+        for p in PEERS
+    ]
+    text += (
+        f"\n## 5. Memory\n\nWorker: RSS after import + construct + "
+        f"{r['sizes']['memory_tracks']:,} `track()` calls + flush, minus a bare worker "
+        f"({mem['bare_worker_rss_kb'] / 1024:.1f} MB). trubrics_mp flusher: peak RSS "
+        f"(VmHWM) over all runs {max_flusher_kb(r) / 1024:.1f} MB.\n\n"
+    )
+    return text + _table(["peer", "added to a worker, MB", "flusher RSS, MB"], rows)
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    parts = [
+        "# Benchmarks\n\nGenerated by `make bench` (`python -m benchmarks`); raw numbers in "
+        "[benchmarks.json](benchmarks.json). Do not edit by hand.\n",
+        f"**Machine:** {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}, "
+        f"{m['date']}; {versions}. The machine was shared with other test runs: treat "
+        f"differences under about 20% as noise. Whole run: {r.get('total_seconds', 0):.0f} s.\n",
+        "![benchmarks](benchmarks.png)\n",
+        "## Targets\n\n"
+        + _table(
+            ["target", "measured", "met"],
+            [[t, v, "yes" if ok else "**no**"] for t, v, ok in targets(r)],
+        ),
+        METHOD,
+        _latency_section(r),
+        _e2e_section(r),
+        _fork_section(r),
+        _cpu_memory_section(r),
+        FINDINGS,
+    ]
+    return "\n".join(parts)
