@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 
 import pytest
@@ -158,3 +159,12 @@ def test_threads_of_one_process_neither_lose_nor_duplicate(app: AppRunner, colle
     assert result.get("buffered") > 0  # the slow path was really taken
     assert result.get("flushed") is True
     wait_exactly_once(collector, {f"thread-{i}": 20_000 for i in range(4)})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user (CI is root)")
+def test_other_users_can_neither_feed_nor_impersonate_the_flusher(app: AppRunner, collector):
+    result = app.run("foreign_uid")
+    assert result.get("our_connect_refused_foreign_listener") == "yes"
+    assert result.get("flusher_hung_up") is True
+    assert "refused a connection from uid 65534" in result.stderr
+    wait_exactly_once(collector, {"owner": 1})  # and nothing from "foreign"

@@ -24,8 +24,8 @@ from typing import Any, Callable, Optional
 from . import _protocol as proto
 from ._config import DEFAULT_HOST, Config
 from ._link import Link
+from ._process import pid_alive
 from ._serialize import InvalidEvent, encode_event, encode_llm_event
-from ._spawn import pid_alive
 from ._stats import Stats, merge
 
 _DEFAULT_LOGGER_NAME = "trubrics_mp"

@@ -51,9 +51,9 @@ from typing import Any, Optional
 from . import _protocol as proto
 from ._batching import Batch, Batcher
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
+from ._process import drain_pipe, pid_alive, watch_exit
 from ._retry import decide
 from ._sender import Dispatcher, Result, Sender
-from ._spawn import pid_alive
 from ._stats import FlusherCounters
 
 _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
@@ -100,7 +100,7 @@ class Flusher:
         self.buffer = bytearray(proto.MAX_MESSAGE_BYTES)
         self.stop_at: Optional[float] = None  # set when the end has begun
         self.term_at: Optional[float] = None  # SIGTERM received: end begins then
-        self.owner_fd = _pidfd(owner_pid)
+        self.owner_fd = watch_exit(owner_pid)
         self.owner_gone = False
         self.owner_checked_at = 0.0
         self._warned: set[str] = set()
@@ -133,14 +133,15 @@ class Flusher:
             if key.data == "accept":
                 self._accept()
             elif key.data == "wake":
-                _drain_pipe(self.wake_r)
+                drain_pipe(self.wake_r)
             elif key.data == "owner":
                 self._begin_end("owner process exited")
             else:
                 self._read(key.data)
         self._settle_results()
         now = time.monotonic()
-        for batch in self.batcher.due(now):
+        ending = self.stop_at is not None  # no more waiting to fill batches
+        for batch in self.batcher.cut_all() if ending else self.batcher.due(now):
             self._dispatch(batch)
         self._watch_owner(now)
 
@@ -160,8 +161,7 @@ class Flusher:
 
     # -- reading the shared queue ----------------------------------------------
     def _accept(self) -> None:
-        assert self.listener is not None
-        while True:
+        while self.listener is not None:  # None once the end has begun
             try:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -380,30 +380,6 @@ def _reply(conn: _Conn, message: bytes) -> None:
         conn.sock.send(message, proto.SEND_FLAGS)
     except OSError:
         pass  # the process that asked is gone or not reading: nothing to tell
-
-
-def _drain_pipe(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
-
-
-def _pidfd(pid: int) -> Optional[int]:
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return _pidfd_of_dead()
-    except (AttributeError, OSError):
-        return None  # no pidfd support: poll instead
-
-
-def _pidfd_of_dead() -> int:
-    """A descriptor that is readable at once: the owner is already gone."""
-    read_fd, write_fd = os.pipe()
-    os.close(write_fd)
-    return read_fd
 
 
 def _setup_logging(config: Config) -> None:

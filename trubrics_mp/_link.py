@@ -23,7 +23,8 @@ from typing import Optional
 
 from . import _protocol as proto
 from ._config import Config
-from ._spawn import FlusherStartError, pid_alive, start_flusher
+from ._process import pid_alive
+from ._spawn import FlusherStartError, start_flusher
 from ._stats import LocalCounters
 
 _RESTART_PAUSE_S = 1.0

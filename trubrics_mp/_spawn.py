@@ -80,14 +80,3 @@ def start_flusher(
         return process
     finally:
         listener.close()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` still exists (a zombie counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -224,6 +224,41 @@ def threads(args: Args) -> None:
     finish("close", client)
 
 
+def foreign_uid(args: Args) -> None:
+    """A process of another user can neither feed the flusher nor pose as it."""
+    import socket
+
+    from trubrics_mp import _protocol as proto
+
+    client = make_client(args)
+    track_many(client, "owner", 1)
+    client.flush(timeout=60)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.setuid(65534)  # nobody
+        try:
+            proto.connect(client._link.address)
+            client_refused = "no"
+        except PermissionError:
+            client_refused = "yes"
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        raw.connect(client._link.address)
+        raw.send(b'E{"user_id":"x","event":"e","properties":{"src":"foreign","seq":0}}')
+        raw.settimeout(60)
+        try:
+            closed = raw.recv(16) == b""  # the flusher hangs up on us
+        except ConnectionResetError:
+            closed = True
+        os.write(write_fd, json.dumps([client_refused, closed]).encode())
+        os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    client_refused, closed = json.loads(os.read(read_fd, 1024))
+    emit(our_connect_refused_foreign_listener=client_refused, flusher_hung_up=closed)
+    finish("close", client)
+
+
 def kill_flusher(args: Args) -> None:
     """The flusher is SIGKILLed; the next ``track()`` starts a new one."""
     client = make_client(args)
@@ -294,6 +329,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
     for f in (
         basic,
         threads,
+        foreign_uid,
         children,
         raw_fork,
         pool,
