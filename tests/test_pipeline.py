@@ -168,3 +168,11 @@ def test_other_users_can_neither_feed_nor_impersonate_the_flusher(app: AppRunner
     assert result.get("flusher_hung_up") is True
     assert "refused a connection from uid 65534" in result.stderr
     wait_exactly_once(collector, {"owner": 1})  # and nothing from "foreign"
+
+
+def test_a_sigtermed_flusher_serves_on_then_leaves_and_is_replaced(app: AppRunner, collector):
+    result = app.run("term_flusher", n=20, options={"shutdown_timeout": 1.0})
+    assert result.get("flushed_during_grace") is True
+    assert result.get("flushed_after_exit") is True
+    assert result.get("stats")["flusher_restarts"] == 1
+    wait_exactly_once(collector, {"after-term": 20, "after-exit": 20})

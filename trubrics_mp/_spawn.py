@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from typing import Optional
@@ -27,6 +28,7 @@ BOOTSTRAP = (
     "from trubrics_mp._flusher import main;main(boot)"
 )
 PROCESS_TAG = "trubrics-mp-flusher"
+_DEFERRED_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class FlusherStartError(RuntimeError):
@@ -64,13 +66,20 @@ def start_flusher(
             "owner_pid": owner_pid,
             "generation": generation,
         }
-        process = subprocess.Popen(
-            [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            pass_fds=(listener.fileno(),),
-            close_fds=True,
-        )
+        # Born with SIGTERM and SIGINT blocked (the mask survives exec), the
+        # flusher cannot die of one before its handlers are in place; it
+        # unblocks them then. Only this thread's mask changes, for a moment.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+        try:
+            process = subprocess.Popen(
+                [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(listener.fileno(),),
+                close_fds=True,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         assert process.stdin is not None
         try:
             process.stdin.write(json.dumps(boot).encode() + b"\n")

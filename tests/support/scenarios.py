@@ -259,6 +259,19 @@ def foreign_uid(args: Args) -> None:
     finish("close", client)
 
 
+def term_flusher(args: Args) -> None:
+    """SIGTERM to the flusher (systemd, Docker): it serves on, then leaves, delivering."""
+    client = make_client(args)
+    old = flusher_pid(client) or 0
+    os.kill(old, signal.SIGTERM)
+    track_many(client, "after-term", args["n"])
+    emit(flushed_during_grace=client.flush(timeout=60))
+    os.waitpid(old, 0)  # it leaves by itself once shutdown_timeout has passed
+    track_many(client, "after-exit", args["n"])
+    emit(flushed_after_exit=client.flush(timeout=60), stats=client.stats().as_dict())
+    finish("close", client)
+
+
 def kill_flusher(args: Args) -> None:
     """The flusher is SIGKILLed; the next ``track()`` starts a new one."""
     client = make_client(args)
@@ -330,6 +343,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
         basic,
         threads,
         foreign_uid,
+        term_flusher,
         children,
         raw_fork,
         pool,
