@@ -176,3 +176,10 @@ def test_a_sigtermed_flusher_serves_on_then_leaves_and_is_replaced(app: AppRunne
     assert result.get("flushed_after_exit") is True
     assert result.get("stats")["flusher_restarts"] == 1
     wait_exactly_once(collector, {"after-term": 20, "after-exit": 20})
+
+
+def test_close_succeeds_after_the_flusher_died_while_idle(app: AppRunner, collector):
+    result = app.run("kill_flusher", n=5, then_close=True)
+    assert result.get("flushed_before") is True
+    assert result.get("closed") is True
+    wait_exactly_once(collector, {"before": 5})

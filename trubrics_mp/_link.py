@@ -192,18 +192,20 @@ class Link:
             return self._request(kind, deadline)
 
     def _request(self, kind: bytes, deadline: Optional[float]) -> Optional[bytes]:
-        if not self._drain_until(deadline) or self.sock is None:
-            return None
-        request_id = next(self._request_ids)
-        message = proto.request(kind, request_id)
-        try:
-            while not _try_send(self.sock, message):
-                if not _wait(self.sock, select.POLLOUT, deadline):
-                    return None
+        for _attempt in range(2):  # again on a new connection if the flusher was replaced
+            if not self._drain_until(deadline) or self.sock is None:
+                return None
+            request_id = next(self._request_ids)
+            message = proto.request(kind, request_id)
+            try:
+                while not _try_send(self.sock, message):
+                    if not _wait(self.sock, select.POLLOUT, deadline):
+                        return None
+            except OSError as exc:  # the request never reached a flusher
+                self._lost(exc)
+                continue
             return self._await_reply(request_id, deadline)
-        except OSError as exc:
-            self._lost(exc)
-            return None
+        return None
 
     def _await_reply(self, request_id: int, deadline: Optional[float]) -> Optional[bytes]:
         assert self.sock is not None
@@ -212,6 +214,8 @@ class Link:
                 reply = self.sock.recv(proto.MAX_MESSAGE_BYTES)
             except BlockingIOError:
                 continue
+            except OSError:
+                reply = b""  # reset: the flusher died while we waited
             if not reply:
                 self.disconnect()
                 return None

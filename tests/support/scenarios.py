@@ -280,6 +280,9 @@ def kill_flusher(args: Args) -> None:
     old = flusher_pid(client) or 0
     os.kill(old, signal.SIGKILL)
     os.waitpid(old, 0)
+    if args.get("then_close"):  # the owner's connection is stale: close() must cope
+        emit(closed=client.close(timeout=60))
+        return
     track_many(client, "after", args["n"])
     emit(flushed_after=client.flush(timeout=60), old=old, new=flusher_pid(client))
     emit(stats=client.stats().as_dict())
