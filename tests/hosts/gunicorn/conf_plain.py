@@ -1,0 +1,2 @@
+# gunicorn.conf.py without the trubrics_mp hooks.
+graceful_timeout = 20
