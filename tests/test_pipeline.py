@@ -183,3 +183,18 @@ def test_close_succeeds_after_the_flusher_died_while_idle(app: AppRunner, collec
     assert result.get("flushed_before") is True
     assert result.get("closed") is True
     wait_exactly_once(collector, {"before": 5})
+
+
+def test_api_down_when_the_owner_exits_costs_at_most_shutdown_timeout(app: AppRunner, collector):
+    """Normal exit, API down: the exit handler waits shutdown_timeout, then gives up, loudly."""
+    collector.set_faults(down=True)
+    result = app.run("basic", n=5, exit="return", options={"shutdown_timeout": 1.0})
+    assert "the flusher did not exit in time: killing it" in result.stderr
+    assert collector.events() == []
+
+
+def test_owner_killed_while_the_api_is_down_flusher_gives_up_and_says_so(app, collector):
+    collector.set_faults(down=True)
+    options = {"shutdown_timeout": 1.0}
+    result = app.run("basic", n=5, exit="sigkill", expect_rc=-9, options=options)
+    assert "exiting with 5 undelivered events (shutdown timeout)" in result.stderr

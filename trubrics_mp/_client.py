@@ -105,7 +105,9 @@ class Trubrics:
         self._link = Link(config, address, owner_pid, self._logger)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=_call_weak(ref, Trubrics._forked))
-        atexit.register(_close_at_exit, ref)
+        # A strong reference: a client nobody holds any more is still closed
+        # (its events delivered) at exit, as the official SDK's thread would.
+        atexit.register(self._close_at_exit)
 
     # -- pickling: spawn and forkserver children attach to the same flusher -------
     def __getstate__(self) -> dict[str, Any]:
@@ -248,7 +250,12 @@ class Trubrics:
             ok = link.drain(deadline)
         link.disconnect()
         self._closed = True
+        atexit.unregister(self._close_at_exit)
         return ok
+
+    def _close_at_exit(self) -> None:
+        if not self._closed:
+            self.close(timeout=self._config.shutdown_timeout_s)
 
     def stats(self) -> Stats:
         """Counters of this process, and of the whole pipeline as the flusher sees it."""
@@ -288,9 +295,3 @@ def _call_weak(
             method(client)
 
     return hook
-
-
-def _close_at_exit(ref: weakref.ref[Trubrics]) -> None:
-    client = ref()
-    if client is not None and not client._closed:
-        client.close(timeout=client._config.shutdown_timeout_s)
