@@ -218,6 +218,27 @@ def test_preloaded_app_shares_one_flusher(start_uwsgi, collector, threads, stop)
     _report(f"preload {threads} {stop} has_threads={reply['has_threads']}", server, 200, collector)
 
 
+def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(start_uwsgi, collector):
+    """A reload execs the master under the same pid: the old flusher delivers and exits."""
+    server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, flush_interval=60)
+    server.track("before", 100)
+    first = _flusher_pid(server.wait_received(100))
+    fd = os.open(server.fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"r")  # graceful reload
+    finally:
+        os.close(fd)
+    _wait_gone({first})
+    server.url = server.host.wait_for_line(r"listening on (http://\S+)", count=2).group(1)
+    server.track("after", 100)
+    second = _flusher_pid(server.wait_received(100))
+    assert second != first
+    server.stop("fifo-q")
+    wait_exactly_once(collector, {"before": 100, "after": 100})
+    _assert_graceful(server)
+    _wait_gone({second})
+
+
 def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
     """``max-requests`` replaces workers: new ones reach the same flusher, none restarts it."""
     server = start_uwsgi(

@@ -198,3 +198,10 @@ def test_owner_killed_while_the_api_is_down_flusher_gives_up_and_says_so(app, co
     options = {"shutdown_timeout": 1.0}
     result = app.run("basic", n=5, exit="sigkill", expect_rc=-9, options=options)
     assert "exiting with 5 undelivered events (shutdown timeout)" in result.stderr
+
+
+def test_an_owner_that_execs_a_new_program_lets_its_flusher_go(app: AppRunner, collector):
+    """Same pid, new program (uWSGI reloads so): the flusher delivers and leaves."""
+    result = app.run("exec_owner", n=30, options={"flush_interval": 60})
+    assert result.get("flusher_left_after_exec") is True
+    wait_exactly_once(collector, {"before-exec": 30})

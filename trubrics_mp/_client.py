@@ -246,6 +246,7 @@ class Trubrics:
             reply = link.request(proto.SHUTDOWN, deadline)
             ok = reply is not None and proto.parse_ack(reply)
             link.wait_flusher_exit(deadline)
+            link.close_exec_watch()
         else:
             ok = link.drain(deadline)
         link.disconnect()

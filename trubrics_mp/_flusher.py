@@ -82,7 +82,12 @@ class _Waiter:
 
 class Flusher:
     def __init__(
-        self, config: Config, listener: socket.socket, owner_pid: int, generation: int
+        self,
+        config: Config,
+        listener: socket.socket,
+        owner_pid: int,
+        generation: int,
+        exec_watch_fd: Optional[int] = None,
     ) -> None:
         self.config = config
         self.log = logging.getLogger(config.logger_name)
@@ -101,6 +106,7 @@ class Flusher:
         self.stop_at: Optional[float] = None  # set when the end has begun
         self.term_at: Optional[float] = None  # SIGTERM received: end begins then
         self.owner_fd = watch_exit(owner_pid)
+        self.exec_watch_fd = exec_watch_fd
         self.owner_gone = False
         self.owner_checked_at = 0.0
         self._warned: set[str] = set()
@@ -121,6 +127,8 @@ class Flusher:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         if self.owner_fd is not None:
             self.selector.register(self.owner_fd, selectors.EVENT_READ, "owner")
+        if self.exec_watch_fd is not None:
+            self.selector.register(self.exec_watch_fd, selectors.EVENT_READ, "exec")
         self.sender.start()
         self.log.debug("flusher %d started for owner %d", os.getpid(), self.owner_pid)
         try:
@@ -137,6 +145,9 @@ class Flusher:
                 drain_pipe(self.wake_r)
             elif key.data == "owner":
                 self._begin_end("owner process exited")
+            elif key.data == "exec":  # end of file: nobody writes to this pipe
+                self.selector.unregister(key.fd)
+                self._begin_end("the owner replaced its program (exec)")
             else:
                 self._read(key.data)
         self._settle_results()
@@ -399,4 +410,5 @@ def main(boot: dict[str, Any]) -> None:
     config = Config.from_wire(boot["config"])
     _setup_logging(config)
     listener = socket.socket(fileno=boot["listener_fd"])
-    Flusher(config, listener, boot["owner_pid"], boot["generation"]).run()
+    watch = boot.get("exec_watch_fd")
+    Flusher(config, listener, boot["owner_pid"], boot["generation"], watch).run()

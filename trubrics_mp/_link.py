@@ -14,6 +14,7 @@ import collections
 import errno
 import itertools
 import logging
+import os
 import select
 import socket
 import subprocess
@@ -43,6 +44,7 @@ class Link:
         self.sock: Optional[socket.socket] = None
         self.buffer: collections.deque[bytes] = collections.deque()
         self.started: Optional[subprocess.Popen[bytes]] = None
+        self.exec_watch: Optional[int] = None  # owner: write end the flusher watches
         self.next_restart_at = 0.0
         self.lost_since_flush = 0  # dropped here since the last flush() asked
         self._request_ids = itertools.count(1)
@@ -148,11 +150,25 @@ class Link:
     def start(self, generation: int) -> None:
         """Start a flusher on our address (the owner's first start, or a restart)."""
         self._reap()
+        watch_r = None
+        if os.getpid() == self.owner_pid:  # only the owner's program can be replaced
+            self.close_exec_watch()
+            watch_r, self.exec_watch = os.pipe()  # both ends close on exec
         try:
-            self.started = start_flusher(self.config, self.address, self.owner_pid, generation)
+            self.started = start_flusher(
+                self.config, self.address, self.owner_pid, generation, watch_r
+            )
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:  # in use: another process restarted it
                 raise
+        finally:
+            if watch_r is not None:
+                os.close(watch_r)
+
+    def close_exec_watch(self) -> None:
+        if self.exec_watch is not None:
+            os.close(self.exec_watch)
+            self.exec_watch = None
 
     def _restart(self) -> bool:
         now = time.monotonic()

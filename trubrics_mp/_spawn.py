@@ -51,10 +51,18 @@ def python_executable() -> str:
 
 
 def start_flusher(
-    config: Config, address: bytes, owner_pid: int, generation: int
+    config: Config,
+    address: bytes,
+    owner_pid: int,
+    generation: int,
+    exec_watch_fd: Optional[int] = None,
 ) -> subprocess.Popen[bytes]:
     """Bind ``address`` and start a flusher on it.
 
+    ``exec_watch_fd`` is the read end of a close-on-exec pipe whose write end
+    the owner keeps: it reaches end of file when the owner replaces its
+    program (a uWSGI reload execs the master under the same pid, which a
+    pidfd does not see) and every forked child holding it is gone too.
     Raises ``OSError(EADDRINUSE)`` when a flusher already listens there.
     """
     listener = proto.bind_listener(address)
@@ -65,7 +73,9 @@ def start_flusher(
             "listener_fd": listener.fileno(),
             "owner_pid": owner_pid,
             "generation": generation,
+            "exec_watch_fd": exec_watch_fd,
         }
+        inherited = [listener.fileno()] + ([] if exec_watch_fd is None else [exec_watch_fd])
         # Born with SIGTERM and SIGINT blocked (the mask survives exec), the
         # flusher cannot die of one before its handlers are in place; it
         # unblocks them then. Only this thread's mask changes, for a moment.
@@ -75,7 +85,7 @@ def start_flusher(
                 [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
-                pass_fds=(listener.fileno(),),
+                pass_fds=inherited,
                 close_fds=True,
             )
         finally:

@@ -272,6 +272,28 @@ def term_flusher(args: Args) -> None:
     finish("close", client)
 
 
+_AFTER_EXEC = """
+import json, os, sys, time
+flusher = int(sys.argv[1])
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    if os.waitpid(flusher, os.WNOHANG)[0] == flusher:  # still our child: reap it
+        print(json.dumps({"flusher_left_after_exec": True}), flush=True)
+        sys.exit(0)
+    time.sleep(0.05)
+print(json.dumps({"flusher_left_after_exec": False}), flush=True)
+"""
+
+
+def exec_owner(args: Args) -> None:
+    """The owner replaces its program, same pid (a uWSGI reload): the flusher leaves."""
+    client = make_client(args)
+    track_many(client, "before-exec", args["n"])
+    pid = flusher_pid(client)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-c", _AFTER_EXEC, str(pid)])
+
+
 def kill_flusher(args: Args) -> None:
     """The flusher is SIGKILLed; the next ``track()`` starts a new one."""
     client = make_client(args)
@@ -347,6 +369,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
         threads,
         foreign_uid,
         term_flusher,
+        exec_owner,
         children,
         raw_fork,
         pool,
