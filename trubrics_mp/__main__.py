@@ -9,6 +9,8 @@ import sys
 from typing import Optional, Sequence
 
 from trubrics_mp.collector.cli import add_collect_parser, add_events_parser
+from trubrics_mp.demo import add_demo_parser
+from trubrics_mp.doctor import add_doctor_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_collect_parser(subparsers)
     add_events_parser(subparsers)
+    add_demo_parser(subparsers)
+    add_doctor_parser(subparsers)
     return parser
 
 

@@ -117,7 +117,8 @@ def _row(event: dict[str, Any]) -> list[str]:
     properties = json.dumps(event.get("properties"), ensure_ascii=False, separators=(",", ":"))
     received = str(event["received_at"]).replace("T", " ")[:23]
     cells = [str(event["id"]), received, str(event["kind"])]
-    cells += [_truncate(str(event.get(key, "")), CELL_WIDTH) for key in ("user_id", "event")]
+    name = event.get("event") or event.get("generation_event_name", "")  # LLM events: no "event"
+    cells += [_truncate(str(value), CELL_WIDTH) for value in (event.get("user_id", ""), name)]
     return [*cells, _truncate(properties, PROPERTIES_WIDTH)]
 
 
