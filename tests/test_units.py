@@ -256,3 +256,16 @@ def test_a_logger_that_is_not_a_logger_is_refused():
 
     with pytest.raises(TypeError, match="logger must be a logging.Logger"):
         Trubrics("k", logger="my-logger")  # type: ignore[arg-type]
+
+
+def test_the_senders_session_reads_proxy_settings_once(monkeypatch):
+    from trubrics_mp._sender import _make_session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    session = _make_session(Config(api_key="k", host="https://app.trubrics.com/api/ingestion"))
+    assert session.proxies.get("https") == "http://proxy.invalid:3128"
+    assert session.trust_env is False  # no per-request look-ups of env or .netrc
+    assert session.headers["x-api-key"] == "k"
+    bypassed = _make_session(Config(api_key="k", host="https://internal.example/ingest"))
+    assert not bypassed.proxies
