@@ -22,8 +22,8 @@ system-deps:
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; }
 
 lint: venv
-	$(BIN)/ruff check trubrics_mp tests
-	$(BIN)/ruff format --check trubrics_mp tests
+	$(BIN)/ruff check trubrics_mp tests benchmarks
+	$(BIN)/ruff format --check trubrics_mp tests benchmarks
 
 typecheck: venv
 	$(BIN)/mypy trubrics_mp
