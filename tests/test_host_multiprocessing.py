@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.checks import counts, expected_keys
+from support.checks import counts, expected_keys, wait_delivered
 from support.collector import CollectorProcess
 from support.pool_scenarios import PoolAppRunner
 
@@ -36,26 +36,6 @@ def pools(tmp_path: Path, collector: CollectorProcess) -> PoolAppRunner:
 
 def task_keys(src: str, tasks: list[int], per_task: int) -> Keys:
     return {(src, t * per_task + k) for t in tasks for k in range(per_task)}
-
-
-def wait_delivered(
-    collector: CollectorProcess, required: Keys, optional: Keys, timeout: float = 90.0
-) -> list[dict[str, Any]]:
-    """Every required event stored once; optional ones at most once; nothing else."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = collector.events()
-        seen = counts(events)
-        missing = required - set(seen)
-        if not missing:
-            break
-        assert time.monotonic() < deadline, f"{len(missing)} events never arrived: {missing}"
-        time.sleep(0.1)
-    duplicated = {key: n for key, n in seen.items() if n > 1}
-    assert not duplicated, f"events stored more than once: {sorted(duplicated.items())[:10]}"
-    unexpected = set(seen) - required - optional
-    assert not unexpected, f"events nobody tracked: {sorted(unexpected)[:10]}"
-    return events
 
 
 def check_one_flusher(result: Any) -> dict[str, Any]:
