@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._argtypes import at_least
 from . import serve
 from ._store import EventStore
 
@@ -20,20 +21,6 @@ DEFAULT_DB = "./trubrics-events.sqlite3"
 PROPERTIES_WIDTH = 48
 CELL_WIDTH = 32
 COLUMNS = ("id", "received_at", "kind", "user_id", "event", "properties")
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +38,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     parser.add_argument(
         "--latency-ms",
-        type=_non_negative_float,
+        type=at_least(0.0, float),
         default=0.0,
         help="delay every POST response by this much, to mimic the cloud (default 0)",
     )
@@ -76,7 +63,7 @@ def add_events_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--last",
         metavar="N",
-        type=_non_negative_int,
+        type=at_least(0, int),
         default=20,
         help="how many of the most recent events (default 20, 0 for all)",
     )

@@ -17,14 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._argtypes import at_least
+
 DEFAULT_DB = "./trubrics-demo.sqlite3"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +39,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     for flag, default, metavar, text in counts:
         parser.add_argument(
             flag,
-            type=_positive_int,
+            type=at_least(1, int),
             default=default,
             metavar=metavar,
             help=f"{text} (default {default})",
