@@ -73,8 +73,7 @@ class TrubricsMpPeer(Peer):
         self.client.close(timeout=timeout)
 
     def flusher_pid(self) -> Optional[int]:
-        started = self.client._link.started
-        return None if started is None else int(started.pid)
+        return self.client.stats().flusher_pid
 
 
 class TrubricsPeer(Peer):

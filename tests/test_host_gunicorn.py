@@ -342,9 +342,9 @@ def test_hook_logic_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyP
     client = hooks._State.client
     assert client is not None and client is sys.modules["made_here"].client
     hooks.worker_exit(server, types.SimpleNamespace(pid=-1))  # a gone worker, seen by the master
-    assert not client._closed
+    assert not client.closed
     hooks.on_exit(server)
-    assert client._closed
+    assert client.closed
     with pytest.raises(TypeError, match="not a Trubrics"):
         hooks._resolve("made_here:other")
     monkeypatch.delitem(sys.modules, "made_here")

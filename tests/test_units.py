@@ -11,7 +11,7 @@ import pytest
 
 from trubrics_mp._batching import Batcher
 from trubrics_mp._config import Config
-from trubrics_mp._retry import Outcome, backoff_s, decide, parse_retry_after
+from trubrics_mp._retry import Outcome, RetryPolicy, parse_retry_after
 from trubrics_mp._serialize import InvalidEvent, encode_event, encode_llm_event, iso_utc
 from trubrics_mp._spawn import python_executable
 
@@ -204,14 +204,21 @@ def outcome(status, retry_after=None):
 
 @pytest.mark.parametrize("status", [200, 201, 204])
 def test_2xx_is_delivered(status):
-    assert decide(outcome(status), 1, 10, now=0, now_epoch_s=0, jitter=0).action == "delivered"
+    assert (
+        RetryPolicy(max_retries=10)
+        .decide(outcome(status), 1, now=0, now_epoch_s=0, jitter=0)
+        .action
+        == "delivered"
+    )
 
 
 @pytest.mark.parametrize("status", [None, 408, 429, 500, 502, 503, 504])
 def test_transient_failures_are_retried_with_backoff(status):
-    decision = decide(outcome(status), 1, 10, now=100.0, now_epoch_s=0, jitter=0.0)
+    decision = RetryPolicy(max_retries=10).decide(
+        outcome(status), 1, now=100.0, now_epoch_s=0, jitter=0.0
+    )
     assert decision.action == "retry"
-    assert decision.retry_at == 100.0 + backoff_s(1, 0.0)
+    assert decision.retry_at == 100.0 + RetryPolicy().backoff_s(1, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -219,30 +226,39 @@ def test_transient_failures_are_retried_with_backoff(status):
     [(400, "http_400"), (401, "unauthorized"), (403, "unauthorized"), (422, "http_422")],
 )
 def test_other_client_errors_drop_the_batch(status, reason):
-    decision = decide(outcome(status), 1, 10, now=0, now_epoch_s=0, jitter=0)
+    decision = RetryPolicy(max_retries=10).decide(
+        outcome(status), 1, now=0, now_epoch_s=0, jitter=0
+    )
     assert (decision.action, decision.reason) == ("drop", reason)
 
 
 def test_the_retry_budget_is_bounded():
-    assert decide(outcome(503), 3, 3, now=0, now_epoch_s=0, jitter=0).action == "retry"
-    decision = decide(outcome(503), 4, 3, now=0, now_epoch_s=0, jitter=0)
+    assert (
+        RetryPolicy(max_retries=3).decide(outcome(503), 3, now=0, now_epoch_s=0, jitter=0).action
+        == "retry"
+    )
+    decision = RetryPolicy(max_retries=3).decide(outcome(503), 4, now=0, now_epoch_s=0, jitter=0)
     assert (decision.action, decision.reason) == ("drop", "retries_exhausted")
 
 
 def test_backoff_doubles_with_jitter_and_is_capped():
-    assert [backoff_s(n, 0.999999) for n in (1, 2, 3)] == pytest.approx([0.5, 1.0, 2.0])
-    assert backoff_s(1, 0.0) == 0.25  # jitter takes off up to half
-    assert backoff_s(30, 0.999999) == pytest.approx(30.0)
+    assert [RetryPolicy().backoff_s(n, 0.999999) for n in (1, 2, 3)] == pytest.approx(
+        [0.5, 1.0, 2.0]
+    )
+    assert RetryPolicy().backoff_s(1, 0.0) == 0.25  # jitter takes off up to half
+    assert RetryPolicy().backoff_s(30, 0.999999) == pytest.approx(30.0)
 
 
 def test_retry_after_is_honoured_in_seconds_and_as_a_date():
-    decision = decide(outcome(429, "7"), 1, 10, now=100.0, now_epoch_s=0, jitter=0)
+    decision = RetryPolicy(max_retries=10).decide(
+        outcome(429, "7"), 1, now=100.0, now_epoch_s=0, jitter=0
+    )
     assert decision.retry_at == 107.0
     epoch = 1_800_000_000.0
     http_date = "Fri, 15 Jan 2027 08:00:20 GMT"
-    assert parse_retry_after(http_date, epoch) == 20.0
-    assert parse_retry_after("garbage", epoch) is None
-    assert parse_retry_after("100000", epoch) == 300.0  # capped
+    assert parse_retry_after(http_date, epoch, 300.0) == 20.0
+    assert parse_retry_after("garbage", epoch, 300.0) is None
+    assert parse_retry_after("100000", epoch, 300.0) == 300.0  # capped
 
 
 def test_the_flusher_finds_a_python_even_when_sys_executable_is_uwsgi(monkeypatch):
@@ -259,7 +275,7 @@ def test_a_logger_that_is_not_a_logger_is_refused():
 
 
 def test_the_senders_session_reads_proxy_settings_once(monkeypatch):
-    from trubrics_mp._sender import _make_session
+    from trubrics_mp._http import _make_session
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("NO_PROXY", "internal.example")

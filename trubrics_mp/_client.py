@@ -22,13 +22,13 @@ import weakref
 from typing import Any, Callable, Optional
 
 from . import _protocol as proto
-from ._config import DEFAULT_HOST, Config
+from ._config import DEFAULT_HOST, LOGGER_NAME, Config
 from ._link import Link
 from ._process import pid_alive
 from ._serialize import InvalidEvent, encode_event, encode_llm_event
 from ._stats import Stats, merge
+from ._supervisor import Supervisor
 
-_DEFAULT_LOGGER_NAME = "trubrics_mp"
 _STATS_TIMEOUT_S = 5.0
 
 # Pipelines started in this process or inherited from a forking parent, by
@@ -48,29 +48,33 @@ class Trubrics:
     and ignored. Every other setting is keyword-only; see the configuration
     page of the documentation for bounds. Invalid settings raise ``ValueError``
     or ``TypeError`` here; ``track()`` and ``track_llm()`` never raise.
+
+    Public attributes for integrations and tests: :attr:`logger`,
+    :attr:`shutdown_timeout`, :attr:`disabled`, :attr:`closed` and
+    :meth:`after_fork`.
     """
 
     def __init__(
         self,
         api_key: str,
         host: str = DEFAULT_HOST,
-        flush_interval: float = 10,
+        flush_interval: float = Config.flush_interval_s,
         flush_batch_size: Optional[int] = None,
         flush_periodic_check: Optional[float] = None,
         logger: Optional[logging.Logger] = None,
         *,
         flush_at: Optional[int] = None,
-        request_timeout: float = 10.0,
-        max_retries: int = 10,
-        max_queue_size: int = 10_000,
-        process_buffer_size: int = 1_000,
-        max_event_bytes: int = 65_536,
-        shutdown_timeout: float = 10.0,
+        request_timeout: float = Config.request_timeout_s,
+        max_retries: int = Config.max_retries,
+        max_queue_size: int = Config.max_queue_size,
+        process_buffer_size: int = Config.process_buffer_size,
+        max_event_bytes: int = Config.max_event_bytes,
+        shutdown_timeout: float = Config.shutdown_timeout_s,
         disabled: bool = False,
     ) -> None:
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger, got {type(logger).__name__}")
-        self._logger = logger if logger is not None else _default_logger()
+        self.logger = logger if logger is not None else _default_logger()
         config = Config(
             api_key=api_key,
             host=host,
@@ -83,43 +87,75 @@ class Trubrics:
             max_event_bytes=max_event_bytes,
             shutdown_timeout_s=shutdown_timeout,
             disabled=disabled,
-            logger_name=self._logger.name,
-            log_level=self._logger.getEffectiveLevel(),
+            logger_name=self.logger.name,
+            log_level=self.logger.getEffectiveLevel(),
         )
         if flush_periodic_check is not None:
-            self._logger.debug("flush_periodic_check is ignored: the flusher process batches")
+            self.logger.debug("flush_periodic_check is ignored: the flusher process batches")
+        self._join_or_start(config)
+
+    def _join_or_start(self, config: Config) -> None:
         shared = _PIPELINES.get(config.fingerprint)
         if shared is not None and pid_alive(shared[1]) and not config.disabled:
             self._setup(config, *shared)  # same settings as a live pipeline: join it
             return
         self._setup(config, proto.new_address(), os.getpid())
         if not config.disabled:
-            self._link.start(generation=0)
-            _PIPELINES[config.fingerprint] = (self._link.address, self._owner_pid)
+            self._supervisor.start(generation=0)
+            _PIPELINES[config.fingerprint] = (self._supervisor.address, self._owner_pid)
 
     def _setup(self, config: Config, address: bytes, owner_pid: int) -> None:
         self._config = config
         self._pid = os.getpid()
         self._owner_pid = owner_pid
         self._closed = False
-        self._link = Link(config, address, owner_pid, self._logger)
+        self._supervisor = Supervisor(config, address, owner_pid, self.logger)
+        self._link = Link(config, self._supervisor, self.logger)
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=_call_weak(ref, Trubrics._forked))
+        os.register_at_fork(after_in_child=_call_weak(ref, Trubrics.after_fork))
         # A strong reference: a client nobody holds any more is still closed
         # (its events delivered) at exit, as the official SDK's thread would.
         atexit.register(self._close_at_exit)
+
+    # -- public surface for integrations ----------------------------------------------
+    @property
+    def shutdown_timeout(self) -> float:
+        """Seconds ``close()`` waits at exit for delivery (the constructor's setting)."""
+        return self._config.shutdown_timeout_s
+
+    @property
+    def disabled(self) -> bool:
+        """True when the client sends nothing and starts no flusher."""
+        return self._config.disabled
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran in this process."""
+        return self._closed
+
+    def after_fork(self) -> None:
+        """Re-initialise in a new child process; a no-op in the process that has it.
+
+        Every call runs this check already; hosts that fork in C (uWSGI) may
+        call it from their post-fork hook to do the work before the first event.
+        The child forgets the parent's connection and buffer, never re-sending it.
+        """
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._link.forget_parent()
 
     # -- pickling: spawn and forkserver children attach to the same flusher -------
     def __getstate__(self) -> dict[str, Any]:
         return {
             "config": self._config.to_wire(),
-            "address": self._link.address,
+            "address": self._supervisor.address,
             "owner_pid": self._owner_pid,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         config = Config.from_wire(state["config"])
-        self._logger = logging.getLogger(config.logger_name)
+        self.logger = logging.getLogger(config.logger_name)
         self._setup(config, state["address"], state["owner_pid"])
 
     def __repr__(self) -> str:
@@ -153,7 +189,7 @@ class Trubrics:
         except InvalidEvent as exc:
             self._reject("track", exc)
         except Exception:
-            self._logger.exception("trubrics_mp: internal error in track(); event dropped")
+            self.logger.exception("trubrics_mp: internal error in track(); event dropped")
 
     def track_llm(
         self,
@@ -189,51 +225,49 @@ class Trubrics:
         except InvalidEvent as exc:
             self._reject("track_llm", exc)
         except Exception:
-            self._logger.exception("trubrics_mp: internal error in track_llm(); event dropped")
+            self.logger.exception("trubrics_mp: internal error in track_llm(); event dropped")
 
     def _current_link(self) -> Link:
         if self._pid != os.getpid():
-            self._forked()
+            self.after_fork()
         return self._link
 
     def _send(self, link: Link, message: bytes) -> None:
         if self._closed or self._config.disabled:
-            link.counters.dropped["closed" if self._closed else "disabled"] += 1
+            link.reject("closed" if self._closed else "disabled")
             return
         link.send(message)
 
     def _reject(self, method: str, exc: InvalidEvent) -> None:
-        self._link.counters.dropped[exc.reason] += 1
-        self._logger.error("trubrics_mp: %s() dropped an invalid event: %s", method, exc)
-
-    def _forked(self) -> None:
-        """In a new child process: forget the parent's connection and buffer."""
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._link.forget_parent()
+        self._link.reject(exc.reason)
+        self.logger.error("trubrics_mp: %s() dropped an invalid event: %s", method, exc)
 
     # -- blocking calls ------------------------------------------------------------------
     def flush(self, timeout: Optional[float] = None) -> bool:
-        """Block until this process's events are delivered or definitively failed.
+        """Block until every batch unsettled in the pipeline now is delivered or dropped.
 
-        Returns True when every event this process queued since the last flush
-        was delivered; False on a failure, a timeout (seconds) or no flusher.
+        The flusher first takes in everything already queued by any process, so
+        this waits for other processes' events too, not only this one's.
+        Returns True when nothing this process tracked since its last flush was
+        lost (here or in the flusher); False on a loss, when ``timeout``
+        (seconds) passes first, or when no flusher answers.
         """
         link = self._current_link()
         if self._config.disabled:
             return True
-        lost, link.lost_since_flush = link.lost_since_flush, 0
+        lost = link.take_losses()
         if not link.buffer and link.counters.queued == 0:
             return lost == 0  # nothing of this process's to wait for
         reply = link.request(proto.FLUSH, _deadline(timeout))
-        return lost == 0 and reply is not None and proto.parse_ack(reply)
+        return lost == 0 and reply is not None and reply.ok
 
     def close(self, timeout: Optional[float] = None) -> bool:
-        """Deliver everything, then stop the flusher (owner) or just detach (others).
+        """Stop the pipeline if this process owns it, else hand over what is buffered.
 
-        Returns True if everything this process handed over was delivered.
-        Calling it again does nothing and returns True.
+        The owner waits (until ``timeout`` seconds) for every event to be
+        delivered and the flusher to exit; any other process only waits for its
+        buffered events to enter the shared queue. Returns True if nothing this
+        process handed over is known lost. Calling it again returns True.
         """
         if self._closed:
             return True
@@ -241,43 +275,52 @@ class Trubrics:
         deadline = _deadline(timeout)
         if self._config.disabled:
             ok = True
-        elif self._pid == self._owner_pid and link.started is not None:
-            _PIPELINES.pop(self._config.fingerprint, None)
-            reply = link.request(proto.SHUTDOWN, deadline)
-            ok = reply is not None and proto.parse_ack(reply)
-            link.wait_flusher_exit(deadline)
-            link.close_exec_watch()
+        elif self._supervisor.may_stop:
+            ok = self._stop_pipeline(link, deadline)
         else:
-            ok = link.drain(deadline)
+            ok = link.drain(deadline) and link.take_losses() == 0
         link.disconnect()
         self._closed = True
         atexit.unregister(self._close_at_exit)
         return ok
 
+    def _stop_pipeline(self, link: Link, deadline: Optional[float]) -> bool:
+        _PIPELINES.pop(self._config.fingerprint, None)
+        lost = link.take_losses()
+        reply = link.request(proto.SHUTDOWN, deadline)
+        self._supervisor.wait_exit(deadline)
+        self._supervisor.release()
+        return lost == 0 and reply is not None and reply.ok
+
     def _close_at_exit(self) -> None:
         if not self._closed:
             self.close(timeout=self._config.shutdown_timeout_s)
 
-    def stats(self) -> Stats:
-        """Counters of this process, and of the whole pipeline as the flusher sees it."""
+    def stats(self, flusher: bool = True) -> Stats:
+        """Counters of this process and, with ``flusher``, of the whole pipeline.
+
+        ``flusher=False`` reads this process's counters only, without a request
+        to the flusher (which waits up to 5 s for an answer).
+        """
         link = self._current_link()
-        flusher = None
-        if not self._config.disabled and not self._closed:
+        answer = None
+        if flusher and not self._config.disabled and not self._closed:
             reply = link.request(proto.STATS, _deadline(_STATS_TIMEOUT_S))
             if reply is not None:
-                flusher = json.loads(proto.stats_payload(reply))
-        return merge(link.counters, len(link.buffer), flusher)
+                answer = json.loads(reply.body)
+        pipeline = proto.printable_address(self._supervisor.address)
+        return merge(link.counters, len(link.buffer), link.generation, pipeline, answer)
 
 
 def _batch_size(flush_at: Optional[int], flush_batch_size: Optional[int]) -> int:
     if flush_at is not None and flush_batch_size is not None and flush_at != flush_batch_size:
         raise ValueError("flush_at and flush_batch_size are the same setting: give one")
     chosen = flush_at if flush_at is not None else flush_batch_size
-    return 20 if chosen is None else chosen
+    return Config.flush_at if chosen is None else chosen
 
 
 def _default_logger() -> logging.Logger:
-    logger = logging.getLogger(_DEFAULT_LOGGER_NAME)
+    logger = logging.getLogger(LOGGER_NAME)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.ERROR)
     return logger

@@ -12,6 +12,9 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._retry import RetryPolicy
+
+LOGGER_NAME = "trubrics_mp"  # the default logger's name, in clients and flushers
 DEFAULT_HOST = "https://app.trubrics.com/api/ingestion"
 MAX_FLUSH_AT = 100
 MAX_EVENT_BYTES_LIMIT = 131_072  # what one SOCK_SEQPACKET message carries comfortably
@@ -23,6 +26,9 @@ LLM_EVENTS_ENDPOINT = "publish_llm_events"
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings shared by the client and its flusher process.
+
+    The field defaults are the public constructor's defaults (``Trubrics``
+    reads them from here); field names say their unit.
 
     ``repr()`` never shows the API key; :meth:`to_wire` is the only place the
     key leaves the object (it goes to the flusher over a private pipe).
@@ -40,7 +46,7 @@ class Config:
     shutdown_timeout_s: float = 10.0
     senders: int = 4
     disabled: bool = False
-    logger_name: str = "trubrics_mp"
+    logger_name: str = LOGGER_NAME
     log_level: int = 40
 
     def __post_init__(self) -> None:
@@ -63,6 +69,10 @@ class Config:
         """A digest of what the flusher uses (logging aside): same digest, same pipeline."""
         shared = dataclasses.replace(self, logger_name="", log_level=0)
         return hashlib.sha256(repr(dataclasses.astuple(shared)).encode()).hexdigest()[:16]
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_retries=self.max_retries)
 
     def endpoint_url(self, endpoint: str) -> str:
         return f"{self.host.rstrip('/')}/{endpoint}"

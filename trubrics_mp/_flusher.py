@@ -13,34 +13,34 @@
                                            |
     flusher process (fresh interpreter, started with subprocess by the owner)
     +--------------------------------------v-----------------------------------+
-    | main thread: selector loop                                               |
-    |   listener -> accept (uid checked)   connections -> Batcher (per endpoint)|
-    |   pidfd(owner) -> drain and exit     flush/stats/shutdown -> replies      |
-    |        |  full or old batches                     ^ (batch, outcome)     |
-    |        v                                          |  + wake pipe         |
-    |   Dispatcher (ready deque, pause gate) --> sender threads x N            |
-    |                                            requests.Session keep-alive   |
+    | main thread: one selector loop over four roles                           |
+    |   Reader    listener + connections -> messages                           |
+    |   Intake    batches per endpoint, the bound on events held               |
+    |   Waiters   flush()/shutdown requests and the batches they cover         |
+    |   Lifetime  SIGTERM, owner pidfd, exec watch -> phase, deadline          |
+    |        | batches                                   ^ settled outcomes    |
+    |        v                                           |  + wake pipe        |
+    |   Delivery: ready line, pause gate, retries --> sender threads x N       |
+    |                                                 Poster (requests)        |
     +----------------------------------------------------|---------------------+
                                                          v
                                          POST {host}/publish_events
                                          POST {host}/publish_llm_events
 
 Lifetime: the flusher exits after a ``Q`` (shutdown) request from the owner,
-once the owner process is gone (watched through a pidfd), or
-``shutdown_timeout`` after a SIGTERM; each time it first delivers what it
-holds, within ``shutdown_timeout``. SIGINT is ignored: Ctrl-C reaches the
-whole process group, and the owner's exit handler still needs the flusher.
-What it holds in memory is lost if the flusher itself is SIGKILLed.
+once the owner process is gone (watched through a pidfd), once the owner
+replaces its program (exec), or ``shutdown_timeout`` after a SIGTERM; each
+time it first delivers what it holds, within ``shutdown_timeout``. SIGINT is
+ignored: Ctrl-C reaches the whole process group, and the owner's exit
+handler still needs the flusher. What it holds in memory is lost if the
+flusher itself is SIGKILLed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import queue
-import random
 import selectors
 import signal
 import socket
@@ -49,38 +49,29 @@ import time
 from typing import Any, Optional
 
 from . import _protocol as proto
-from ._batching import Batch, Batcher
+from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
-from ._process import drain_pipe, pid_alive, watch_exit
-from ._retry import decide
-from ._sender import Dispatcher, Result, Sender
+from ._delivery import Delivery, Settled
+from ._http import Poster, RequestsPoster
+from ._lifetime import Lifetime
+from ._process import drain_pipe
+from ._reader import Conn, Reader, reply
 from ._stats import FlusherCounters
+from ._waiters import Waiters
 
 _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
-_READS_PER_WAKE = 512
-_READ_ALL_LIMIT = 100_000  # per connection: a busy producer cannot keep us reading forever
-_OWNER_POLL_S = 0.5
-
-
-@dataclasses.dataclass
-class _Conn:
-    sock: socket.socket
-    pid: int
-    dropped: int = 0
-
-
-@dataclasses.dataclass
-class _Waiter:
-    """A ``flush()`` (or shutdown) waiting for the batches it covers to settle."""
-
-    conn: _Conn
-    request_id: int
-    batch_ids: set[int]
-    ok: bool
-    shutdown: bool = False
+READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
+READ_ALL_LIMIT = 100_000  # per connection, for flush and shutdown
+SENDER_JOIN_S = 1.0
 
 
 class Flusher:
+    """The main loop; each job is one role's (see the module diagram).
+
+    ``poster`` defaults to the real HTTP poster; tests pass a fake one and run
+    :meth:`serve` in a thread against a listener of their own.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -88,310 +79,223 @@ class Flusher:
         owner_pid: int,
         generation: int,
         exec_watch_fd: Optional[int] = None,
+        poster: Optional[Poster] = None,
     ) -> None:
         self.config = config
         self.log = logging.getLogger(config.logger_name)
-        self.listener: Optional[socket.socket] = listener
         self.owner_pid = owner_pid
         self.counters = FlusherCounters(pid=os.getpid(), generation=generation)
-        self.batcher = Batcher(config.flush_at, config.flush_interval_s)
-        self.unsettled: dict[int, Batch] = {}
-        self.waiters: list[_Waiter] = []
         self.selector = selectors.DefaultSelector()
-        self.results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
-        self.dispatcher = Dispatcher(time.monotonic)
-        self.sender = Sender(config, self.dispatcher, self.results, self._wake, self.log)
-        self.buffer = bytearray(proto.MAX_MESSAGE_BYTES)
-        self.stop_at: Optional[float] = None  # set when the end has begun
-        self.term_at: Optional[float] = None  # SIGTERM received: end begins then
-        self.owner_fd = watch_exit(owner_pid)
-        self.exec_watch_fd = exec_watch_fd
-        self.owner_gone = False
-        self.owner_checked_at = 0.0
-        self._warned: set[str] = set()
-        self.held = 0  # events taken in and not yet delivered or dropped
-        self._reading_all = False
-
-    # -- set-up and main loop ------------------------------------------------
-    def run(self) -> None:
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        self.reader = Reader(
+            listener, self.selector, self._on_message, proto.hello(generation), self.log
+        )
+        self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_size)
+        self.waiters: Waiters[Conn] = Waiters()
+        self.lifetime = Lifetime(
+            config.shutdown_timeout_s, owner_pid, exec_watch_fd, time.monotonic
+        )
+        for fd in self.lifetime.watches:
+            self.selector.register(fd, selectors.EVENT_READ, "watch")
+        self.delivery = Delivery(
+            poster if poster is not None else RequestsPoster(config, self.log),
+            config.retry_policy,
+            config.senders,
+            self.wake,
+            self.log,
+        )
+        self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
+        self._warned: set[str] = set()
+
+    # -- the main loop -------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve in the flusher process's main thread, with its signal handling."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.set_wakeup_fd(self.wake_w)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGTERM, self.lifetime.on_sigterm)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-        assert self.listener is not None
-        self.listener.setblocking(False)
-        self.selector.register(self.listener, selectors.EVENT_READ, "accept")
-        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
-        if self.owner_fd is not None:
-            self.selector.register(self.owner_fd, selectors.EVENT_READ, "owner")
-        if self.exec_watch_fd is not None:
-            self.selector.register(self.exec_watch_fd, selectors.EVENT_READ, "exec")
-        self.sender.start()
+        self.serve()
+
+    def serve(self) -> None:
+        """Loop until the lifetime says to leave; then count what is left and stop."""
+        self.delivery.start()
         self.log.debug("flusher %d started for owner %d", os.getpid(), self.owner_pid)
         try:
-            while not self._finished():
-                self._step()
+            while not self.lifetime.finished(time.monotonic(), len(self.waiters.unsettled)):
+                self.step()
         finally:
             self._exit()
 
-    def _step(self) -> None:
-        for key, _ in self.selector.select(self._select_timeout()):
-            if key.data == "accept":
-                self._accept()
-            elif key.data == "wake":
-                drain_pipe(self.wake_r)
-            elif key.data == "owner":
-                self._begin_end("owner process exited")
-            elif key.data == "exec":  # end of file: nobody writes to this pipe
-                self.selector.unregister(key.fd)
-                self._begin_end("the owner replaced its program (exec)")
-            else:
-                self._read(key.data)
-        self._settle_results()
+    def step(self) -> None:
+        ready = self.selector.select(self._select_timeout())
+        self._read_pass(ready)
+        self._answer_requests()
+        self._take_outcomes()
         now = time.monotonic()
-        ending = self.stop_at is not None  # no more waiting to fill batches
-        for batch in self.batcher.cut_all() if ending else self.batcher.due(now):
-            self._dispatch(batch)
-        self._watch_owner(now)
+        self._dispatch_due(now)
+        self._follow_lifetime(now)
 
-    def _select_timeout(self) -> float:
-        candidates = (self.batcher.next_due_at(), self.stop_at, self.term_at)
-        deadlines = [d for d in candidates if d is not None]
-        if self.owner_fd is None and not self.owner_gone:
-            deadlines.append(self.owner_checked_at + _OWNER_POLL_S)
-        if not deadlines:
-            return 3600.0
-        return max(0.0, min(deadlines) - time.monotonic())
+    def stop(self, reason: str) -> None:
+        """Ask the loop (from any thread) to deliver what it holds and leave."""
+        self.lifetime.request_end(reason)
+        self.wake()
 
-    def _finished(self) -> bool:
-        if self.stop_at is None:
-            return False
-        return not self.unsettled or time.monotonic() >= self.stop_at
-
-    # -- reading the shared queue ----------------------------------------------
-    def _accept(self) -> None:
-        while self.listener is not None:  # None once the end has begun
-            try:
-                sock, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            pid, uid = proto.peer_pid_uid(sock)
-            if uid != os.getuid():
-                self.log.error("refused a connection from uid %d (pid %d)", uid, pid)
-                sock.close()
-                continue
-            sock.setblocking(False)
-            conn = _Conn(sock, pid)
-            self.selector.register(sock, selectors.EVENT_READ, conn)
-            self.counters.connections += 1
-
-    def _read(self, conn: _Conn, limit: int = _READS_PER_WAKE) -> None:
-        view = memoryview(self.buffer)
-        for _ in range(limit):
-            try:
-                size = conn.sock.recv_into(self.buffer)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                size = 0
-            if size == 0:
-                self._close_conn(conn)
-                return
-            self._handle(conn, view[0], bytes(view[1:size]))
-
-    def _handle(self, conn: _Conn, kind: int, payload: bytes) -> None:
-        endpoint = _ENDPOINTS.get(kind)
-        if endpoint is not None:
-            self._add_event(conn, endpoint, payload)
-        elif kind == proto.FLUSH[0]:
-            self._flush_request(conn, payload, shutdown=False)
-        elif kind == proto.SHUTDOWN[0]:
-            self._flush_request(conn, payload, shutdown=True)
-        elif kind == proto.STATS[0]:
-            request_id = proto.parse_request_id(payload)
-            body = json.dumps(self.counters.snapshot(self.held)).encode()
-            _reply(conn, proto.stats_reply(request_id, body))
-        else:
-            self.log.error("ignored a message of unknown kind %r from pid %d", kind, conn.pid)
-
-    def _add_event(self, conn: _Conn, endpoint: str, payload: bytes) -> None:
-        self.counters.count_received(conn.pid)
-        if self.held >= self.config.max_queue_size:
-            conn.dropped += 1
-            self.counters.drop("queue_full", 1)
-            self._warn_once(
-                "queue_full",
-                f"queue full ({self.config.max_queue_size} events held): dropping new events",
-            )
-            return
-        self.held += 1
-        batch = self.batcher.add(endpoint, payload, time.monotonic())
-        if batch is not None:
-            self._dispatch(batch)
-
-    def _read_all(self) -> None:
-        """Take in every message already waiting, on every connection (and backlog)."""
-        if self._reading_all:
-            return  # a flush request met while reading: the outer call goes on
-        self._reading_all = True
-        try:
-            if self.listener is not None:
-                self._accept()
-            for key in list(self.selector.get_map().values()):
-                if isinstance(key.data, _Conn) and key.data.sock.fileno() != -1:
-                    self._read(key.data, limit=_READ_ALL_LIMIT)
-        finally:
-            self._reading_all = False
-
-    def _close_conn(self, conn: _Conn) -> None:
-        if conn.sock.fileno() == -1:
-            return  # closed already, during an outer read
-        self.selector.unregister(conn.sock)
-        conn.sock.close()
-        self.counters.connections -= 1
-
-    # -- flush, shutdown and stop ------------------------------------------------
-    def _flush_request(self, conn: _Conn, payload: bytes, shutdown: bool) -> None:
-        self._read_all()  # events other processes queued before: they leave now too
-        for batch in self.batcher.cut_all():
-            self._dispatch(batch)
-        request_id = proto.parse_request_id(payload)
-        waiter = _Waiter(conn, request_id, set(self.unsettled), conn.dropped == 0, shutdown)
-        conn.dropped = 0
-        self.waiters.append(waiter)
-        self._answer_waiters()
-
-    def _answer_waiters(self) -> None:
-        for waiter in [w for w in self.waiters if not w.batch_ids]:
-            self.waiters.remove(waiter)
-            _reply(waiter.conn, proto.ack(waiter.request_id, waiter.ok))
-            if waiter.shutdown:
-                self._begin_end("shutdown requested by the owner")
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self.term_at is None:
-            self.term_at = time.monotonic() + self.config.shutdown_timeout_s
-            self.log.debug("SIGTERM: leaving within %.1f s", self.config.shutdown_timeout_s)
-
-    def _watch_owner(self, now: float) -> None:
-        if self.term_at is not None and now >= self.term_at:
-            self._begin_end("SIGTERM")
-        if self.owner_fd is not None or self.owner_gone:
-            return
-        if now - self.owner_checked_at < _OWNER_POLL_S:
-            return
-        self.owner_checked_at = now
-        if not pid_alive(self.owner_pid):
-            self._begin_end("owner process exited")
-
-    def _begin_end(self, why: str) -> None:
-        """Stop listening, take in what is already queued, then deliver it all."""
-        self._read_all()
-        if self.listener is not None:
-            self.log.debug("flusher %d ending: %s", os.getpid(), why)
-            self.selector.unregister(self.listener)
-            self.listener.close()
-            self.listener = None
-        if self.owner_fd is not None:
-            self.selector.unregister(self.owner_fd)
-            os.close(self.owner_fd)
-            self.owner_fd = None
-        self.owner_gone = True  # nothing more to watch
-        for batch in self.batcher.cut_all():
-            self._dispatch(batch)
-        deadline = time.monotonic() + self.config.shutdown_timeout_s
-        self.stop_at = deadline if self.stop_at is None else min(self.stop_at, deadline)
-
-    def _exit(self) -> None:
-        lost = self.held
-        if lost:
-            self.counters.drop("shutdown_timeout", lost)
-            self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
-        self.sender.stop(timeout_s=1.0)
-        self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
-
-    # -- delivery ------------------------------------------------------------------
-    def _dispatch(self, batch: Batch) -> None:
-        self.unsettled[batch.id] = batch
-        self.dispatcher.put(batch)
-
-    def _settle_results(self) -> None:
-        while True:
-            try:
-                batch, outcome = self.results.get_nowait()
-            except queue.Empty:
-                break
-            batch.attempts += 1
-            self.counters.requests += 1
-            decision = decide(
-                outcome,
-                batch.attempts,
-                self.config.max_retries,
-                time.monotonic(),
-                time.time(),
-                random.random(),
-            )
-            if decision.action == "retry":
-                self.counters.retried_requests += 1
-                self._log_retry(batch, outcome.status, outcome.detail, decision.retry_at)
-                self.dispatcher.put_retry(batch, decision.retry_at)
-                continue
-            if decision.action == "delivered":
-                self.counters.delivered += len(batch)
-            else:
-                self._log_drop(batch, decision.reason, outcome.status, outcome.detail)
-            self._settled(batch, ok=decision.action == "delivered")
-        self._answer_waiters()
-
-    def _settled(self, batch: Batch, ok: bool) -> None:
-        del self.unsettled[batch.id]
-        self.held -= len(batch)
-        for waiter in self.waiters:
-            if batch.id in waiter.batch_ids:
-                waiter.batch_ids.discard(batch.id)
-                waiter.ok = waiter.ok and ok
-
-    def _log_retry(self, batch: Batch, status: Optional[int], detail: str, at: float) -> None:
-        self.log.warning(
-            "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
-            batch.endpoint,
-            f"HTTP {status}" if status else detail,
-            batch.attempts,
-            self.config.max_retries,
-            len(batch),
-            max(0.0, at - time.monotonic()),
-        )
-
-    def _log_drop(self, batch: Batch, reason: str, status: Optional[int], detail: str) -> None:
-        self.counters.failed_batches += 1
-        self.counters.drop(reason, len(batch))
-        if reason == "unauthorized":
-            self._warn_once(reason, f"the API key was rejected (HTTP {status}): {detail}")
-        what = f"HTTP {status}: {detail}" if status else detail
-        self.log.error(
-            "dropped %d events for /%s (%s): %s", len(batch), batch.endpoint, reason, what
-        )
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.log.error("%s", message)
-
-    def _wake(self) -> None:
+    def wake(self) -> None:
         try:
             os.write(self.wake_w, b"x")
         except BlockingIOError:
             pass  # already awake
 
+    # -- steps ---------------------------------------------------------------------------
+    def _select_timeout(self) -> float:
+        candidates = (self.intake.next_due_at(), self.lifetime.next_deadline())
+        deadlines = [d for d in candidates if d is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
 
-def _reply(conn: _Conn, message: bytes) -> None:
-    try:
-        conn.sock.send(message, proto.SEND_FLAGS)
-    except OSError:
-        pass  # the process that asked is gone or not reading: nothing to tell
+    def _read_pass(self, ready: list[tuple[selectors.SelectorKey, int]]) -> None:
+        for key, _ in ready:
+            if key.data == "accept":
+                self.reader.accept()
+            elif key.data == "wake":
+                drain_pipe(self.wake_r)
+            elif key.data == "watch":
+                self.selector.unregister(key.fd)
+                self.lifetime.request_end(self.lifetime.watches[key.fd])
+            elif isinstance(key.data, Conn) and key.data.open:
+                self.reader.read(key.data, READS_PER_WAKE)
+
+    def _answer_requests(self) -> None:
+        """Answer control requests read so far; a flush reads the rest of the queue first."""
+        while self._requests:
+            conn, message = self._requests.pop(0)
+            try:
+                request = proto.parse_request(message)
+            except proto.ProtocolError as exc:
+                self._bad_message(conn, str(exc))
+                continue
+            if request.kind == proto.STATS:
+                body = json.dumps(self.counters.snapshot(self.intake.held, self.delivery))
+                reply(conn, proto.stats_reply(request.request_id, body.encode()))
+                continue
+            shutdown = request.kind == proto.SHUTDOWN and self._may_stop(conn)
+            self.reader.read_all(READ_ALL_LIMIT)  # events queued before it leave now too
+            self._dispatch(self.intake.cut_all())
+            self.waiters.add(conn, request.request_id, conn.dropped == 0, shutdown)
+            conn.dropped = 0
+        self._answer_waiters()
+
+    def _take_outcomes(self) -> None:
+        for settled in self.delivery.take_settled():
+            self._settle(settled)
+        self._answer_waiters()
+
+    def _dispatch_due(self, now: float) -> None:
+        ending = self.lifetime.ending  # no more waiting to fill batches
+        self._dispatch(self.intake.cut_all() if ending else self.intake.due(now))
+
+    def _follow_lifetime(self, now: float) -> None:
+        reason = self.lifetime.due(now)
+        if reason is not None:
+            self._begin_end(reason, now)
+
+    # -- messages --------------------------------------------------------------------------
+    def _on_message(self, conn: Conn, kind: int, payload: bytes) -> None:
+        endpoint = _ENDPOINTS.get(kind)
+        if endpoint is not None:
+            self._add_event(conn, endpoint, payload)
+        elif kind in proto.REQUEST_KINDS:
+            self._requests.append((conn, bytes((kind,)) + payload))
+        else:
+            self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
+
+    def _add_event(self, conn: Conn, endpoint: str, payload: bytes) -> None:
+        self.counters.count_received(conn.pid)
+        if self.intake.full:
+            conn.dropped += 1
+            self.record_drop("queue_full", 1)
+            self._warn_once("queue_full", f"queue full ({self.intake.max_held} events held)")
+            return
+        batch = self.intake.add(endpoint, payload, time.monotonic())
+        if batch is not None:
+            self._dispatch([batch])
+
+    def _bad_message(self, conn: Conn, what: str) -> None:
+        self.record_drop("bad_message", 1)
+        if not conn.complained:
+            conn.complained = True
+            self.log.error("ignored a bad message from pid %d: %s", conn.pid, what)
+
+    def _may_stop(self, conn: Conn) -> bool:
+        if conn.pid == self.owner_pid:
+            return True
+        self.log.error("pid %d asked to stop the flusher and is not its owner", conn.pid)
+        return False
+
+    # -- delivery and waiters --------------------------------------------------------------
+    def _dispatch(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            self.waiters.dispatched(batch.id)
+            self.delivery.put(batch)
+
+    def _settle(self, settled: Settled) -> None:
+        batch = settled.batch
+        self.intake.settled(batch)
+        self.waiters.settled(batch.id, settled.delivered)
+        if settled.delivered:
+            self.counters.delivered += len(batch)
+            return
+        self.counters.failed_batches += 1
+        self.record_drop(settled.reason, len(batch))
+        last = settled.last
+        if settled.reason == "unauthorized":
+            self._warn_once(settled.reason, f"the API key was rejected ({last.summary})")
+        what = f"{last.summary}: {last.detail}" if last.status is not None else last.detail
+        self.log.error(
+            "dropped %d events for /%s (%s): %s", len(batch), batch.endpoint, settled.reason, what
+        )
+
+    def _answer_waiters(self) -> None:
+        for waiter in self.waiters.answerable():
+            reply(waiter.peer, proto.ack(waiter.request_id, waiter.ok))
+            if waiter.shutdown:
+                self.lifetime.request_end("shutdown requested by the owner")
+
+    # -- the end -----------------------------------------------------------------------------
+    def _begin_end(self, reason: str, now: float) -> None:
+        """Stop listening, take in what is already queued, then deliver it all."""
+        if not self.lifetime.begin_end(reason, now):
+            return
+        self.log.debug("flusher %d ending: %s", os.getpid(), reason)
+        self.reader.read_all(READ_ALL_LIMIT)
+        self.reader.stop_listening()
+        for fd in self.lifetime.watches:
+            if fd in self.selector.get_map():
+                self.selector.unregister(fd)
+        self.lifetime.close_watches()
+        self._answer_requests()
+        self._dispatch(self.intake.cut_all())
+
+    def _exit(self) -> None:
+        self._take_outcomes()
+        lost = self.intake.held
+        if lost:
+            self.record_drop("shutdown_timeout", lost)
+            self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
+        self.delivery.stop(timeout_s=SENDER_JOIN_S)
+        self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
+
+    # -- counting ------------------------------------------------------------------------------
+    def record_drop(self, reason: str, count: int) -> None:
+        """The one place the flusher counts lost events."""
+        self.counters.dropped[reason] += count
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log.error("%s", message)
 
 
 def _setup_logging(config: Config) -> None:

@@ -1,11 +1,11 @@
-"""One process's end of the shared queue: its connection, its small buffer, restarts.
+"""One process's end of the shared queue: its connection, its small buffer, its counters.
 
 ``send`` is on the path of every ``track()``: one non-blocking ``send(2)``
 of one message, no lock, no thread. When the socket is full the message
 waits in a bounded per-process buffer (drained first on the next call);
 when that is full too it is dropped and counted. A broken connection means
-the flusher died: the first process to notice starts a new one on the same
-address (binding it is the lock), unless the owner process is gone.
+the flusher died: the first process to notice has its :class:`Supervisor`
+start a new one on the same address.
 """
 
 from __future__ import annotations
@@ -14,41 +14,44 @@ import collections
 import errno
 import itertools
 import logging
-import os
 import select
 import socket
-import subprocess
 import threading
 import time
 from typing import Optional
 
 from . import _protocol as proto
 from ._config import Config
-from ._process import pid_alive
-from ._spawn import FlusherStartError, start_flusher
 from ._stats import LocalCounters
+from ._supervisor import Supervisor
 
-_RESTART_PAUSE_S = 1.0
 _NO_LISTENER = (errno.ECONNREFUSED, errno.ENOENT)
+_RECONNECT_POLL_S = 0.05
 
 
 class Link:
-    def __init__(
-        self, config: Config, address: bytes, owner_pid: int, logger: logging.Logger
-    ) -> None:
+    """This process's connection to the flusher, and what it counts of its own events.
+
+    Invariants: ``buffer`` holds at most ``process_buffer_size`` messages, in
+    the order they were tracked, and is always drained before a new message
+    is sent; ``generation`` is the newest flusher generation heard of.
+    """
+
+    def __init__(self, config: Config, supervisor: Supervisor, logger: logging.Logger) -> None:
         self.config = config
-        self.address = address
-        self.owner_pid = owner_pid
+        self.supervisor = supervisor
         self.log = logger
         self.counters = LocalCounters()
         self.sock: Optional[socket.socket] = None
         self.buffer: collections.deque[bytes] = collections.deque()
-        self.started: Optional[subprocess.Popen[bytes]] = None
-        self.exec_watch: Optional[int] = None  # owner: write end the flusher watches
-        self.next_restart_at = 0.0
-        self.lost_since_flush = 0  # dropped here since the last flush() asked
+        self.generation = 0
+        self._lost_since_flush = 0
         self._request_ids = itertools.count(1)
         self._lock = threading.RLock()
+
+    @property
+    def address(self) -> bytes:
+        return self.supervisor.address
 
     def forget_parent(self) -> None:
         """In a forked child: drop the parent's connection, buffer, lock and counters.
@@ -59,12 +62,30 @@ class Link:
         """
         self.disconnect()
         self.buffer.clear()
-        self.started = None
+        self.supervisor.forget_parent()
         self.counters = LocalCounters()
-        self.lost_since_flush = 0
+        self._lost_since_flush = 0
         self._lock = threading.RLock()  # a thread of the parent may have held it
 
-    # -- hot path ------------------------------------------------------------------
+    # -- counting: the one place this process counts events it did not hand over ----------
+    def reject(self, reason: str) -> None:
+        """Count an event refused at the call (invalid, client closed or disabled).
+
+        The caller was told at once (a log line); ``flush()`` is not affected.
+        """
+        self.counters.dropped[reason] += 1
+
+    def lose(self, reason: str) -> None:
+        """Count an event that was accepted and then lost: the next ``flush()`` says False."""
+        self.counters.dropped[reason] += 1
+        self._lost_since_flush += 1
+
+    def take_losses(self) -> int:
+        """Events lost here since the last call (what the next ``flush()`` reports)."""
+        lost, self._lost_since_flush = self._lost_since_flush, 0
+        return lost
+
+    # -- hot path ------------------------------------------------------------------------
     def send(self, message: bytes) -> None:
         """Hand ``message`` to the flusher without blocking; never raises.
 
@@ -107,8 +128,7 @@ class Link:
         if len(self.buffer) < self.config.process_buffer_size:
             self.buffer.append(message)
         else:
-            self.counters.dropped["buffer_full"] += 1
-            self.lost_since_flush += 1
+            self.lose("buffer_full")
 
     def _drain_nowait(self) -> bool:
         """Send buffered messages while the socket takes them; True once empty."""
@@ -125,7 +145,7 @@ class Link:
             self.counters.queued += 1
         return not self.buffer
 
-    # -- connection and restarts -----------------------------------------------------
+    # -- connection ------------------------------------------------------------------------
     def _connect(self) -> Optional[socket.socket]:
         try:
             self.sock = proto.connect(self.address)
@@ -138,57 +158,38 @@ class Link:
                 return None
         return self.sock
 
+    def _restart(self) -> bool:
+        if not self.supervisor.restart(self.generation + 1):
+            return False
+        self.generation += 1
+        return True
+
     def _lost(self, exc: OSError) -> None:
         self.log.warning("lost the connection to the flusher (%s)", exc.strerror or exc)
+        sock = self.sock
+        while sock is not None:  # a hello still waiting tells which flusher this was
+            try:
+                self._heard(sock.recv(proto.MAX_MESSAGE_BYTES, socket.MSG_DONTWAIT))
+            except (OSError, proto.ProtocolError):
+                break
         self.disconnect()
 
     def disconnect(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        """Close the connection (in a forked child: only the child's descriptor)."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
-    def start(self, generation: int) -> None:
-        """Start a flusher on our address (the owner's first start, or a restart)."""
-        self._reap()
-        watch_r = None
-        if os.getpid() == self.owner_pid:  # only the owner's program can be replaced
-            self.close_exec_watch()
-            watch_r, self.exec_watch = os.pipe()  # both ends close on exec
-        try:
-            self.started = start_flusher(
-                self.config, self.address, self.owner_pid, generation, watch_r
-            )
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:  # in use: another process restarted it
-                raise
-        finally:
-            if watch_r is not None:
-                os.close(watch_r)
+    def _heard(self, message: bytes) -> proto.Reply:
+        """Parse a message from the flusher, noting the generation a hello announces."""
+        if not message:
+            raise proto.ProtocolError("end of file")
+        reply = proto.parse_reply(message)
+        if reply.kind == proto.HELLO:
+            self.generation = max(self.generation, proto.hello_generation(reply))
+        return reply
 
-    def close_exec_watch(self) -> None:
-        if self.exec_watch is not None:
-            os.close(self.exec_watch)
-            self.exec_watch = None
-
-    def _restart(self) -> bool:
-        now = time.monotonic()
-        if now < self.next_restart_at or not pid_alive(self.owner_pid):
-            return False
-        self.next_restart_at = now + _RESTART_PAUSE_S
-        try:
-            self.start(generation=self.counters.flusher_restarts + 1)
-        except (OSError, FlusherStartError) as exc:
-            self.log.error("the flusher is gone and could not be restarted: %s", exc)
-            return False
-        self.counters.flusher_restarts += 1
-        self.log.warning("the flusher was gone: started a new one")
-        return True
-
-    def _reap(self) -> None:
-        if self.started is not None and self.started.poll() is not None:
-            self.started = None
-
-    # -- blocking requests: flush, stats, shutdown ------------------------------------
+    # -- blocking requests: flush, stats, shutdown -------------------------------------------
     def drain(self, deadline: Optional[float]) -> bool:
         """Wait (until ``deadline``) for every buffered message to enter the queue."""
         with self._lock:
@@ -202,71 +203,55 @@ class Link:
                 return False
         return True
 
-    def request(self, kind: bytes, deadline: Optional[float]) -> Optional[bytes]:
-        """Send a control request after all buffered events; its reply payload or None."""
+    def request(self, kind: bytes, deadline: Optional[float]) -> Optional[proto.Reply]:
+        """Send a control request after all buffered events; its reply, or None."""
         with self._lock:
-            return self._request(kind, deadline)
-
-    def _request(self, kind: bytes, deadline: Optional[float]) -> Optional[bytes]:
-        for _attempt in range(2):  # again on a new connection if the flusher was replaced
-            if not self._drain_until(deadline) or self.sock is None:
-                return None
-            request_id = next(self._request_ids)
-            message = proto.request(kind, request_id)
-            try:
-                while not _try_send(self.sock, message):
-                    if not _wait(self.sock, select.POLLOUT, deadline):
+            for _attempt in range(2):  # again on a new connection if the flusher was replaced
+                if not self._drain_until(deadline) or self.sock is None:
+                    return None
+                request_id = next(self._request_ids)
+                try:
+                    if not _send_until(self.sock, proto.request(kind, request_id), deadline):
                         return None
-            except OSError as exc:  # the request never reached a flusher
-                self._lost(exc)
-                continue
-            return self._await_reply(request_id, deadline)
-        return None
+                except OSError as exc:  # the request never reached a flusher
+                    self._lost(exc)
+                    continue
+                return self._await_reply(request_id, deadline)
+            return None
 
-    def _await_reply(self, request_id: int, deadline: Optional[float]) -> Optional[bytes]:
+    def _await_reply(self, request_id: int, deadline: Optional[float]) -> Optional[proto.Reply]:
         assert self.sock is not None
         while _wait(self.sock, select.POLLIN, deadline):
             try:
-                reply = self.sock.recv(proto.MAX_MESSAGE_BYTES)
+                reply = self._heard(self.sock.recv(proto.MAX_MESSAGE_BYTES))
             except BlockingIOError:
                 continue
-            except OSError:
-                reply = b""  # reset: the flusher died while we waited
-            if not reply:
+            except (OSError, proto.ProtocolError):  # reset or end: the flusher died
                 self.disconnect()
                 return None
-            if proto.parse_request_id(reply[1:]) == request_id:
-                return reply[1:]
+            if reply.kind != proto.HELLO and reply.request_id == request_id:
+                return reply
         return None  # timed out; a late reply is skipped by its request id
 
     def _wait_restart(self, deadline: Optional[float]) -> bool:
         while self._connect() is None:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            if not pid_alive(self.owner_pid):
+            if not self.supervisor.owner_alive:
                 return False
-            time.sleep(0.05)
+            time.sleep(_RECONNECT_POLL_S)
         return True
 
-    def wait_flusher_exit(self, deadline: Optional[float]) -> None:
-        """After a shutdown request: reap the flusher we started, killing it if overdue."""
-        process, self.started = self.started, None
-        if process is None:
-            return
+
+def _send_until(sock: socket.socket, message: bytes, deadline: Optional[float]) -> bool:
+    """Send ``message`` whole, waiting for room until ``deadline``; False if it passed."""
+    while True:
         try:
-            process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.log.error("the flusher did not exit in time: killing it")
-            process.kill()
-            process.wait()
-
-
-def _try_send(sock: socket.socket, message: bytes) -> bool:
-    try:
-        sock.send(message, proto.SEND_FLAGS)
-    except BlockingIOError:
-        return False
-    return True
+            sock.send(message, proto.SEND_FLAGS)
+            return True
+        except BlockingIOError:
+            if not _wait(sock, select.POLLOUT, deadline):
+                return False
 
 
 def _wait(sock: socket.socket, event: int, deadline: Optional[float]) -> bool:

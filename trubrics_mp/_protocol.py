@@ -1,23 +1,37 @@
-"""The shared queue: Unix ``SOCK_SEQPACKET`` sockets in Linux's abstract namespace.
+"""The shared queue's wire format: every message framed and parsed here, and only here.
 
-Every process holds its own connection to the flusher's listening socket.
-One message is one event (or one control request) and the kernel delivers it
-whole or not at all, so no lock is shared between processes and a producer
-killed mid-call cannot corrupt the stream. A dead flusher shows as ``EPIPE``
-or ``ECONNREFUSED``; replies to ``flush()`` come back on the same ordered
-connection.
+Every process holds its own connection to the flusher's listening socket, a
+Unix ``SOCK_SEQPACKET`` socket in Linux's abstract namespace. One message is
+one event (or one control request) and the kernel delivers it whole or not at
+all, so no lock is shared between processes and a producer killed while
+sending cannot corrupt the stream. A dead flusher shows as ``EPIPE`` or
+``ECONNREFUSED``; replies come back on the same ordered connection.
 
 The address is ``\\0trubrics-mp/<128 random bits>``: nothing on disk to clean
 up. Both ends check the peer's uid (``SO_PEERCRED``), so other users on the
 machine can neither feed the flusher nor pose as it.
 
-Message kinds (first byte): ``E`` plain event JSON, ``L`` LLM event JSON,
-``F`` flush request, ``S`` stats request, ``Q`` shutdown request (owner
-only); replies: ``A`` flush/shutdown acknowledgement, ``S`` stats JSON.
+Messages (first byte is the kind):
+
+=========  =========================================  ==============================
+kind       sent by                                    rest of the message
+=========  =========================================  ==============================
+``E``      a client: a plain event                    the event's JSON object
+``L``      a client: an LLM event                     the event's JSON object
+``F``      a client: flush request                    request id (8 bytes)
+``S``      a client: stats request                    request id
+``Q``      the owner: shutdown request                request id
+``A``      the flusher: flush/shutdown answer         request id, ``1`` (all
+                                                      delivered) or ``0``
+``S``      the flusher: stats answer                  request id, stats JSON
+``H``      the flusher: hello, on every new           request id 0, its
+           connection                                 generation in ASCII
+=========  =========================================  ==============================
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -29,16 +43,53 @@ FLUSH = b"F"
 STATS = b"S"
 SHUTDOWN = b"Q"
 ACK = b"A"
+HELLO = b"H"
+
+EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
+REQUEST_KINDS = frozenset({FLUSH[0], STATS[0], SHUTDOWN[0]})
 
 SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 MAX_MESSAGE_BYTES = 256 * 1024
+LISTEN_BACKLOG = 1024
 _CRED = struct.Struct("3i")
 _REQUEST_ID = struct.Struct("!Q")
-LISTEN_BACKLOG = 1024
+_HEADER_BYTES = 1 + _REQUEST_ID.size
 
 
+class ProtocolError(ValueError):
+    """A message that does not have the shape its kind requires."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A control request: ``kind`` is :data:`FLUSH`, :data:`STATS` or :data:`SHUTDOWN`."""
+
+    kind: bytes
+    request_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """An answer from the flusher; ``body`` is what follows the request id."""
+
+    kind: bytes
+    request_id: int
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        """For an ``A`` answer: whether everything it covers was delivered."""
+        return self.body == b"1"
+
+
+# -- addresses and sockets ---------------------------------------------------------
 def new_address() -> bytes:
     return b"\0trubrics-mp/" + secrets.token_hex(16).encode()
+
+
+def printable_address(address: bytes) -> str:
+    """The address as Linux prints abstract names (``@`` for the leading NUL)."""
+    return "@" + address[1:].decode() if address.startswith(b"\0") else address.decode()
 
 
 def peer_pid_uid(sock: socket.socket) -> tuple[int, int]:
@@ -78,27 +129,38 @@ def connect(address: bytes) -> socket.socket:
     return sock
 
 
+# -- framing -------------------------------------------------------------------------
 def request(kind: bytes, request_id: int) -> bytes:
     return kind + _REQUEST_ID.pack(request_id)
-
-
-def parse_request_id(payload: bytes) -> int:
-    """The request id at the start of a message's payload (kind byte removed)."""
-    value: int = _REQUEST_ID.unpack_from(payload)[0]
-    return value
 
 
 def ack(request_id: int, ok: bool) -> bytes:
     return ACK + _REQUEST_ID.pack(request_id) + (b"1" if ok else b"0")
 
 
-def parse_ack(payload: bytes) -> bool:
-    return payload[_REQUEST_ID.size :] == b"1"
+def stats_reply(request_id: int, body: bytes) -> bytes:
+    return STATS + _REQUEST_ID.pack(request_id) + body
 
 
-def stats_reply(request_id: int, payload: bytes) -> bytes:
-    return STATS + _REQUEST_ID.pack(request_id) + payload
+def hello(generation: int) -> bytes:
+    return HELLO + _REQUEST_ID.pack(0) + str(generation).encode()
 
 
-def stats_payload(payload: bytes) -> bytes:
-    return payload[_REQUEST_ID.size :]
+# -- parsing -------------------------------------------------------------------------
+def parse_request(message: bytes) -> Request:
+    """A client's control request; :class:`ProtocolError` if it is not one."""
+    if len(message) != _HEADER_BYTES or message[0] not in REQUEST_KINDS:
+        raise ProtocolError(f"not a control request: {len(message)} bytes, kind {message[:1]!r}")
+    return Request(message[:1], _REQUEST_ID.unpack_from(message, 1)[0])
+
+
+def parse_reply(message: bytes) -> Reply:
+    """A flusher's answer; :class:`ProtocolError` if it is too short to be one."""
+    if len(message) < _HEADER_BYTES:
+        raise ProtocolError(f"a reply of {len(message)} bytes")
+    return Reply(message[:1], _REQUEST_ID.unpack_from(message, 1)[0], message[_HEADER_BYTES:])
+
+
+def hello_generation(reply: Reply) -> int:
+    """The generation a hello announces (0 when unreadable)."""
+    return int(reply.body) if reply.body.isdigit() else 0

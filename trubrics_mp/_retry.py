@@ -13,9 +13,6 @@ import dataclasses
 import email.utils
 from typing import Optional
 
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 30.0
-RETRY_AFTER_CAP_S = 300.0
 RETRYABLE_STATUSES = frozenset({408, 429})
 
 
@@ -26,6 +23,10 @@ class Outcome:
     status: Optional[int]
     retry_after: Optional[str] = None
     detail: str = ""
+
+    @property
+    def summary(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else self.detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,45 +40,48 @@ def is_retryable(status: Optional[int]) -> bool:
     return status is None or status in RETRYABLE_STATUSES or 500 <= status <= 599
 
 
-def backoff_s(retry_number: int, jitter: float) -> float:
-    """Delay before retry ``retry_number`` (1-based); ``jitter`` in [0, 1)."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** (retry_number - 1))
-    return ceiling * (0.5 + jitter / 2)
-
-
-def parse_retry_after(value: Optional[str], now_epoch_s: float) -> Optional[float]:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+def parse_retry_after(value: Optional[str], now_epoch_s: float, cap_s: float) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), capped."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), RETRY_AFTER_CAP_S)
+        return min(float(value), cap_s)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    return min(max(0.0, when.timestamp() - now_epoch_s), RETRY_AFTER_CAP_S)
+    return min(max(0.0, when.timestamp() - now_epoch_s), cap_s)
 
 
-def decide(
-    outcome: Outcome,
-    attempts: int,
-    max_retries: int,
-    now: float,
-    now_epoch_s: float,
-    jitter: float,
-) -> Decision:
-    """What to do after attempt number ``attempts`` (1-based) came back with ``outcome``."""
-    status = outcome.status
-    if status is not None and 200 <= status <= 299:
-        return Decision("delivered")
-    if not is_retryable(status):
-        reason = "unauthorized" if status in (401, 403) else f"http_{status}"
-        return Decision("drop", reason=reason)
-    if attempts > max_retries:
-        return Decision("drop", reason="retries_exhausted")
-    delay = backoff_s(attempts, jitter)
-    server_asks = parse_retry_after(outcome.retry_after, now_epoch_s)
-    if server_asks is not None:
-        delay = max(delay, server_asks)
-    return Decision("retry", retry_at=now + delay)
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a batch is retried (all times in seconds)."""
+
+    max_retries: int = 10
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    retry_after_cap_s: float = 300.0
+
+    def backoff_s(self, retry_number: int, jitter: float) -> float:
+        """Delay before retry ``retry_number`` (1-based); ``jitter`` in [0, 1)."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** (retry_number - 1))
+        return ceiling * (0.5 + jitter / 2)
+
+    def decide(
+        self, outcome: Outcome, attempts: int, now: float, now_epoch_s: float, jitter: float
+    ) -> Decision:
+        """What to do after attempt number ``attempts`` (1-based) came back with ``outcome``."""
+        status = outcome.status
+        if status is not None and 200 <= status <= 299:
+            return Decision("delivered")
+        if not is_retryable(status):
+            reason = "unauthorized" if status in (401, 403) else f"http_{status}"
+            return Decision("drop", reason=reason)
+        if attempts > self.max_retries:
+            return Decision("drop", reason="retries_exhausted")
+        delay = self.backoff_s(attempts, jitter)
+        server_asks = parse_retry_after(outcome.retry_after, now_epoch_s, self.retry_after_cap_s)
+        if server_asks is not None:
+            delay = max(delay, server_asks)
+        return Decision("retry", retry_at=now + delay)

@@ -147,7 +147,7 @@ def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
 def encode_event(
     user_id: object, event: object, properties: object, timestamp: object, max_bytes: int
 ) -> bytes:
-    """The JSON object ``track()`` sends, as UTF-8 bytes."""
+    """The JSON object ``track()`` sends, as ASCII bytes (non-ASCII text is \\u-escaped)."""
     _require_str("user_id", user_id)
     _require_str("event", event)
     payload = {
@@ -173,7 +173,7 @@ def encode_llm_event(
     thread_id: object,
     max_bytes: int,
 ) -> bytes:
-    """The JSON object ``track_llm()`` sends, as UTF-8 bytes (keys as in trubrics 1.8.5)."""
+    """The JSON object ``track_llm()`` sends, as ASCII bytes (keys as in trubrics 1.8.5)."""
     _require_str("user_id", user_id)
     for name, value in (("prompt", prompt), ("generation", generation)):
         if not isinstance(value, str):

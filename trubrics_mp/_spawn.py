@@ -76,20 +76,7 @@ def start_flusher(
             "exec_watch_fd": exec_watch_fd,
         }
         inherited = [listener.fileno()] + ([] if exec_watch_fd is None else [exec_watch_fd])
-        # Born with SIGTERM and SIGINT blocked (the mask survives exec), the
-        # flusher cannot die of one before its handlers are in place; it
-        # unblocks them then. Only this thread's mask changes, for a moment.
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
-        try:
-            process = subprocess.Popen(
-                [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                pass_fds=inherited,
-                close_fds=True,
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        process = _popen_with_signals_blocked(inherited)
         assert process.stdin is not None
         try:
             process.stdin.write(json.dumps(boot).encode() + b"\n")
@@ -99,3 +86,23 @@ def start_flusher(
         return process
     finally:
         listener.close()
+
+
+def _popen_with_signals_blocked(pass_fds: list[int]) -> subprocess.Popen[bytes]:
+    """Start the flusher interpreter born with SIGTERM and SIGINT blocked.
+
+    The mask survives exec, so the flusher cannot die of one before its
+    handlers are in place; it unblocks them then. Only this thread's mask
+    changes, for a moment.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        return subprocess.Popen(
+            [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            pass_fds=pass_fds,
+            close_fds=True,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

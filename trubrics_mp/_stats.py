@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
+
+
+class _DeliveryCounts(Protocol):
+    requests: int
+    retried_requests: int
 
 
 @dataclasses.dataclass
 class FlusherCounters:
-    """What the flusher process counts; sent as JSON in reply to a stats request."""
+    """What the flusher process counts; sent as JSON in reply to a stats request.
+
+    ``generation`` is the flusher's own restart count: 0 for the first flusher
+    of a pipeline, one more for each replacement, whichever process started it.
+    """
 
     pid: int
     generation: int
     received: int = 0
     delivered: int = 0
-    requests: int = 0
-    retried_requests: int = 0
     failed_batches: int = 0
-    connections: int = 0
     dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     received_by_pid: collections.Counter[int] = dataclasses.field(
         default_factory=collections.Counter
@@ -28,14 +34,13 @@ class FlusherCounters:
         self.received += 1
         self.received_by_pid[pid] += 1
 
-    def drop(self, reason: str, count: int) -> None:
-        self.dropped[reason] += count
-
-    def snapshot(self, held: int) -> dict[str, Any]:
+    def snapshot(self, held: int, delivery: Optional[_DeliveryCounts] = None) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["dropped"] = dict(self.dropped)
         data["received_by_pid"] = {str(k): v for k, v in self.received_by_pid.items()}
         data["held"] = held
+        data["requests"] = 0 if delivery is None else delivery.requests
+        data["retried_requests"] = 0 if delivery is None else delivery.retried_requests
         return data
 
 
@@ -45,7 +50,6 @@ class LocalCounters:
 
     tracked: int = 0
     queued: int = 0
-    flusher_restarts: int = 0
     dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
@@ -53,13 +57,16 @@ class LocalCounters:
 class Stats:
     """Counters returned by ``Trubrics.stats()``.
 
-    ``tracked``, ``queued`` (handed to the shared queue), ``buffered`` (waiting
-    in this process for room in the queue) and ``flusher_restarts`` are this
-    process's own. ``delivered``, ``requests``, ``retried_requests``,
-    ``failed_batches``, ``held`` and ``received_by_pid`` are the whole
-    pipeline's, as the flusher counts them; they are None when the flusher
-    could not be asked. ``dropped`` adds both: reasons counted here (bad
-    events, a full buffer) and in the flusher (a full queue, retries spent).
+    ``tracked``, ``queued`` (handed to the shared queue) and ``buffered``
+    (waiting in this process for room in the queue) are this process's own;
+    ``pipeline`` is the address of the flusher it talks to. ``delivered``,
+    ``requests``, ``retried_requests``, ``failed_batches``, ``held`` and
+    ``received_by_pid`` are the whole pipeline's, as the flusher counts them;
+    they are None when the flusher was not asked or could not be.
+    ``flusher_restarts`` is the flusher's own count of replacements (what this
+    process last heard of it when the flusher was not asked). ``dropped`` adds
+    both: reasons counted here (bad events, a full buffer) and in the flusher
+    (a full queue, retries spent).
     """
 
     tracked: int
@@ -67,6 +74,7 @@ class Stats:
     buffered: int
     dropped: dict[str, int]
     flusher_restarts: int
+    pipeline: str = ""
     flusher_pid: Optional[int] = None
     delivered: Optional[int] = None
     requests: Optional[int] = None
@@ -79,17 +87,25 @@ class Stats:
         return dataclasses.asdict(self)
 
 
-def merge(local: LocalCounters, buffered: int, flusher: Optional[dict[str, Any]]) -> Stats:
+def merge(
+    local: LocalCounters,
+    buffered: int,
+    generation: int,
+    pipeline: str,
+    flusher: Optional[dict[str, Any]],
+) -> Stats:
+    """This process's counters and, when it answered, the flusher's."""
     dropped = collections.Counter(local.dropped)
     if flusher is None:
-        return Stats(local.tracked, local.queued, buffered, dict(dropped), local.flusher_restarts)
+        return Stats(local.tracked, local.queued, buffered, dict(dropped), generation, pipeline)
     dropped.update(flusher["dropped"])
     return Stats(
         tracked=local.tracked,
         queued=local.queued,
         buffered=buffered,
         dropped=dict(dropped),
-        flusher_restarts=max(local.flusher_restarts, flusher["generation"]),
+        flusher_restarts=flusher["generation"],
+        pipeline=pipeline,
         flusher_pid=flusher["pid"],
         delivered=flusher["delivered"],
         requests=flusher["requests"],

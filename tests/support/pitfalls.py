@@ -73,7 +73,7 @@ def os_exit_after_put(args: Args) -> None:
             client.track(
                 user_id="u", event="e", properties={"src": "os_exit", "seq": seq, "blob": ITEM}
             )
-        emit(ours_buffered_in_process=len(client._link.buffer))
+        emit(ours_buffered_in_process=client.stats(flusher=False).buffered)
 
     _wait(_fork(our_child))
     os.kill(flusher, signal.SIGCONT)

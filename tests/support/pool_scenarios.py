@@ -105,7 +105,7 @@ def fill_until_buffered(client: Trubrics, src: str, extra: int, limit: int = 200
     How many messages the socket holds depends on ``net.core.wmem_max``.
     """
     seq = 0
-    while seq < limit and len(client._link.buffer) < extra:
+    while seq < limit and client.stats(flusher=False).buffered < extra:
         client.track(user_id=f"user-{src}", event="Sign up", properties={"src": src, "seq": seq})
         seq += 1
     return seq
@@ -124,7 +124,7 @@ def fork_pool_after_use(args: Args) -> None:
     flusher = flusher_pid(client) or 0
     os.kill(flusher, signal.SIGSTOP)
     n_parent = fill_until_buffered(client, "parent", args["buffered"])
-    emit(n_parent=n_parent, parent_buffered=len(client._link.buffer))
+    emit(n_parent=n_parent, parent_buffered=client.stats(flusher=False).buffered)
     os.kill(flusher, signal.SIGCONT)
     context = multiprocessing.get_context("fork")
     jobs = [("pool", t, args["per_task"], 0.0) for t in range(args["tasks"])]

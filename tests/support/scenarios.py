@@ -56,8 +56,18 @@ def track_many(client: Trubrics, src: str, count: int, start: int = 0, llm: bool
 
 
 def flusher_pid(client: Trubrics) -> Optional[int]:
-    started = client._link.started
-    return None if started is None else started.pid
+    return client.stats().flusher_pid
+
+
+def buffered(client: Trubrics) -> int:
+    """Events waiting in this process for room in the queue (the flusher is not asked)."""
+    return client.stats(flusher=False).buffered
+
+
+def pipeline_address(client: Trubrics) -> bytes:
+    """The flusher's socket address, from the printable name ``stats()`` gives."""
+    name = client.stats(flusher=False).pipeline
+    return b"\0" + name[1:].encode() if name.startswith("@") else name.encode()
 
 
 def finish(how: str, client: Optional[Trubrics] = None) -> None:
@@ -128,7 +138,7 @@ def raw_fork(args: Args) -> None:
     if args.get("stall_flusher"):
         os.kill(flusher_pid(client) or 0, signal.SIGSTOP)
     track_many(client, "parent", args.get("n_parent", 0))
-    emit(parent_buffered=len(client._link.buffer))
+    emit(parent_buffered=buffered(client))
     fork: Callable[[], int] = _libc_fork if args["how"] == "libc" else os.fork
     pids = []
     for index in range(args["n_children"]):
@@ -189,11 +199,8 @@ def stall(args: Args) -> None:
     pid = flusher_pid(client) or 0
     os.kill(pid, signal.SIGSTOP)
     track_many(client, "stalled", args["n"])
-    emit(
-        stalled=client._link.counters.queued,
-        buffered=len(client._link.buffer),
-        dropped=dict(client._link.counters.dropped),
-    )
+    local = client.stats(flusher=False)
+    emit(stalled=local.queued, buffered=local.buffered, dropped=local.dropped)
     os.kill(pid, signal.SIGCONT)
     emit(flushed=client.flush(timeout=60))
     emit(stats=client.stats().as_dict())
@@ -214,9 +221,9 @@ def threads(args: Args) -> None:
     ]
     for worker in workers:
         worker.start()
-    while not client._link.buffer and any(w.is_alive() for w in workers):
+    while not buffered(client) and any(w.is_alive() for w in workers):
         time.sleep(0.001)
-    emit(buffered=len(client._link.buffer))
+    emit(buffered=buffered(client))
     os.kill(pid, signal.SIGCONT)  # the threads now drain the buffer while others add to it
     for worker in workers:
         worker.join()
@@ -233,17 +240,18 @@ def foreign_uid(args: Args) -> None:
     client = make_client(args)
     track_many(client, "owner", 1)
     client.flush(timeout=60)
+    address = pipeline_address(client)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.setuid(65534)  # nobody
         try:
-            proto.connect(client._link.address)
+            proto.connect(address)
             client_refused = "no"
         except PermissionError:
             client_refused = "yes"
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        raw.connect(client._link.address)
+        raw.connect(address)
         raw.settimeout(60)
         try:  # the flusher hangs up on us: at the send or at the read, as it happens
             raw.send(b'E{"user_id":"x","event":"e","properties":{"src":"foreign","seq":0}}')

@@ -107,10 +107,8 @@ def serve(
     The first line printed is ``trubrics-mp collector listening on http://HOST:PORT
     (db: PATH)`` with the real port (so ``port=0`` can be used); the last one says it
     stopped. Returns 1, with a message on stderr, if the database cannot be opened or
-    the address cannot be bound.
-
-    Caveat: must be called from the main thread (it installs signal handlers, and
-    restores the previous ones before returning).
+    the address cannot be bound. Caveat: must be called from the main thread (it
+    installs signal handlers, and restores the previous ones before returning).
     """
     try:
         store = EventStore(db_path)

@@ -121,7 +121,7 @@ class CeleryTrubrics:
             return
         timeout = self._timeout
         if timeout is None:
-            timeout = client._config.shutdown_timeout_s
+            timeout = client.shutdown_timeout
         if not client.close(timeout=timeout):
             self._log.warning("trubrics_mp: some events were not delivered at worker shutdown")
 

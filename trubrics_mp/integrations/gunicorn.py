@@ -82,7 +82,7 @@ def on_starting(server: Any) -> None:
         )
     _State.client = _resolve(_State.target)
     _State.master_pid = os.getpid()
-    if _State.client._config.disabled:
+    if _State.client.disabled:
         server.log.info("trubrics_mp: the client is disabled: no flusher, nothing is sent")
         return
     stats = _State.client.stats()
@@ -106,7 +106,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     if client is None or getattr(worker, "pid", None) != os.getpid():
         return
     timeout = _graceful_timeout(server)
-    ok = client.close(timeout=min(client._config.shutdown_timeout_s, timeout))
+    ok = client.close(timeout=min(client.shutdown_timeout, timeout))
     server.log.info("trubrics_mp: worker %d handed over its events (ok=%s)", os.getpid(), ok)
 
 
@@ -115,7 +115,7 @@ def on_exit(server: Any) -> None:
     client = _State.client
     if client is None or _State.master_pid != os.getpid():
         return
-    ok = client.close(timeout=client._config.shutdown_timeout_s)
+    ok = client.close(timeout=client.shutdown_timeout)
     if ok:
         server.log.info("trubrics_mp: every event was delivered; the flusher stopped")
     else:

@@ -80,7 +80,7 @@ def register(client: Trubrics, *, hooks: bool = True) -> Trubrics:
     _State.clients.add(client)
     uwsgi = _uwsgi()
     if uwsgi is None:
-        client._logger.debug("trubrics_mp: not running under uWSGI; no hooks installed")
+        client.logger.debug("trubrics_mp: not running under uWSGI; no hooks installed")
         return client
     if hooks:
         chain_postfork()
@@ -88,7 +88,7 @@ def register(client: Trubrics, *, hooks: bool = True) -> Trubrics:
     for key, message in check_options(uwsgi).items():
         if key not in _State.warned:
             _State.warned.add(key)
-            client._logger.warning("trubrics_mp: %s", message)
+            client.logger.warning("trubrics_mp: %s", message)
     return client
 
 
@@ -96,9 +96,9 @@ def postfork() -> None:
     """``uwsgidecorators.postfork``-style hook: re-initialise the clients in a new worker."""
     for client in list(_State.clients):
         try:
-            client._current_link()  # the pid check: forget the master's connection
+            client.after_fork()  # forget the master's connection now
         except Exception:
-            client._logger.exception("trubrics_mp: uWSGI postfork hook failed")
+            client.logger.exception("trubrics_mp: uWSGI postfork hook failed")
 
 
 def atexit() -> None:
@@ -109,9 +109,9 @@ def atexit() -> None:
     """
     for client in list(_State.clients):
         try:
-            client.close(timeout=client._config.shutdown_timeout_s)
+            client.close(timeout=client.shutdown_timeout)
         except Exception:
-            client._logger.exception("trubrics_mp: uWSGI atexit hook failed")
+            client.logger.exception("trubrics_mp: uWSGI atexit hook failed")
 
 
 def chain_atexit() -> None:

@@ -24,8 +24,8 @@ def main() -> None:
     client = Trubrics("pdeathsig-test-key", url, flush_at=100, flush_interval=300)
     for seq in range(count):
         client.track(user_id="u", event="e", properties={"src": "pdeathsig", "seq": seq})
-    started = client._link.started
-    print(started.pid if started is not None else -1, flush=True)
+    pid = client.stats().flusher_pid
+    print(pid if pid is not None else -1, flush=True)
     os._exit(0)
 
 

@@ -1,0 +1,64 @@
+"""In-process stand-ins for the flusher's unit tests: a scripted HTTP poster.
+
+The fake poster is the ``Poster`` protocol of ``trubrics_mp._http`` with a
+script deciding each answer, and a record of every call, so that tests of
+the delivery and flusher roles run in milliseconds without HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from typing import Any, Callable
+
+from trubrics_mp._retry import Outcome
+
+Script = Callable[[int, str, list[dict[str, Any]]], Outcome]  # (call number, endpoint, events)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    number: int
+    endpoint: str
+    events: list[dict[str, Any]]
+    at: float  # time.monotonic() when the post began
+
+
+def always(status: int, retry_after: str = "") -> Script:
+    return lambda number, endpoint, events: Outcome(status, retry_after=retry_after or None)
+
+
+ANSWER_200 = always(200)
+
+
+class FakePoster:
+    """Answers each post as ``script`` says and records it; thread-safe."""
+
+    def __init__(self, script: Script = ANSWER_200) -> None:
+        self.script = script
+        self.calls: list[Call] = []
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def post(self, endpoint: str, body: bytes) -> Outcome:
+        events = json.loads(body)
+        with self._lock:
+            number = len(self.calls) + 1
+            self.calls.append(Call(number, endpoint, events, time.monotonic()))
+            script = self.script
+        return script(number, endpoint, events)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def delivered(self) -> list[dict[str, Any]]:
+        """Events of every call that the script answered with a 2xx (re-asked per call)."""
+        with self._lock:
+            calls = list(self.calls)
+        return [event for call in calls for event in call.events]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.calls)

@@ -1,0 +1,116 @@
+"""Pure roles: the wire format, waiters, the lifetime's phases, stats merging."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from trubrics_mp import _protocol as proto
+from trubrics_mp._lifetime import ENDING, LEAVING, SERVING, Lifetime
+from trubrics_mp._stats import FlusherCounters, LocalCounters, merge
+from trubrics_mp._waiters import Waiters
+
+
+# -- protocol ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", [proto.FLUSH, proto.STATS, proto.SHUTDOWN])
+def test_requests_round_trip(kind: bytes) -> None:
+    assert proto.parse_request(proto.request(kind, 2**40)) == proto.Request(kind, 2**40)
+
+
+@pytest.mark.parametrize("message", [b"F", b"F1234567", b"Fx" * 9, b"E" + bytes(8), b""])
+def test_malformed_requests_are_refused(message: bytes) -> None:
+    with pytest.raises(proto.ProtocolError):
+        proto.parse_request(message)
+
+
+def test_replies_round_trip() -> None:
+    ack = proto.parse_reply(proto.ack(7, True))
+    assert (ack.kind, ack.request_id, ack.ok) == (proto.ACK, 7, True)
+    assert proto.parse_reply(proto.ack(7, False)).ok is False
+    stats = proto.parse_reply(proto.stats_reply(8, b'{"a":1}'))
+    assert (stats.kind, stats.request_id, stats.body) == (proto.STATS, 8, b'{"a":1}')
+    assert proto.hello_generation(proto.parse_reply(proto.hello(12))) == 12
+    with pytest.raises(proto.ProtocolError):
+        proto.parse_reply(b"A123")
+
+
+def test_addresses_print_as_linux_shows_abstract_names() -> None:
+    address = proto.new_address()
+    assert proto.printable_address(address) == "@" + address[1:].decode()
+
+
+# -- waiters -------------------------------------------------------------------------
+def test_a_waiter_covers_the_batches_unsettled_when_it_came() -> None:
+    waiters: Waiters[str] = Waiters()
+    waiters.dispatched(1)
+    waiters.add("first", 10, ok=True)
+    waiters.dispatched(2)
+    waiters.add("second", 11, ok=True)
+    waiters.settled(1, ok=False)
+    (first,) = waiters.answerable()
+    assert (first.peer, first.request_id, first.ok) == ("first", 10, False)
+    assert waiters.answerable() == [] and len(waiters) == 1
+    waiters.settled(2, ok=True)
+    (second,) = waiters.answerable()
+    assert second.ok is False  # batch 1 was unsettled when it came too
+
+
+def test_a_waiter_with_nothing_to_wait_for_is_answerable_at_once() -> None:
+    waiters: Waiters[str] = Waiters()
+    waiters.add("p", 1, ok=False, shutdown=True)
+    (waiter,) = waiters.answerable()
+    assert waiter.ok is False and waiter.shutdown
+
+
+# -- lifetime ------------------------------------------------------------------------
+def lifetime(timeout_s: float = 5.0) -> Lifetime:
+    return Lifetime(timeout_s, os.getpid(), None, clock=lambda: 0.0)
+
+
+def test_sigterm_means_serve_on_until_the_timeout_then_end() -> None:
+    life = lifetime()
+    life.on_sigterm()
+    assert life.due(100.0) is None and life.phase.name == LEAVING
+    assert life.phase.deadline == 105.0
+    assert life.due(104.9) is None
+    assert life.due(105.0) == "SIGTERM"
+    assert life.begin_end("SIGTERM", 105.0) and life.phase.name == ENDING
+    assert life.phase.deadline == 110.0
+    life.close_watches()
+
+
+def test_an_end_request_begins_the_end_once_and_deadlines_only_move_earlier() -> None:
+    life = lifetime()
+    assert life.phase.name == SERVING and not life.finished(0.0, 0)
+    life.request_end("shutdown requested by the owner")
+    assert life.due(10.0) == "shutdown requested by the owner"
+    assert life.begin_end("shutdown requested by the owner", 10.0)
+    assert not life.begin_end("owner process exited", 20.0)  # later: keeps 15.0
+    assert life.phase.deadline == 15.0 and life.phase.reason.startswith("shutdown")
+    assert not life.begin_end("again", 1.0) and life.phase.deadline == 6.0
+    assert life.finished(2.0, unsettled=0) and not life.finished(2.0, unsettled=1)
+    assert life.finished(6.0, unsettled=1)
+    life.close_watches()
+
+
+def test_the_owner_is_watched_through_a_descriptor() -> None:
+    life = lifetime()
+    assert list(life.watches.values()) == ["owner process exited"]
+    closed = life.close_watches()
+    assert len(closed) == 1 and life.watches == {}
+
+
+# -- stats ---------------------------------------------------------------------------
+def test_stats_merge_local_and_flusher_counters() -> None:
+    local = LocalCounters(tracked=5, queued=4)
+    local.dropped["invalid_field"] = 1
+    flusher = FlusherCounters(pid=99, generation=2, received=4, delivered=3)
+    flusher.dropped["queue_full"] = 1
+    flusher.count_received(1234)
+    merged = merge(local, 0, 1, "@p", flusher.snapshot(held=0))
+    assert merged.dropped == {"invalid_field": 1, "queue_full": 1}
+    assert (merged.flusher_pid, merged.flusher_restarts, merged.delivered) == (99, 2, 3)
+    assert merged.received_by_pid == {1234: 1} and merged.pipeline == "@p"
+    alone = merge(local, 2, 1, "@p", None)
+    assert alone.delivered is None and alone.flusher_restarts == 1 and alone.buffered == 2

@@ -1,0 +1,208 @@
+"""The flusher's main loop, in process: a real listener, raw client sockets, a fake poster.
+
+Each test runs ``Flusher.serve()`` in a thread (no signals) and talks to it
+through ``SOCK_SEQPACKET`` connections made as client processes make them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import pytest
+from support.fakes import ANSWER_200, FakePoster, Script, always
+
+from trubrics_mp import _protocol as proto
+from trubrics_mp._config import Config
+from trubrics_mp._flusher import Flusher
+from trubrics_mp._retry import Outcome
+from trubrics_mp._servers import poll_until
+
+DEADLINE_S = 10.0
+
+
+class Harness:
+    """A flusher serving in a thread, and helpers to talk to it."""
+
+    def __init__(self, script: Script, owner_pid: int, **settings: Any) -> None:
+        options = {"flush_at": 5, "flush_interval_s": 3600.0, "shutdown_timeout_s": 5.0}
+        self.config = Config(
+            api_key="unit-key", host="http://127.0.0.1:9", **{**options, **settings}
+        )
+        self.address = proto.new_address()
+        self.poster = FakePoster(script)
+        listener = proto.bind_listener(self.address)
+        self.flusher = Flusher(self.config, listener, owner_pid, 3, poster=self.poster)
+        self.thread = threading.Thread(target=self.flusher.serve, daemon=True)
+        self.thread.start()
+        self._ids = iter(range(1, 1_000_000))
+
+    def connect(self) -> socket.socket:
+        sock = proto.connect(self.address)
+        sock.setblocking(True)
+        sock.settimeout(DEADLINE_S)
+        hello = proto.parse_reply(sock.recv(proto.MAX_MESSAGE_BYTES))
+        assert hello.kind == proto.HELLO and proto.hello_generation(hello) == 3
+        return sock
+
+    def track(
+        self, sock: socket.socket, seq: int, src: str = "t", kind: bytes = proto.EVENT
+    ) -> None:
+        sock.send(kind + json.dumps({"src": src, "seq": seq}).encode())
+
+    def ask(self, sock: socket.socket, kind: bytes) -> proto.Reply:
+        request_id = next(self._ids)
+        sock.send(proto.request(kind, request_id))
+        while True:
+            reply = proto.parse_reply(sock.recv(proto.MAX_MESSAGE_BYTES))
+            if reply.request_id == request_id:
+                return reply
+
+    def stats(self, sock: socket.socket) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.ask(sock, proto.STATS).body)
+        return result
+
+    def delivered(self) -> list[tuple[str, int]]:
+        return [(e["src"], e["seq"]) for e in self.poster.delivered()]
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.flusher.stop("test over")
+            self.thread.join(DEADLINE_S)
+        assert not self.thread.is_alive(), "the flusher loop did not leave"
+
+
+@pytest.fixture
+def harness() -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def make(
+        script: Script = ANSWER_200, owner_pid: Optional[int] = None, **settings: Any
+    ) -> Harness:
+        made.append(Harness(script, os.getpid() if owner_pid is None else owner_pid, **settings))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.stop()
+
+
+def test_a_full_batch_leaves_at_once_and_endpoints_never_mix(harness: Any) -> None:
+    h = harness()
+    sock = h.connect()
+    for seq in range(5):
+        h.track(sock, seq, kind=proto.EVENT if seq % 2 else proto.LLM_EVENT)
+    for seq in range(5, 8):
+        h.track(sock, seq)
+    poll_until(lambda: h.poster.count() == 1, DEADLINE_S, "the full batch of plain events")
+    (call,) = h.poster.calls
+    assert call.endpoint == "publish_events" and [e["seq"] for e in call.events] == [1, 3, 5, 6, 7]
+
+
+def test_flush_covers_what_every_connection_queued_before_it(harness: Any) -> None:
+    h = harness()
+    producer, asker = h.connect(), h.connect()
+    for seq in range(3):
+        h.track(producer, seq, "producer")
+    assert h.ask(asker, proto.FLUSH).ok
+    assert sorted(h.delivered()) == [("producer", 0), ("producer", 1), ("producer", 2)]
+
+
+def test_flush_says_false_when_a_batch_it_covers_is_dropped(harness: Any) -> None:
+    h = harness(always(400))
+    sock = h.connect()
+    h.track(sock, 0)
+    assert h.ask(sock, proto.FLUSH).ok is False
+    assert h.stats(sock)["dropped"] == {"http_400": 1}
+    h.poster.script = always(200)
+    h.track(sock, 1)
+    assert h.ask(sock, proto.FLUSH).ok  # a later flush covers only later batches
+
+
+def test_events_past_the_bound_are_counted_and_flush_says_false(harness: Any) -> None:
+    gate = threading.Event()
+
+    def blocked(number: int, endpoint: str, events: list[dict[str, Any]]) -> Outcome:
+        gate.wait(DEADLINE_S)
+        return Outcome(200)
+
+    h = harness(blocked, max_queue_size=100, flush_at=10)
+    sock = h.connect()
+    for seq in range(130):
+        h.track(sock, seq)
+    poll_until(lambda: h.stats(sock)["dropped"].get("queue_full") == 30, DEADLINE_S, "30 drops")
+    assert h.stats(sock)["held"] == 100
+    gate.set()
+    assert h.ask(sock, proto.FLUSH).ok is False
+    assert len(h.delivered()) == 100
+
+
+def test_shutdown_from_the_owner_delivers_everything_then_leaves(harness: Any) -> None:
+    h = harness()
+    sock = h.connect()
+    for seq in range(7):
+        h.track(sock, seq)
+    assert h.ask(sock, proto.SHUTDOWN).ok
+    h.thread.join(DEADLINE_S)
+    assert not h.thread.is_alive()
+    assert sorted(s for _, s in h.delivered()) == list(range(7))
+    with pytest.raises(ConnectionRefusedError):
+        proto.connect(h.address)  # it stopped listening
+
+
+def test_shutdown_from_another_process_is_only_a_flush(harness: Any) -> None:
+    h = harness(owner_pid=1)  # the owner is some other process
+    sock = h.connect()
+    h.track(sock, 0)
+    assert h.ask(sock, proto.SHUTDOWN).ok
+    assert h.thread.is_alive() and h.delivered() == [("t", 0)]
+
+
+def test_at_the_deadline_what_is_undelivered_is_counted(harness: Any) -> None:
+    h = harness(always(503), shutdown_timeout_s=0.2)
+    sock = h.connect()
+    for seq in range(5):
+        h.track(sock, seq)
+    poll_until(lambda: h.poster.count() >= 1, DEADLINE_S, "a first failed post")
+    h.flusher.stop("test")
+    h.thread.join(DEADLINE_S)
+    assert not h.thread.is_alive()
+    assert h.flusher.counters.dropped == {"shutdown_timeout": 5}
+
+
+def test_a_bad_message_is_counted_and_hurts_no_one(harness: Any) -> None:
+    h = harness()
+    bad, good = h.connect(), h.connect()
+    bad.send(b"F")  # a flush request without its request id
+    bad.send(b"Z{}")  # an unknown kind
+    h.track(good, 0)
+    assert h.ask(good, proto.FLUSH).ok
+    assert h.stats(good)["dropped"] == {"bad_message": 2}
+    assert h.delivered() == [("t", 0)]
+
+
+def test_a_connection_reset_still_delivers_what_it_had_queued(harness: Any) -> None:
+    h = harness()
+    sock = proto.connect(h.address)  # never reads its hello: closing it resets the connection
+    for seq in range(3):
+        h.track(sock, seq, "reset")
+    sock.close()
+    asker = h.connect()
+    poll_until(lambda: h.stats(asker)["received"] == 3, DEADLINE_S, "3 events received")
+    assert h.ask(asker, proto.FLUSH).ok
+    assert sorted(h.delivered()) == [("reset", 0), ("reset", 1), ("reset", 2)]
+
+
+def test_stats_count_by_pid_and_report_the_generation(harness: Any) -> None:
+    h = harness()
+    sock = h.connect()
+    for seq in range(5):
+        h.track(sock, seq)
+    assert h.ask(sock, proto.FLUSH).ok
+    stats = h.stats(sock)
+    assert stats["generation"] == 3 and stats["delivered"] == 5 and stats["requests"] == 1
+    assert stats["received_by_pid"] == {str(os.getpid()): 5} and stats["held"] == 0

@@ -1,0 +1,167 @@
+"""The client's Link, in process: buffering, draining, reconnecting, request and reply.
+
+The "flusher" here is a listener the test reads by hand; the supervisor is a
+stand-in whose restart binds a new listener instead of starting a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from typing import Optional
+
+import pytest
+
+from trubrics_mp import _protocol as proto
+from trubrics_mp._config import Config
+from trubrics_mp._link import Link
+from trubrics_mp._supervisor import Supervisor
+
+LOG = logging.getLogger("trubrics_mp.tests")
+DEADLINE_S = 10.0
+
+
+class StandInSupervisor(Supervisor):
+    """Restarts by binding a fresh listener on the same address; counts generations."""
+
+    def __init__(self, config: Config, address: bytes) -> None:
+        super().__init__(config, address, os.getpid(), LOG)
+        self.listener: Optional[socket.socket] = proto.bind_listener(address)
+        self.restarts: list[int] = []
+
+    def restart(self, generation: int) -> bool:
+        self.restarts.append(generation)
+        self.listener = proto.bind_listener(self.address)
+        return True
+
+    def accept(self) -> socket.socket:
+        assert self.listener is not None
+        self.listener.settimeout(DEADLINE_S)
+        conn, _ = self.listener.accept()
+        conn.settimeout(DEADLINE_S)
+        return conn
+
+    def die(self) -> None:
+        assert self.listener is not None
+        self.listener.close()
+        self.listener = None
+
+
+@pytest.fixture
+def link() -> Iterator[tuple[Link, StandInSupervisor]]:
+    config = Config(api_key="unit-key", process_buffer_size=50)
+    supervisor = StandInSupervisor(config, proto.new_address())
+    made = Link(config, supervisor, LOG)
+    yield made, supervisor
+    made.disconnect()
+    if supervisor.listener is not None:
+        supervisor.listener.close()
+
+
+def read_all(conn: socket.socket) -> list[bytes]:
+    """Every message waiting on ``conn``, without waiting for more."""
+    conn.setblocking(False)
+    out = []
+    while True:
+        try:
+            out.append(conn.recv(proto.MAX_MESSAGE_BYTES))
+        except BlockingIOError:
+            return out
+
+
+def fill(link: Link, count: int, start: int = 0) -> None:
+    for seq in range(start, start + count):
+        link.send(b"E%d" % seq)
+
+
+def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSupervisor]) -> None:
+    ours, supervisor = link
+    fill(ours, 1)
+    conn = supervisor.accept()
+    sent = 1
+    while not ours.buffer:  # until the kernel refuses: then the buffer takes over
+        fill(ours, 1, sent)
+        sent += 1
+    fill(ours, 10, sent)
+    sent += 10
+    received = read_all(conn)
+    assert ours.drain(deadline=None)
+    received += read_all(conn)
+    assert received == [b"E%d" % seq for seq in range(sent)]
+    assert ours.counters.queued == sent and ours.take_losses() == 0
+
+
+def test_past_the_buffer_events_are_lost_counted_and_reported_once(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours, supervisor = link
+    fill(ours, 1)
+    supervisor.accept()
+    sent = 1
+    while not ours.counters.dropped:
+        fill(ours, 1, sent)
+        sent += 1
+    fill(ours, 9, sent)
+    assert len(ours.buffer) == 50
+    assert ours.counters.dropped == {"buffer_full": 10}
+    assert ours.take_losses() == 10 and ours.take_losses() == 0
+
+
+def test_a_refused_event_is_counted_but_is_no_loss(link: tuple[Link, StandInSupervisor]) -> None:
+    ours, _ = link
+    ours.reject("invalid_field")
+    assert ours.counters.dropped == {"invalid_field": 1} and ours.take_losses() == 0
+
+
+def test_a_dead_flusher_is_replaced_with_the_next_generation(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours, supervisor = link
+    fill(ours, 1)
+    first = supervisor.accept()
+    first.send(proto.hello(4))
+    assert read_all(first) == [b"E0"]
+    supervisor.die()
+    first.close()
+    fill(ours, 1, 1)  # notices the hang-up, restarts, reconnects, sends
+    second = supervisor.accept()
+    assert supervisor.restarts == [5] and ours.generation == 5
+    assert ours.drain(deadline=None)
+    assert read_all(second) == [b"E1"]
+
+
+def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupervisor]) -> None:
+    ours, supervisor = link
+    fill(ours, 1)
+    conn = supervisor.accept()
+    conn.send(proto.hello(0))
+    conn.send(proto.ack(999, False))  # the answer to an earlier request that timed out
+    request_id_of_next = 1
+    conn.send(proto.ack(request_id_of_next, True))
+    reply = ours.request(proto.FLUSH, deadline=None)
+    assert reply is not None and reply.kind == proto.ACK and reply.ok
+    assert read_all(conn) == [b"E0", proto.request(proto.FLUSH, request_id_of_next)]
+
+
+def test_a_request_times_out_when_no_answer_comes(link: tuple[Link, StandInSupervisor]) -> None:
+    import time
+
+    ours, supervisor = link
+    fill(ours, 1)
+    supervisor.accept()
+    assert ours.request(proto.STATS, deadline=time.monotonic() + 0.05) is None
+
+
+def test_a_forked_child_forgets_the_parents_buffer_and_counters(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours, supervisor = link
+    fill(ours, 1)
+    supervisor.accept()
+    ours.buffer.append(b"E-parent")
+    ours.lose("buffer_full")
+    ours.forget_parent()
+    assert ours.sock is None and not ours.buffer
+    assert ours.counters.queued == 0 and ours.take_losses() == 0

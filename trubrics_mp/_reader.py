@@ -1,0 +1,135 @@
+"""Reading the shared queue: the listener and one connection per client process.
+
+The reader accepts connections (the peer's uid checked), greets each with a
+hello that carries the flusher's generation, and reads whole messages,
+handing each to a callback. It does not interpret messages: the flusher does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import selectors
+import socket
+from typing import Callable, Optional
+
+from . import _protocol as proto
+
+
+@dataclasses.dataclass(eq=False)
+class Conn:
+    """One client process's connection; ``dropped`` counts its events lost since it
+    last asked for a flush (so that its next ``flush()`` says False)."""
+
+    sock: socket.socket
+    pid: int
+    dropped: int = 0
+    complained: bool = False  # a bad message from it was logged already
+
+    @property
+    def open(self) -> bool:
+        return self.sock.fileno() != -1
+
+
+OnMessage = Callable[[Conn, int, bytes], None]
+
+
+class Reader:
+    """The listener and every open connection, registered in one selector.
+
+    Invariants: every open connection is registered with itself as the key's
+    data, the listener with ``"accept"``; once :meth:`stop_listening` ran, no
+    connection is accepted again.
+    """
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        selector: selectors.BaseSelector,
+        on_message: OnMessage,
+        hello: bytes,
+        logger: logging.Logger,
+    ) -> None:
+        self._listener: Optional[socket.socket] = listener
+        self._selector = selector
+        self._on_message = on_message
+        self._hello = hello
+        self._log = logger
+        self._buffer = bytearray(proto.MAX_MESSAGE_BYTES)
+        self.connections = 0
+        listener.setblocking(False)
+        selector.register(listener, selectors.EVENT_READ, "accept")
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    def accept(self) -> None:
+        """Accept every waiting connection."""
+        while self._listener is not None:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            pid, uid = proto.peer_pid_uid(sock)
+            if uid != os.getuid():
+                self._log.error("refused a connection from uid %d (pid %d)", uid, pid)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = Conn(sock, pid)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self.connections += 1
+            reply(conn, self._hello)
+
+    def read(self, conn: Conn, limit: int) -> None:
+        """Read up to ``limit`` messages from ``conn``; close it at end of file."""
+        view = memoryview(self._buffer)
+        for _ in range(limit):
+            try:
+                size = conn.sock.recv_into(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionResetError:
+                # The peer closed with a message of ours unread (a hello, a late
+                # reply). The kernel reports that once, before what it still has
+                # queued from the peer: read on.
+                continue
+            except OSError:
+                size = 0
+            if size == 0:
+                self.close(conn)
+                return
+            self._on_message(conn, view[0], bytes(view[1:size]))
+            if not conn.open:
+                return  # the handler closed it
+
+    def read_all(self, limit_per_connection: int) -> None:
+        """Accept, then read every message already waiting on every connection."""
+        self.accept()
+        for key in list(self._selector.get_map().values()):
+            if isinstance(key.data, Conn) and key.data.open:
+                self.read(key.data, limit_per_connection)
+
+    def close(self, conn: Conn) -> None:
+        if not conn.open:
+            return
+        self._selector.unregister(conn.sock)
+        conn.sock.close()
+        self.connections -= 1
+
+    def stop_listening(self) -> None:
+        """Close the listener: new processes can no longer connect (they start a new one)."""
+        if self._listener is not None:
+            self._selector.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+
+
+def reply(conn: Conn, message: bytes) -> None:
+    """Send ``message`` to ``conn`` without blocking; a peer that is gone is no error."""
+    try:
+        conn.sock.send(message, proto.SEND_FLAGS)
+    except OSError:
+        pass  # the process that asked is gone or not reading: nothing to tell

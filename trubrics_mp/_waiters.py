@@ -1,0 +1,58 @@
+"""Waiters: ``flush()`` and shutdown requests waiting for the batches they cover.
+
+Pure bookkeeping, no I/O: the flusher tells this role which batches it handed
+to delivery and which were settled, and asks which waiters can be answered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Generic, TypeVar
+
+Peer = TypeVar("Peer")
+
+
+@dataclasses.dataclass
+class Waiter(Generic[Peer]):
+    """A request from ``peer``; ``ok`` turns False if anything it covers was lost."""
+
+    peer: Peer
+    request_id: int
+    batch_ids: set[int]
+    ok: bool
+    shutdown: bool = False
+
+
+class Waiters(Generic[Peer]):
+    """Batches handed to delivery and not yet settled, and who waits for them.
+
+    Invariant: every id a waiter waits for is in ``unsettled``; a waiter
+    covers exactly the batches unsettled when it was added.
+    """
+
+    def __init__(self) -> None:
+        self.unsettled: set[int] = set()
+        self._waiting: list[Waiter[Peer]] = []
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def dispatched(self, batch_id: int) -> None:
+        self.unsettled.add(batch_id)
+
+    def settled(self, batch_id: int, ok: bool) -> None:
+        self.unsettled.discard(batch_id)
+        for waiter in self._waiting:
+            if batch_id in waiter.batch_ids:
+                waiter.batch_ids.discard(batch_id)
+                waiter.ok = waiter.ok and ok
+
+    def add(self, peer: Peer, request_id: int, ok: bool, shutdown: bool = False) -> None:
+        """Wait for every batch unsettled now; ``ok`` False if the peer lost events already."""
+        self._waiting.append(Waiter(peer, request_id, set(self.unsettled), ok, shutdown))
+
+    def answerable(self) -> list[Waiter[Peer]]:
+        """Remove and return the waiters whose batches are all settled, oldest first."""
+        done = [w for w in self._waiting if not w.batch_ids]
+        self._waiting = [w for w in self._waiting if w.batch_ids]
+        return done
