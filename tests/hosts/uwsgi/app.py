@@ -56,7 +56,9 @@ def application(environ: Environ, start_response: StartResponse) -> Iterable[byt
         body = {"pid": os.getpid(), "has_threads": uwsgi.has_threads, "stats": stats}
         return _reply(start_response, body)
     if path == "/local":
-        return _reply(start_response, {"pid": os.getpid(), "buffered": trubrics.stats(flusher=False).buffered})
+        return _reply(
+            start_response, {"pid": os.getpid(), "buffered": trubrics.stats(flusher=False).buffered}
+        )
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
 
