@@ -71,7 +71,7 @@ def test_retry_after_is_honoured(collector, make_client):
     assert client.stats().retried_requests == 1
 
 
-def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_client, capfd):
+def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_client, caplog):
     collector.set_faults(down=True)
     client = make_client(flush_at=3, max_retries=2)
     track(client, "doomed", 3)
@@ -79,10 +79,10 @@ def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_clie
     stats = client.stats()
     assert stats.dropped == {"retries_exhausted": 3}
     assert stats.failed_batches == 1 and stats.retried_requests == 2
-    assert "dropped 3 events for /publish_events (retries_exhausted)" in capfd.readouterr().err
+    assert "dropped 3 events for /publish_events (retries_exhausted)" in caplog.text
 
 
-def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make_client, capfd):
+def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make_client, caplog):
     collector.set_faults(fail_status=422, fail_count=1)
     client = make_client(flush_at=2)
     track(client, "refused", 2)
@@ -90,16 +90,16 @@ def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make
     track(client, "fine", 2)
     assert client.flush(timeout=60) is True
     assert client.stats().dropped == {"http_422": 2}
-    assert "HTTP 422: injected failure 1 of 1" in capfd.readouterr().err
+    assert "HTTP 422: injected failure 1 of 1" in caplog.text
     assert [e["properties"]["src"] for e in collector.events()] == ["fine", "fine"]
 
 
-def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, capfd):
+def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, caplog):
     collector.set_faults(fail_status=401, down=True)
     client = make_client(flush_at=1)
     track(client, "unauthorized", 3)
     assert client.flush(timeout=60) is False
-    err = capfd.readouterr().err
+    err = caplog.text
     assert err.count("the API key was rejected (HTTP 401)") == 1
     assert API_KEY not in err
     assert API_KEY not in repr(client)
@@ -127,24 +127,28 @@ def test_the_flusher_holds_a_bounded_number_of_events(collector, make_client):
     assert client.stats().delivered == 100
 
 
-def test_flusher_logs_reach_the_users_logger_name_and_level(collector, capfd):
+def test_flusher_logs_reach_the_users_logger_name_and_level(collector, caplog):
     logger = logging.getLogger("myapp.analytics")
     logger.setLevel(logging.WARNING)
     collector.set_faults(fail_status=503, fail_count=1)
     with Trubrics(API_KEY, collector.url, flush_at=1, logger=logger) as client:
         track(client, "logged", 1)
         assert client.flush(timeout=60)
-    err = capfd.readouterr().err
-    assert "myapp.analytics WARNING [flusher" in err
-    assert "POST /publish_events failed (HTTP 503)" in err
+        flusher = client.stats().flusher_pid
+    ours = [r for r in caplog.records if r.name == "myapp.analytics" and r.process == flusher]
+    assert any(
+        r.levelno == logging.WARNING and "POST /publish_events failed (HTTP 503)" in r.getMessage()
+        for r in ours
+    ), caplog.text
+    assert all(r.levelno >= logging.WARNING for r in ours)
 
 
-def test_a_quiet_logger_keeps_the_flusher_quiet(collector, capfd):
+def test_a_quiet_logger_keeps_the_flusher_quiet(collector, caplog):
     collector.set_faults(fail_status=503, fail_count=1)
     with Trubrics(API_KEY, collector.url, flush_at=1) as client:  # default: ERROR
         track(client, "quiet", 1)
         assert client.flush(timeout=60)
-    assert "WARNING" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.levelno < logging.ERROR]
 
 
 def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, caplog):

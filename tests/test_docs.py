@@ -300,7 +300,16 @@ def test_every_test_the_docs_cite_exists() -> None:
 ROW = re.compile(
     r"^\| `(?P<name>\w+)` \| `(?P<type>[\w.]+)` \| (?P<default>.+?) \| (?P<bounds>.+?) \|$"
 )
-BOUNDS = re.compile(r"^`(?P<low>[\d.]+) (?P<op><|≤) [ns] ≤ (?P<high>[\d.]+)`$")
+BOUNDS = re.compile(
+    r"^`(?P<low>[\d.]+) (?P<op><|≤) [ns] ≤ (?P<high>[\d.]+)`"
+    r"(?:, (?P<side>below|above) (?P<edge>[\d.]+): (?P=edge), with a warning)?$"
+)
+CLAMPED_ATTRIBUTE = {"flush_at": "flush_batch_size"}
+
+
+def _clamped_to(name: str, value: Any) -> Any:
+    client = Trubrics(api_key="k", disabled=True, **{name: value})
+    return getattr(client, CLAMPED_ATTRIBUTE.get(name, name))
 
 
 def _config_rows() -> dict[str, dict[str, str]]:
@@ -350,6 +359,12 @@ def test_the_configuration_bounds_are_the_ones_enforced() -> None:
             assert _accepted(name, low) and not _accepted(name, low - step), name
         else:
             assert not _accepted(name, low) and _accepted(name, low + step), name
-        assert _accepted(name, high) and not _accepted(name, high + step), name
+        side, edge = match.group("side"), match.group("edge")
+        if side == "above":  # beyond the edge: accepted, clamped to it (as 1.8.5 does)
+            assert _clamped_to(name, high + step) == number(edge) == high, name
+        else:
+            assert _accepted(name, high) and not _accepted(name, high + step), name
+        if side == "below":
+            assert _clamped_to(name, low) == number(edge), name
         checked += 1
     assert checked == 9

@@ -373,8 +373,8 @@ def test_a_lossy_setting_is_warned_about_once(start_uwsgi, collector):
     server.stop()
     wait_exactly_once(collector, {"warned": 10})
     text = server.host.output_text
-    assert len(re.findall(r"WARNING trubrics_mp .*Set die-on-term = true", text)) == 1, text
-    assert len(re.findall(r"WARNING trubrics_mp .*Remove skip-atexit", text)) == 1, text
+    assert len(re.findall(r"WARNING trubrics .*Set die-on-term = true", text)) == 1, text
+    assert len(re.findall(r"WARNING trubrics .*Remove skip-atexit", text)) == 1, text
     assert not tracebacks(text)
 
 

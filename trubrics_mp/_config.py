@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from ._retry import RetryPolicy
 
-LOGGER_NAME = "trubrics_mp"  # the default logger's name, in clients and flushers
+LOGGER_NAME = "trubrics"  # the official SDK's logger name, kept so its configuration applies
 DEFAULT_HOST = "https://app.trubrics.com/api/ingestion"
 MAX_FLUSH_AT = 100
 MAX_EVENT_BYTES_LIMIT = 131_072  # what one SOCK_SEQPACKET message carries comfortably
@@ -52,7 +52,7 @@ class Config:
     def __post_init__(self) -> None:
         _check_str("api_key", self.api_key)
         _check_host(self.host)
-        _check_number("flush_interval", self.flush_interval_s, 0.0, 3600.0, low_open=True)
+        _check_number("flush_interval", self.flush_interval_s, 1.0, 3600.0)
         _check_int("flush_at", self.flush_at, 1, MAX_FLUSH_AT)
         _check_number("request_timeout", self.request_timeout_s, 0.0, 600.0, low_open=True)
         _check_int("max_retries", self.max_retries, 0, 100)

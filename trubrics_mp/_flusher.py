@@ -44,16 +44,17 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from typing import Any, Optional
 
+from . import _logs
 from . import _protocol as proto
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
 from ._delivery import Delivery, Settled
 from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
+from ._logs import ForwardingHandler
 from ._process import drain_pipe
 from ._reader import Conn, Reader, reply
 from ._stats import FlusherCounters
@@ -80,8 +81,10 @@ class Flusher:
         generation: int,
         exec_watch_fd: Optional[int] = None,
         poster: Optional[Poster] = None,
+        log_handler: Optional[ForwardingHandler] = None,
     ) -> None:
         self.config = config
+        self.log_handler = log_handler
         self.log = logging.getLogger(config.logger_name)
         self.owner_pid = owner_pid
         self.counters = FlusherCounters(pid=os.getpid(), generation=generation)
@@ -93,6 +96,7 @@ class Flusher:
         self.reader = Reader(
             listener, self.selector, self._on_message, proto.hello(generation), self.log
         )
+        self.reader.on_close = self._on_close
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_size)
         self.waiters: Waiters[Conn] = Waiters()
         self.lifetime = Lifetime(
@@ -208,6 +212,8 @@ class Flusher:
             self._add_event(conn, endpoint, payload)
         elif kind in proto.REQUEST_KINDS:
             self._requests.append((conn, bytes((kind,)) + payload))
+        elif kind == proto.LEVEL[0]:
+            self._declare_level(conn, payload)
         else:
             self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
 
@@ -221,6 +227,20 @@ class Flusher:
         batch = self.intake.add(endpoint, payload, time.monotonic())
         if batch is not None:
             self._dispatch([batch])
+
+    def _declare_level(self, conn: Conn, payload: bytes) -> None:
+        """A client's logger level: it becomes the flusher's; the client takes records."""
+        level = _logs.declared_level(payload)
+        if level is None:
+            self._bad_message(conn, f"a level of {payload[:20]!r}")
+            return
+        self.log.setLevel(level)
+        if self.log_handler is not None:
+            self.log_handler.declare(conn, lambda message: reply(conn, message))
+
+    def _on_close(self, conn: Conn) -> None:
+        if self.log_handler is not None:
+            self.log_handler.forget(conn)
 
     def _bad_message(self, conn: Conn, what: str) -> None:
         self.record_drop("bad_message", 1)
@@ -237,6 +257,7 @@ class Flusher:
     # -- delivery and waiters --------------------------------------------------------------
     def _dispatch(self, batches: list[Batch]) -> None:
         for batch in batches:
+            self.log.debug("sending %d events to /%s", len(batch), batch.endpoint)
             self.waiters.dispatched(batch.id)
             self.delivery.put(batch)
 
@@ -246,6 +267,7 @@ class Flusher:
         self.waiters.settled(batch.id, settled.delivered)
         if settled.delivered:
             self.counters.delivered += len(batch)
+            self.log.info("%d events sent to Trubrics (/%s).", len(batch), batch.endpoint)
             return
         self.counters.failed_batches += 1
         self.record_drop(settled.reason, len(batch))
@@ -298,21 +320,10 @@ class Flusher:
             self.log.error("%s", message)
 
 
-def _setup_logging(config: Config) -> None:
-    logger = logging.getLogger(config.logger_name)
-    logger.setLevel(config.log_level)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(name)s %(levelname)s [flusher %(process)d] %(message)s")
-    )
-    logger.addHandler(handler)
-    logger.propagate = False
-
-
 def main(boot: dict[str, Any]) -> None:
     """Entry point of the flusher interpreter (see ``_spawn.BOOTSTRAP``)."""
     config = Config.from_wire(boot["config"])
-    _setup_logging(config)
+    handler = _logs.setup_flusher_logging(config.logger_name, config.log_level)
     listener = socket.socket(fileno=boot["listener_fd"])
     watch = boot.get("exec_watch_fd")
-    Flusher(config, listener, boot["owner_pid"], boot["generation"], watch).run()
+    Flusher(config, listener, boot["owner_pid"], boot["generation"], watch, None, handler).run()

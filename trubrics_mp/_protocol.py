@@ -21,11 +21,14 @@ kind       sent by                                    rest of the message
 ``F``      a client: flush request                    request id (8 bytes)
 ``S``      a client: stats request                    request id
 ``Q``      the owner: shutdown request                request id
+``V``      a client: its logger's effective level     the level in ASCII
 ``A``      the flusher: flush/shutdown answer         request id, ``1`` (all
                                                       delivered) or ``0``
 ``S``      the flusher: stats answer                  request id, stats JSON
 ``H``      the flusher: hello, on every new           request id 0, its
            connection                                 generation in ASCII
+``R``      the flusher: a log record for the          request id 0, the record
+           application's logger                       as JSON (see ``_logs``)
 =========  =========================================  ==============================
 """
 
@@ -44,6 +47,8 @@ STATS = b"S"
 SHUTDOWN = b"Q"
 ACK = b"A"
 HELLO = b"H"
+LEVEL = b"V"
+RECORD = b"R"
 
 EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
 REQUEST_KINDS = frozenset({FLUSH[0], STATS[0], SHUTDOWN[0]})
@@ -144,6 +149,14 @@ def stats_reply(request_id: int, body: bytes) -> bytes:
 
 def hello(generation: int) -> bytes:
     return HELLO + _REQUEST_ID.pack(0) + str(generation).encode()
+
+
+def level(value: int) -> bytes:
+    return LEVEL + str(value).encode()
+
+
+def record(body: bytes) -> bytes:
+    return RECORD + _REQUEST_ID.pack(0) + body
 
 
 # -- parsing -------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Reader:
         self._log = logger
         self._buffer = bytearray(proto.MAX_MESSAGE_BYTES)
         self.connections = 0
+        self.on_close: Callable[[Conn], None] = lambda conn: None
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, "accept")
 
@@ -118,6 +119,7 @@ class Reader:
         self._selector.unregister(conn.sock)
         conn.sock.close()
         self.connections -= 1
+        self.on_close(conn)
 
     def stop_listening(self) -> None:
         """Close the listener: new processes can no longer connect (they start a new one)."""
@@ -127,9 +129,13 @@ class Reader:
             self._listener = None
 
 
-def reply(conn: Conn, message: bytes) -> None:
-    """Send ``message`` to ``conn`` without blocking; a peer that is gone is no error."""
+def reply(conn: Conn, message: bytes) -> bool:
+    """Send ``message`` to ``conn`` without blocking; False if it could not take it.
+
+    A peer that is gone or not reading is no error: there is nobody to tell.
+    """
     try:
         conn.sock.send(message, proto.SEND_FLAGS)
     except OSError:
-        pass  # the process that asked is gone or not reading: nothing to tell
+        return False
+    return True

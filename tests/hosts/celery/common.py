@@ -35,7 +35,7 @@ def make_app(name: str) -> Celery:
 
 
 def make_client() -> Trubrics:
-    logging.getLogger("trubrics_mp").setLevel(logging.WARNING)  # show our warnings
+    logging.getLogger("trubrics").setLevel(logging.WARNING)  # show our warnings
     return Trubrics(
         API_KEY,
         os.environ["TRUBRICS_TEST_HOST"],

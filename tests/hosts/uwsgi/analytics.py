@@ -18,7 +18,7 @@ from trubrics_mp.integrations import uwsgi as trubrics_uwsgi
 
 
 def _logger() -> logging.Logger:
-    logger = logging.getLogger("trubrics_mp")
+    logger = logging.getLogger("trubrics")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [pid %(process)d] %(message)s"))
     logger.addHandler(handler)
