@@ -1,6 +1,6 @@
 """The real uWSGI server, started as a user would, with real HTTP traffic.
 
-The app (``tests/hosts/uwsgi/app.py``) tracks one event per request,
+The app (``tests/host/apps/uwsgi/app.py``) tracks one event per request,
 ``{"src": ..., "seq": ...}``; its client is made in ``analytics.py`` and
 wired with :func:`trubrics_mp.integrations.uwsgi.register`. Each test stops
 uWSGI as production does (the master FIFO's graceful ``q``, or SIGTERM with
@@ -33,7 +33,7 @@ from trubrics_mp import Trubrics
 from trubrics_mp.integrations import uwsgi as trubrics_uwsgi
 
 UWSGI = Path(sys.executable).parent / "uwsgi"
-APP_DIR = Path(__file__).resolve().parent / "hosts" / "uwsgi"
+APP_DIR = Path(__file__).resolve().parent / "apps" / "uwsgi"
 API_KEY = "uwsgi-host-test-key-5b2e"
 DEADLINE_S = 60.0
 # uWSGI lines that mean a process was killed after a timeout, not left on its own.

@@ -1,6 +1,6 @@
 """Celery for real: ``celery -A ... worker`` subprocesses, tasks sent through a real Redis.
 
-The apps are ``tests/hosts/celery/tasks_import.py`` (client made at import time)
+The apps are ``tests/host/apps/celery/tasks_import.py`` (client made at import time)
 and ``tasks_signals.py`` (``trubrics_mp.integrations.celery.setup``). The pytest
 process only sends tasks by name and reads results through Redis (it imports
 neither app, so it never owns a client); each worker is stopped as production
@@ -29,7 +29,7 @@ from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
 from support.redis_server import RedisServer
 
-APPS_DIR = Path(__file__).resolve().parent / "hosts" / "celery"
+APPS_DIR = Path(__file__).resolve().parent / "apps" / "celery"
 TRACK, HANG, STATS = "trubrics_test.track", "trubrics_test.hang", "trubrics_test.stats"
 DEADLINE_S = 90.0
 FLUSH_AT = 10

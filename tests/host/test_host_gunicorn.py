@@ -2,7 +2,7 @@
 
 Each test starts ``gunicorn -c conf.py app:app --bind 127.0.0.1:0`` (the port is
 read from gunicorn's own ``Listening at:`` line) with the apps and config files of
-``tests/hosts/gunicorn/``; every request makes a worker call ``track()`` or
+``tests/host/apps/gunicorn/``; every request makes a worker call ``track()`` or
 ``track_llm()`` with ``{"src": ..., "seq": ...}`` from the query string. Then the
 master gets SIGTERM, as production stops it, and the test checks:
 
@@ -31,10 +31,10 @@ from support.checks import counts, wait_exactly_once
 from support.collector import CollectorProcess
 from support.hosts import HostProcess, Reply, assert_no_traceback, drive, get, wait_http
 
-APP_DIR = Path(__file__).resolve().parent / "hosts" / "gunicorn"
+APP_DIR = Path(__file__).resolve().parent / "apps" / "gunicorn"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 READY = r"Listening at: (http://127\.0\.0\.1:\d+)"
-API_KEY = "test-api-key-gunicorn-5e1d07"  # the one in hosts/gunicorn/analytics.py
+API_KEY = "test-api-key-gunicorn-5e1d07"  # the one in apps/gunicorn/analytics.py
 EXIT_MARKER = r"TRUBRICS-TEST-EXIT pid=(\d+)"
 LIFESPAN_MARKER = r"TRUBRICS-TEST-LIFESPAN-CLOSED pid=(\d+) ok=True"
 # gunicorn prints this itself when it aborts a worker whose request outlived ``timeout``.

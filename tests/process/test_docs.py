@@ -49,7 +49,7 @@ from support.collector import CollectorProcess
 
 from trubrics_mp import Trubrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 MAX_SKIPPED = 4
 SNIPPET_TIMEOUT_S = 60.0
@@ -155,7 +155,7 @@ def _with_names(code: str, host: str) -> str:
     at = max(
         (i + 1 for i, line in enumerate(lines) if line.startswith("from __future__")), default=0
     )
-    names = f"API_KEY, TRUBRICS_HOST = {API_KEY!r}, {host!r}  # added by tests/test_docs.py"
+    names = f"API_KEY, TRUBRICS_HOST = {API_KEY!r}, {host!r}  # added by tests/process/test_docs.py"
     return "\n".join([*lines[:at], names, *lines[at:]]) + "\n"
 
 
