@@ -21,7 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 from support.collector import CollectorProcess
-from support.scenarios import AppRunner
+
+from trubrics_mp.collector import EventStore
 
 LEAK_DEADLINE_S = 60.0
 
@@ -85,5 +86,7 @@ def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
 
 
 @pytest.fixture
-def app(tmp_path: Path, collector: CollectorProcess) -> AppRunner:
-    return AppRunner(collector.url, tmp_path)
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    """An empty collector store (SQLite) in the test's ``tmp_path``, used in this process."""
+    with EventStore(tmp_path / "events.sqlite3") as event_store:
+        yield event_store

@@ -7,7 +7,6 @@ back through ``trubrics-mp events`` (not through the demo's code).
 from __future__ import annotations
 
 import collections
-import io
 import json
 import re
 import signal
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-from trubrics_mp.demo.load import Progress
 
 SCRIPT = Path(sys.executable).parent / "trubrics-mp"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "trubrics_mp"]
@@ -155,25 +152,3 @@ def alive(process: psutil.Process) -> bool:
         return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
-
-
-def test_progress_bar_rewrites_one_line_on_a_tty() -> None:
-    stream = io.StringIO()
-    progress = Progress(40, stream, tty=True)
-    for done in range(41):
-        progress.update(done, elapsed=1.0)
-    progress.finish(40, elapsed=1.0)
-    text = stream.getvalue()
-    assert text.count("\n") == 1 and text.endswith("40/40 100%      40 req/s\n")
-    assert text.count("\r") == 41
-
-
-def test_progress_without_a_tty_prints_a_line_per_tenth() -> None:
-    stream = io.StringIO()
-    progress = Progress(40, stream, tty=False)
-    for done in range(41):
-        progress.update(done, elapsed=2.0)
-    progress.finish(40, elapsed=2.0)
-    lines = stream.getvalue().splitlines()
-    assert [line.split()[2] for line in lines] == [f"{4 * i}/40" for i in range(11)]
-    assert "\r" not in stream.getvalue()
