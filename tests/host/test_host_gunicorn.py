@@ -20,7 +20,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +28,8 @@ import psutil
 import pytest
 from support.checks import counts, wait_exactly_once
 from support.collector import CollectorProcess
-from support.hosts import HostProcess, Reply, assert_no_traceback, drive, get, wait_http
+from support.hosts import Reply, assert_no_traceback, drive, get, wait_http
+from support.processes import ServerProcess, is_running, poll_until
 
 APP_DIR = Path(__file__).resolve().parent / "apps" / "gunicorn"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -47,7 +47,7 @@ DEADLINE_S = 60.0
 
 @dataclasses.dataclass
 class Server:
-    host: HostProcess
+    host: ServerProcess
     url: str
     label: str
     flusher_pids: set[int] = dataclasses.field(default_factory=set)
@@ -68,16 +68,18 @@ Start = Callable[..., Server]
 @pytest.fixture
 def gunicorn(tmp_path: Path, collector: CollectorProcess) -> Iterator[Start]:
     """Start gunicorn as a user would; whatever is still running at teardown is killed."""
-    started: list[HostProcess] = []
+    started: list[ServerProcess] = []
 
     def start(conf: str, *flags: str, app: str = "app:app") -> Server:
         argv = [GUNICORN, "-c", str(APP_DIR / conf), "--bind", "127.0.0.1:0"]
         argv += ["--chdir", str(APP_DIR), "--control-socket", str(tmp_path / "gunicorn.ctl")]
         env = {"TRUBRICS_TEST_URL": collector.url, "TRUBRICS_TEST_OPTIONS": json.dumps(OPTIONS)}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        host = HostProcess([*argv, *flags, app], READY, cwd=tmp_path, env=env)
+        host = ServerProcess(
+            [*argv, *flags, app], name="gunicorn", ready=READY, cwd=tmp_path, env=env
+        )
         started.append(host)
-        url = host.start(DEADLINE_S).group(1)
+        url = host.start(DEADLINE_S).ready_match.group(1)
         wait_http(url + "/pid", DEADLINE_S)
         return Server(host, url, " ".join([conf, *flags, app]))
 
@@ -96,14 +98,16 @@ def served_by(replies: list[Reply]) -> set[int]:
 
 def wait_one_flusher(server: Server, workers: set[int], events: int) -> dict[str, Any]:
     """Poll ``/stats`` until ONE flusher has received ``events`` from all ``workers``."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        stats = server.stats()["stats"]
-        received = {int(pid): n for pid, n in stats["received_by_pid"].items()}
-        if workers <= set(received) and sum(received.values()) >= events:
-            break
-        assert time.monotonic() < deadline, f"workers {workers}, flusher saw {received}"
-        time.sleep(0.1)
+    stats: dict[str, Any] = {}
+    received: dict[int, int] = {}
+
+    def heard_everyone() -> bool:
+        stats.update(server.stats()["stats"])
+        received.clear()
+        received.update({int(pid): n for pid, n in stats["received_by_pid"].items()})
+        return workers <= set(received) and sum(received.values()) >= events
+
+    poll_until(heard_everyone, DEADLINE_S, lambda: f"workers {workers}, flusher saw {received}")
     assert len(server.flusher_pids) == 1, f"several flushers answered: {server.flusher_pids}"
     assert sum(received.values()) == events, received
     return dict(stats)
@@ -112,31 +116,24 @@ def wait_one_flusher(server: Server, workers: set[int], events: int) -> dict[str
 def stats_from_workers(server: Server, n_workers: int) -> list[dict[str, Any]]:
     """``/stats`` answers, asked concurrently until ``n_workers`` distinct workers answered."""
     answers: list[dict[str, Any]] = []
-    deadline = time.monotonic() + DEADLINE_S
-    while len({a["pid"] for a in answers}) < n_workers:
-        assert time.monotonic() < deadline, f"only these workers answered: {answers}"
+
+    def all_answered() -> bool:
         for reply in drive(server.url + "/stats?seq={seq}", 8, concurrency=4):
             assert reply.status == 200, reply
             answers.append(json.loads(reply.body))
+        return len({a["pid"] for a in answers}) >= n_workers
+
+    poll_until(all_answered, DEADLINE_S, lambda: f"{n_workers} workers; answers: {answers}")
     for answer in answers:
         server.flusher_pids.add(answer["stats"]["flusher_pid"])
     return answers
 
 
 def no_flusher_left(pids: set[int]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    alive = pids
-    while alive:
-        alive = {pid for pid in alive if _running(pid)}
-        assert not alive or time.monotonic() < deadline, f"flushers still running: {alive}"
-        time.sleep(0.05)
+    def running() -> set[int]:
+        return {pid for pid in pids if is_running(pid)}
 
-
-def _running(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
+    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
 
 
 def stop_and_check(
@@ -148,13 +145,14 @@ def stop_and_check(
     allow: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """SIGTERM the master as production does, then check the stop and the deliveries."""
-    seconds = server.host.stop(signal.SIGTERM, DEADLINE_S)
+    server.host.stop(DEADLINE_S)
     output = server.host.output_text
+    assert not server.host.killed, f"still running {DEADLINE_S} s after SIGTERM:\n{output}"
     assert server.host.returncode == 0, output
     assert_no_traceback(output, allow)
     assert API_KEY not in output
     assert "SIGKILL" not in output and "undelivered" not in output, output
-    exited = {int(m.group(1)) for m in server.host.lines_matching(exit_marker)}
+    exited = {int(m.group(1)) for m in server.host.matches(exit_marker)}
     assert workers <= exited, f"workers that did not exit cleanly: {workers - exited}\n{output}"
     no_flusher_left(server.flusher_pids)
     events = wait_exactly_once(collector, expected)
@@ -165,7 +163,7 @@ def stop_and_check(
         "delivered": sum(seen.values()),
         "duplicated": sum(n - 1 for n in seen.values()),
         "requests": len(collector.batches()),
-        "stop_s": round(seconds, 2),
+        "stop_s": round(server.host.stop_seconds or 0.0, 2),
         "workers": len(workers),
         "flushers": len(server.flusher_pids),
     }
@@ -261,17 +259,23 @@ def test_worker_killed_by_timeout_loses_nothing(gunicorn: Start, collector):
         target=lambda: sleeper.append(get(server.url + "/sleep?src=sleeper&seq=0&s=120"))
     )
     thread.start()
-    stuck = int(server.host.wait_for_line(r"SLEEPING pid=(\d+)", DEADLINE_S).group(1))
-    during, deadline = 0, time.monotonic() + DEADLINE_S
-    # Traffic goes on, served by the other worker, until gunicorn aborts the stuck one.
-    while not server.host.lines_matching(rf"WORKER TIMEOUT \(pid:{stuck}\)"):
-        assert time.monotonic() < deadline, f"no timeout:\n{server.host.output_text}"
+    stuck = int(server.host.wait_for(r"SLEEPING pid=(\d+)", deadline_s=DEADLINE_S)[0].group(1))
+    during = 0
+
+    def traffic_until_the_timeout() -> bool:
+        """Traffic goes on, served by the other worker, until gunicorn aborts the stuck one."""
+        nonlocal during, workers
+        if server.host.matches(rf"WORKER TIMEOUT \(pid:{stuck}\)"):
+            return True
         workers |= served_by(drive(server.url + "/track?src=during&seq={seq}", 10, start=during))
         during += 10
-        time.sleep(0.1)  # pacing: a few hundred events over gunicorn's 2-4 s, not thousands
+        return False
+
+    # Paced: a few hundred events over gunicorn's 2-4 s, not thousands.
+    poll_until(traffic_until_the_timeout, DEADLINE_S, "gunicorn's WORKER TIMEOUT", interval=0.1)
     thread.join(DEADLINE_S)
     assert sleeper and sleeper[0][0] != 200, sleeper
-    server.host.wait_for_line(rf"TRUBRICS-TEST-EXIT pid={stuck}\b", DEADLINE_S)
+    server.host.wait_for(rf"TRUBRICS-TEST-EXIT pid={stuck}\b", deadline_s=DEADLINE_S)
     workers |= served_by(drive(server.url + "/track?src=after&seq={seq}", 40))
     wait_one_flusher(server, workers, 80 + during + 1)
     expected = {"before": 40, "during": during, "after": 40, "sleeper": 1}
@@ -283,11 +287,11 @@ def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector):
     server = gunicorn("conf_hooks.py", "--workers", "2")
     old = served_by(drive(server.url + "/track?src=before-hup&seq={seq}", 100, concurrency=4))
     flusher = wait_one_flusher(server, old, 100)["flusher_pid"]
-    booted = len(server.host.lines_matching(r"Booting worker with pid"))
+    booted = len(server.host.matches(r"Booting worker with pid"))
     server.host.send_signal(signal.SIGHUP)
-    server.host.wait_for_line(r"Booting worker with pid", DEADLINE_S, count=booted + 2)
+    server.host.wait_for(r"Booting worker with pid", booted + 2, DEADLINE_S)
     for pid in old:
-        server.host.wait_for_line(rf"TRUBRICS-TEST-EXIT pid={pid}\b", DEADLINE_S)
+        server.host.wait_for(rf"TRUBRICS-TEST-EXIT pid={pid}\b", deadline_s=DEADLINE_S)
     new = served_by(drive(server.url + "/track?src=after-hup&seq={seq}", 100, concurrency=4))
     assert not new & old, "old workers still answered after the reload"
     assert wait_one_flusher(server, old | new, 200)["flusher_pid"] == flusher
@@ -307,10 +311,8 @@ def test_flusher_killed_under_gunicorn_is_replaced(gunicorn: Start, collector):
     collector.wait_for_events(100, timeout=DEADLINE_S)  # 5 full batches, sent at once
     first = server.stats()["stats"]["flusher_pid"]
     psutil.Process(first).kill()
-    deadline = time.monotonic() + DEADLINE_S
-    while psutil.pid_exists(first):  # gone, not a zombie: the arbiter's waitpid(-1) reaped it
-        assert time.monotonic() < deadline, f"the killed flusher {first} was never reaped"
-        time.sleep(0.05)
+    # Gone, not a zombie (so not is_running): the arbiter's waitpid(-1) reaped it.
+    poll_until(lambda: not psutil.pid_exists(first), DEADLINE_S, f"gunicorn to reap {first}")
     server.flusher_pids.discard(first)
     workers |= served_by(drive(server.url + "/track?src=second&seq={seq}", 100))
     stats = wait_one_flusher(server, workers, 100)

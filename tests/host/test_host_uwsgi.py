@@ -17,7 +17,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
-from support.hosts import HostProcess, assert_no_traceback, drive, get, tracebacks
+from support.hosts import assert_no_traceback, drive, get, tracebacks
+from support.processes import ServerProcess, is_running, poll_until
 
 UWSGI = Path(sys.executable).parent / "uwsgi"
 APP_DIR = Path(__file__).resolve().parent / "apps" / "uwsgi"
@@ -36,13 +36,14 @@ DEADLINE_S = 60.0
 # uWSGI lines that mean a process was killed after a timeout, not left on its own.
 FORCED = re.compile(r"NO MERCY|taking too much time|killed by signal 9|HARAKIRI", re.I)
 GOOD = ("--master", "--die-on-term")
+LISTENING = r"listening on (http://\S+)"  # printed by the app (app.py), port 0 resolved
 
 
 @dataclass
 class Uwsgi:
     """A running uWSGI server and what a test learns about it."""
 
-    host: HostProcess
+    host: ServerProcess
     url: str
     fifo: Path
     stop_seconds: Optional[float] = None
@@ -64,37 +65,40 @@ class Uwsgi:
 
     def wait_received(self, total: int) -> dict[str, Any]:
         """Poll ``/stats`` until the flusher has read ``total`` events; the last reply."""
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            reply = self.stats()
-            received = sum(reply["stats"]["received_by_pid"].values())
-            if received >= total or time.monotonic() >= deadline:
-                assert received == total, reply
-                return reply
-            time.sleep(0.05)
+        replies: list[dict[str, Any]] = []
+
+        def received() -> int:
+            return sum(replies[-1]["stats"]["received_by_pid"].values()) if replies else 0
+
+        def enough() -> bool:
+            replies.append(self.stats())
+            return received() >= total
+
+        poll_until(enough, DEADLINE_S, lambda: f"{total} events; last reply: {replies[-1:]}")
+        assert received() == total, replies[-1]
+        return replies[-1]
 
     def stop(self, how: str = "fifo-q") -> float:
         """Stop as production does: ``fifo-q`` (graceful) or ``sigterm`` (die-on-term).
 
         ``wait``: the test already asked; just wait for the exit.
         """
-        proc = self.host.proc
-        assert proc is not None
-        started = time.monotonic()
-        if how == "wait":
-            pass  # already asked to stop
-        elif how == "fifo-q":
-            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            try:
-                os.write(fd, b"q")
-            finally:
-                os.close(fd)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=DEADLINE_S)
-        self.stop_seconds = time.monotonic() - started
-        self.host.stop()  # already exited: only collects the rest of the output
+        if how == "fifo-q":
+            self.write_fifo(b"q")
+        sig = signal.SIGTERM if how == "sigterm" else None  # else: already asked to stop
+        self.host.stop(DEADLINE_S, sig=sig)
+        assert not self.host.killed, f"no exit {DEADLINE_S} s after {how}:\n{self.host.tail()}"
+        self.stop_seconds = self.host.stop_seconds
+        assert self.stop_seconds is not None
         return self.stop_seconds
+
+    def write_fifo(self, command: bytes) -> None:
+        """A command to the master FIFO (``q``: graceful stop, ``r``: graceful reload)."""
+        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, command)
+        finally:
+            os.close(fd)
 
 
 def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
@@ -131,18 +135,14 @@ def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[Any]:
             "TRUBRICS_FLUSH_INTERVAL": str(flush_interval),
             "TRUBRICS_UWSGI_HOOKS": "1" if hooks else "0",
         }
-        host = HostProcess(_command(fifo, options), r"listening on (http://\S+)", env=env)
+        host = ServerProcess(_command(fifo, options), name="uwsgi", ready=LISTENING, env=env)
         servers.append(Uwsgi(host, "", fifo))
-        servers[-1].url = host.start().group(1)
+        servers[-1].url = host.start().ready_match.group(1)
         return servers[-1]
 
     yield start
     for server in servers:
-        if server.host.proc is not None and server.host.proc.poll() is None:
-            try:
-                server.host.stop(signal.SIGINT, 20.0)  # brutal stop: a test failed midway
-            finally:
-                server.host.kill()
+        server.host.stop(20.0, sig=signal.SIGINT)  # brutal stop, if a test failed midway
 
 
 def _flusher_pid(reply: dict[str, Any]) -> int:
@@ -168,14 +168,11 @@ def _assert_no_warning(server: Uwsgi) -> None:
 
 def _wait_gone(pids: set[int]) -> None:
     """The flushers exit by themselves once uWSGI is gone (they deliver first)."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=DEADLINE_S)
-    assert not alive, f"flushers still running: {alive}"
+
+    def running() -> set[int]:
+        return {pid for pid in pids if is_running(pid)}
+
+    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
 
 
 def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) -> None:
@@ -220,13 +217,9 @@ def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(start_uwsgi, colle
     server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, flush_interval=60)
     server.track("before", 100)
     first = _flusher_pid(server.wait_received(100))
-    fd = os.open(server.fifo, os.O_WRONLY | os.O_NONBLOCK)
-    try:
-        os.write(fd, b"r")  # graceful reload
-    finally:
-        os.close(fd)
+    server.write_fifo(b"r")  # graceful reload
     _wait_gone({first})
-    server.url = server.host.wait_for_line(r"listening on (http://\S+)", count=2).group(1)
+    server.url = server.host.wait_for(LISTENING, count=2)[1].group(1)
     server.track("after", 100)
     second = _flusher_pid(server.wait_received(100))
     assert second != first
@@ -251,7 +244,7 @@ def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
     pids = server.track("recycled", 160)
     reply = server.wait_received(160)
     assert len(pids) > 2  # workers were replaced
-    assert server.host.lines_matching(r"The work of process \d+ is done")
+    assert server.host.matches(r"The work of process \d+ is done")
     assert reply["stats"]["flusher_restarts"] == 0
     assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == pids
     flusher = _flusher_pid(reply)
@@ -272,15 +265,18 @@ def test_lazy_apps(start_uwsgi, collector, where):
     if where == "shared-import":
         options += ("--shared-import", "analytics")
     server = start_uwsgi(*options, flush_at=25)
-    server.host.wait_for_line(r"listening on", DEADLINE_S, count=2)  # each worker loaded it
+    server.host.wait_for(LISTENING, 2, DEADLINE_S)  # each worker loaded it
     workers = server.track("lazy", 100)
     if where == "shared-import":
         server.wait_received(100)
-    replies = {}
-    deadline = time.monotonic() + DEADLINE_S
-    while set(replies) != workers and time.monotonic() < deadline:
-        reply = server.stats()  # ask until each worker has answered once
+    replies: dict[int, dict[str, Any]] = {}
+
+    def each_answered() -> bool:  # ask until each worker has answered once
+        reply = server.stats()
         replies[reply["pid"]] = reply
+        return set(replies) >= workers
+
+    poll_until(each_answered, DEADLINE_S, lambda: f"workers {workers}; answered: {set(replies)}")
     flushers = {_flusher_pid(reply) for reply in replies.values()}
     assert len(workers) == 2 and set(replies) == workers
     assert len(flushers) == (2 if where == "per-worker" else 1), replies
@@ -301,8 +297,8 @@ def test_harakiri_kills_one_worker_and_loses_nothing(start_uwsgi, collector):
     server.track("before", 40)
     sleeper = threading.Thread(target=get, args=(f"{server.url}/sleep?src=sleeper&seq=0&s=60",))
     sleeper.start()
-    server.host.wait_for_line(r"HARAKIRI ON WORKER", DEADLINE_S)
-    server.host.wait_for_line(r"Respawned uWSGI worker", DEADLINE_S)
+    server.host.wait_for(r"HARAKIRI ON WORKER", deadline_s=DEADLINE_S)
+    server.host.wait_for(r"Respawned uWSGI worker", deadline_s=DEADLINE_S)
     sleeper.join(DEADLINE_S)
     server.track("after", 40)
     reply = server.wait_received(81)
@@ -336,12 +332,10 @@ def test_atexit_hook_hands_over_a_workers_buffer(start_uwsgi, collector, hooks):
         status, body = get(f"{server.url}/local")
         buffered = json.loads(body)["buffered"]
         assert status == 200 and buffered > 0  # the shared queue was full
-        fd = os.open(server.fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.write(fd, b"q")
-        os.close(fd)
-        server.host.wait_for_line(r"graceful shutdown triggered", DEADLINE_S)
-        if not hooks:
-            server.host.proc.wait(DEADLINE_S)  # the worker left without handing over
+        server.write_fifo(b"q")
+        server.host.wait_for(r"graceful shutdown triggered", deadline_s=DEADLINE_S)
+        if not hooks:  # the worker left without handing over
+            poll_until(lambda: server.host.poll() is not None, DEADLINE_S, "uWSGI to exit")
     finally:
         flusher.resume()
     server.stop("wait")

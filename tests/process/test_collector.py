@@ -20,6 +20,7 @@ from typing import Any, Optional
 import pytest
 from support.collector import CollectorProcess
 from support.payloads import NAIVE, llm_event, plain_event
+from support.processes import WaitTimeout
 
 from trubrics_mp.collector import (
     CollectorHandler,
@@ -356,7 +357,7 @@ def test_fault_count_is_consumed_exactly_under_concurrency(collector: CollectorP
 
 
 def test_wait_for_events_fails_clearly(collector: CollectorProcess) -> None:
-    with pytest.raises(AssertionError, match=r"expected at least 1 event\(s\) .* has 0"):
+    with pytest.raises(WaitTimeout, match=r"waiting for at least 1 event\(s\) .* has 0"):
         collector.wait_for_events(1, timeout=0.3)
 
 

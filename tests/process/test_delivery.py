@@ -15,6 +15,7 @@ import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
+from support.processes import poll_until
 
 from trubrics_mp import Trubrics
 
@@ -40,14 +41,6 @@ def make_client(collector: CollectorProcess) -> Iterator[ClientFactory]:
 def track(client: Trubrics, src: str, count: int) -> None:
     for seq in range(count):
         client.track(user_id="u", event="Sign up", properties={"src": src, "seq": seq})
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_transient_failures_are_retried_and_delivered_once(collector, make_client):
@@ -109,7 +102,7 @@ def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(colle
     collector.set_faults(down=True)
     client = make_client(flush_at=10)
     track(client, "patient", 50)
-    wait_until(lambda: (client.stats().retried_requests or 0) >= 2, "retries to start")
+    poll_until(lambda: (client.stats().retried_requests or 0) >= 2, 60, "retries to start")
     assert client.stats().dropped == {}
     collector.clear_faults()
     assert client.flush(timeout=120) is True
@@ -120,7 +113,7 @@ def test_the_flusher_holds_a_bounded_number_of_events(collector, make_client):
     collector.set_faults(down=True)
     client = make_client(flush_at=100, max_queue_size=100)
     track(client, "bounded", 300)
-    wait_until(lambda: client.stats().dropped.get("queue_full") == 200, "200 drops")
+    poll_until(lambda: client.stats().dropped.get("queue_full") == 200, 60, "200 drops")
     assert client.stats().held == 100
     collector.clear_faults()
     assert client.flush(timeout=120) is False  # 200 of this process's events were dropped
@@ -167,15 +160,10 @@ def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, ca
 def test_a_disabled_client_starts_no_process_and_sends_nothing(collector):
     client = Trubrics(API_KEY, collector.url, disabled=True)
     track(client, "disabled", 3)
-    assert psutil.Process().children() == [collector_process(collector)]
+    assert [p.pid for p in psutil.Process().children()] == [collector.pid]
     assert client.flush() is True and client.close() is True
     assert client.stats().dropped == {"disabled": 3}
     assert collector.events() == []
-
-
-def collector_process(collector: CollectorProcess) -> psutil.Process:
-    assert collector.proc is not None
-    return psutil.Process(collector.proc.pid)
 
 
 def test_clients_with_the_same_settings_share_one_flusher(collector, make_client):

@@ -12,11 +12,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+from support.processes import is_running, poll_until
 
 SCRIPT = Path(sys.executable).parent / "trubrics-mp"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "trubrics_mp"]
@@ -134,10 +134,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     assert demo.returncode == 130, "".join(lines) + rest
     assert "interrupted; everything it started is stopped" in rest
     assert "Traceback" not in rest
-    deadline = time.monotonic() + 60
-    while any(alive(p) for p in started):
-        assert time.monotonic() < deadline, f"still running: {started}"
-        time.sleep(0.1)
+    poll_until(lambda: not any(is_running(p.pid) for p in started), 60, f"{started} to exit")
     # The stop was graceful: what was tracked before Ctrl-C is stored, once, in pairs.
     ids = collections.Counter(
         e["properties"]["demo_id"]
@@ -145,10 +142,3 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     )
     assert ids and max(ids.values()) == 1
     assert {i.replace("/llm", "/prompt") for i in ids} == {i for i in ids if i.endswith("/prompt")}
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False

@@ -273,15 +273,15 @@ def term_flusher(args: Args) -> None:
 
 
 _AFTER_EXEC = """
-import json, os, sys, time
+import json, os, sys
+from support.processes import WaitTimeout, poll_until
 flusher = int(sys.argv[1])
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    if os.waitpid(flusher, os.WNOHANG)[0] == flusher:  # still our child: reap it
-        print(json.dumps({"flusher_left_after_exec": True}), flush=True)
-        sys.exit(0)
-    time.sleep(0.05)
-print(json.dumps({"flusher_left_after_exec": False}), flush=True)
+try:  # still our child: reap it
+    poll_until(lambda: os.waitpid(flusher, os.WNOHANG)[0] == flusher, 60, "the flusher to exit")
+    left = True
+except WaitTimeout:
+    left = False
+print(json.dumps({"flusher_left_after_exec": left}), flush=True)
 """
 
 
