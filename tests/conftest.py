@@ -5,6 +5,9 @@
   variable every descendant inherits, even once reparented to init, plus this
   process's own children; zombies are not running); anything still running at
   the deadline is killed and the test fails.
+- ``no_internal_errors`` (autouse, ``support/internal_errors.py``): fails a
+  test during which the library logged an internal error, unless it is marked
+  ``internal_errors_allowed``.
 - ``collector``: the real local collector (fault-injecting variant) on a free
   port, with its database in the test's private ``tmp_path``.
 - ``store``: an empty collector store, used in this process.
@@ -17,9 +20,12 @@ from pathlib import Path
 
 import pytest
 from support.collector import CollectorProcess
+from support.internal_errors import no_internal_errors
 from support.processes import stop_leftovers
 
 from trubrics_mp.collector import EventStore
+
+__all__ = ["collector", "no_internal_errors", "no_leaked_processes", "store"]
 
 LEAK_DEADLINE_S = 60.0
 
