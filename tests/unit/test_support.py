@@ -1,14 +1,19 @@
-"""The test plumbing that needs no process: ``poll_until``, the internal-error check."""
+"""The test plumbing that needs no process: ``poll_until``, the internal-error check,
+and the unit layer's own guard against starting processes."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from support.internal_errors import InternalErrors, failing_on_internal_errors
 from support.processes import WaitTimeout, poll_until
 
 from trubrics_mp import Trubrics
+from unit.conftest import ProcessStarted
 
 
 # -- poll_until -----------------------------------------------------------------------
@@ -98,3 +103,25 @@ def test_a_swallowed_error_of_track_is_seen(
     assert "internal error in track()" in record.getMessage()
     assert record.exc_info is not None and record.exc_info[1] is not None
     assert str(record.exc_info[1]) == "a bug in the library"
+
+
+# -- the unit layer's guard ------------------------------------------------------------
+def test_the_unit_layer_refuses_to_start_processes(no_process_started: list[str]) -> None:
+    with pytest.raises(ProcessStarted):
+        subprocess.run([sys.executable, "-c", "pass"], check=False)
+    with pytest.raises(ProcessStarted):
+        os.fork()
+    assert no_process_started == ["subprocess.Popen", "os.fork"]
+    no_process_started.clear()  # else the fixture fails this test at teardown
+
+
+def test_a_refusal_the_code_swallowed_is_still_recorded(no_process_started: list[str]) -> None:
+    def careless() -> None:
+        try:
+            subprocess.run(["true"], check=False)
+        except Exception:
+            pass  # as a library that cannot start its helper might
+
+    careless()
+    assert no_process_started == ["subprocess.Popen"]  # so the fixture fails the test
+    no_process_started.clear()
