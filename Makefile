@@ -26,7 +26,7 @@ lint: venv
 	$(BIN)/ruff format --check trubrics_mp tests benchmarks
 
 typecheck: venv
-	$(BIN)/mypy trubrics_mp
+	$(BIN)/mypy trubrics_mp tests benchmarks
 
 docs: venv
 	$(BIN)/mkdocs build --strict --site-dir site

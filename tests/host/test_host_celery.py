@@ -54,9 +54,12 @@ def producer(redis_server: RedisServer) -> Iterator[Celery]:
     try:
         yield app
     finally:
-        app.pool.force_close_all()
-        app.backend.result_consumer.stop()
-        app.backend.client.connection_pool.disconnect()
+        # celery-types lacks these (kombu's Resource, the Redis backend's attributes).
+        pool: Any = app.pool
+        backend: Any = app.backend
+        pool.force_close_all()
+        backend.result_consumer.stop()
+        backend.client.connection_pool.disconnect()
         app.close()
         assert redis_connections(redis_server.port) == []
         new = [t for t in threading.enumerate() if t not in threads]
@@ -99,10 +102,11 @@ class CeleryWorker(ServerProcess):
         return code
 
 
+StartWorker = Callable[..., CeleryWorker]
+
+
 @pytest.fixture
-def start_worker(
-    redis_server: RedisServer, collector: CollectorProcess
-) -> Iterator[Callable[..., CeleryWorker]]:
+def start_worker(redis_server: RedisServer, collector: CollectorProcess) -> Iterator[StartWorker]:
     started: list[CeleryWorker] = []
 
     def start(app: str, pool: str, *extra: str) -> CeleryWorker:
@@ -196,7 +200,9 @@ APPS = ["tasks_import", "tasks_signals"]
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_prefork_pool_processes_share_one_flusher(app, producer, collector, start_worker):
+def test_prefork_pool_processes_share_one_flusher(
+    app: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """Both children feed the main process's flusher; batches fill across children."""
     worker = start_worker(app, "prefork", "--concurrency", "2")
     expected = send_track_tasks(producer, "task", 20, 3)
@@ -215,7 +221,9 @@ def test_prefork_pool_processes_share_one_flusher(app, producer, collector, star
 
 @pytest.mark.parametrize("pool", ["threads", "solo"])
 @pytest.mark.parametrize("app", APPS)
-def test_threads_and_solo_pools_use_the_main_process(app, pool, producer, collector, start_worker):
+def test_threads_and_solo_pools_use_the_main_process(
+    app: str, pool: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """No pool process: the main process tracks and owns the flusher."""
     extra = ("--concurrency", "4") if pool == "threads" else ()
     worker = start_worker(app, pool, *extra)
@@ -230,7 +238,9 @@ def test_threads_and_solo_pools_use_the_main_process(app, pool, producer, collec
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_max_tasks_per_child_recycling(app, producer, collector, start_worker):
+def test_max_tasks_per_child_recycling(
+    app: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """Recycled children (``os._exit``) lose nothing; new ones join the same flusher."""
     worker = start_worker(app, "prefork", "--concurrency", "2", "--max-tasks-per-child", "3")
     expected = send_track_tasks(producer, "recycled", 12, 5)
@@ -245,7 +255,9 @@ def test_max_tasks_per_child_recycling(app, producer, collector, start_worker):
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_hard_time_limit_kill_loses_nothing_tracked_before(app, producer, collector, start_worker):
+def test_hard_time_limit_kill_loses_nothing_tracked_before(
+    app: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """billiard SIGKILLs children at the hard limit: what they tracked is delivered."""
     worker = start_worker(app, "prefork", "--concurrency", "2")
     hung = [producer.send_task(HANG, args=[f"hung-{i}", 5], time_limit=2) for i in range(2)]
@@ -266,7 +278,9 @@ def test_hard_time_limit_kill_loses_nothing_tracked_before(app, producer, collec
         assert f"pid:{pid} exited with 'signal" in worker.output_text, worker.output_text
 
 
-def test_sigterm_to_the_whole_process_group(producer, collector, start_worker):
+def test_sigterm_to_the_whole_process_group(
+    producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """systemd's default: the flusher gets SIGTERM too, yet waits for the owner's close()."""
     worker = start_worker("tasks_signals", "prefork", "--concurrency", "2")
     expected = send_track_tasks(producer, "group", 20, 3)
@@ -277,7 +291,9 @@ def test_sigterm_to_the_whole_process_group(producer, collector, start_worker):
     assert len(collector.batches()) == 60 // FLUSH_AT + 1
 
 
-def test_a_flusher_started_by_a_pool_child_does_not_die_with_it(collector):
+def test_a_flusher_started_by_a_pool_child_does_not_die_with_it(
+    collector: CollectorProcess,
+) -> None:
     """Celery gives its children a parent-death signal of SIGKILL; the flusher a child
     starts (fork + exec) does not inherit it, and delivers after the child's ``os._exit``."""
     script = APPS_DIR / "pdeathsig_owner.py"

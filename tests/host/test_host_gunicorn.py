@@ -187,7 +187,9 @@ def batches_per_kind(collector: CollectorProcess) -> dict[str, int]:
         pytest.param("conf_hooks.py", [], id="no-preload-with-hooks"),
     ],
 )
-def test_sync_workers_share_one_flusher(gunicorn: Start, collector, conf, flags):
+def test_sync_workers_share_one_flusher(
+    gunicorn: Start, collector: CollectorProcess, conf: str, flags: list[str]
+) -> None:
     server = gunicorn(conf, "--workers", "3", *flags)
     replies = drive(server.url + "/track?src=sync&seq={seq}", 200, concurrency=6)
     replies += drive(server.url + "/llm?src=sync-llm&seq={seq}", 40, concurrency=6)
@@ -199,7 +201,7 @@ def test_sync_workers_share_one_flusher(gunicorn: Start, collector, conf, flags)
     assert batches_per_kind(collector) == {"event": 200 // FLUSH_AT, "llm_event": 40 // FLUSH_AT}
 
 
-def test_gthread_workers_share_one_flusher(gunicorn: Start, collector):
+def test_gthread_workers_share_one_flusher(gunicorn: Start, collector: CollectorProcess) -> None:
     server = gunicorn(
         "conf_hooks.py", "--workers", "2", "--worker-class", "gthread", "--threads", "4"
     )
@@ -209,7 +211,9 @@ def test_gthread_workers_share_one_flusher(gunicorn: Start, collector):
     assert batches_per_kind(collector) == {"event": 240 // FLUSH_AT}
 
 
-def test_uvicorn_workers_serving_asgi_share_one_flusher(gunicorn: Start, collector):
+def test_uvicorn_workers_serving_asgi_share_one_flusher(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     worker = "uvicorn_worker.UvicornWorker"
     server = gunicorn("conf_hooks.py", "--workers", "2", "-k", worker, app="asgi:app")
     replies = drive(server.url + "/track?src=asgi&seq={seq}", 160, concurrency=8)
@@ -223,7 +227,9 @@ def test_uvicorn_workers_serving_asgi_share_one_flusher(gunicorn: Start, collect
     assert batches_per_kind(collector) == {"event": 160 // FLUSH_AT, "llm_event": 40 // FLUSH_AT}
 
 
-def test_recycled_workers_keep_the_masters_flusher(gunicorn: Start, collector):
+def test_recycled_workers_keep_the_masters_flusher(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """``max_requests``: every worker generation sends to the flusher the master owns."""
     recycle = ["--max-requests", "20", "--max-requests-jitter", "0"]
     server = gunicorn("conf_hooks.py", "--workers", "2", *recycle)
@@ -234,7 +240,9 @@ def test_recycled_workers_keep_the_masters_flusher(gunicorn: Start, collector):
     assert batches_per_kind(collector) == {"event": 160 // FLUSH_AT}
 
 
-def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(gunicorn: Start, collector):
+def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """No preload, no hooks: a flusher per worker, closed by each recycled worker's exit."""
     recycle = ["--max-requests", "25", "--max-requests-jitter", "0"]
     server = gunicorn("conf_plain.py", "--workers", "2", *recycle)
@@ -250,7 +258,9 @@ def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(gunicorn
     assert len(collector.batches()) > 150 // FLUSH_AT
 
 
-def test_worker_killed_by_timeout_loses_nothing(gunicorn: Start, collector):
+def test_worker_killed_by_timeout_loses_nothing(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """A request sleeps past ``timeout``: gunicorn aborts that worker mid-traffic."""
     server = gunicorn("conf_hooks.py", "--workers", "2", "--timeout", "2")
     workers = served_by(drive(server.url + "/track?src=before&seq={seq}", 40))
@@ -282,7 +292,7 @@ def test_worker_killed_by_timeout_loses_nothing(gunicorn: Start, collector):
     stop_and_check(server, collector, expected, workers | {stuck}, allow=(ABORT_TRACEBACK,))
 
 
-def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector):
+def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector: CollectorProcess) -> None:
     """SIGHUP: new workers, old ones leave gracefully, the master's flusher stays."""
     server = gunicorn("conf_hooks.py", "--workers", "2")
     old = served_by(drive(server.url + "/track?src=before-hup&seq={seq}", 100, concurrency=4))
@@ -299,7 +309,9 @@ def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector):
     assert batches_per_kind(collector) == {"event": 200 // FLUSH_AT}
 
 
-def test_flusher_killed_under_gunicorn_is_replaced(gunicorn: Start, collector):
+def test_flusher_killed_under_gunicorn_is_replaced(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """gunicorn reaps the dead flusher (``waitpid(-1)``); a worker starts a new one.
 
     Then the master's ``close()`` must neither hang on the reaped child nor fail.

@@ -62,7 +62,9 @@ def measure(label: str, result: Any, collector: CollectorProcess, required: Keys
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_pool_left_through_terminate_mid_work(pools, collector, method):
+def test_pool_left_through_terminate_mid_work(
+    pools: PoolAppRunner, collector: CollectorProcess, method: str
+) -> None:
     """``terminate()`` SIGTERMs busy workers: what they already tracked still arrives once."""
     per_task, tasks = 3, 60
     result = pools.run(
@@ -88,7 +90,9 @@ def test_pool_left_through_terminate_mid_work(pools, collector, method):
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_executors_with_replaced_workers_then_left_without_waiting(pools, collector, method):
+def test_executors_with_replaced_workers_then_left_without_waiting(
+    pools: PoolAppRunner, collector: CollectorProcess, method: str
+) -> None:
     """Two executors on one client and one flusher.
 
     The first recycles its workers (``max_tasks_per_child=1``, where it exists:
@@ -129,7 +133,9 @@ def test_executors_with_replaced_workers_then_left_without_waiting(pools, collec
     measure(f"executor-cancel-{method}", result, collector, required)
 
 
-def test_fork_pool_made_after_the_parent_used_the_client(pools, collector):
+def test_fork_pool_made_after_the_parent_used_the_client(
+    pools: PoolAppRunner, collector: CollectorProcess
+) -> None:
     """Workers forked while the parent still buffers events never send that buffer.
 
     The parent tracks (flusher stopped) until its socket is full and 200 events

@@ -1,7 +1,7 @@
 """The real uWSGI server, started as a user would, with real HTTP traffic.
 
-The app (``tests/host/apps/uwsgi/app.py``) tracks one event per request,
-``{"src": ..., "seq": ...}``; its client is made in ``analytics.py`` and
+The app (``tests/host/apps/uwsgi/uwsgi_app.py``) tracks one event per request,
+``{"src": ..., "seq": ...}``; its client is made in ``uwsgi_analytics.py`` and
 wired with :func:`trubrics_mp.integrations.uwsgi.register`. Each test stops
 uWSGI as production does (the master FIFO's graceful ``q``, or SIGTERM with
 ``die-on-term``), then checks that every event reached the collector exactly
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psutil
 import pytest
@@ -36,7 +36,7 @@ DEADLINE_S = 60.0
 # uWSGI lines that mean a process was killed after a timeout, not left on its own.
 FORCED = re.compile(r"NO MERCY|taking too much time|killed by signal 9|HARAKIRI", re.I)
 GOOD = ("--master", "--die-on-term")
-LISTENING = r"listening on (http://\S+)"  # printed by the app (app.py), port 0 resolved
+LISTENING = r"listening on (http://\S+)"  # printed by the app (uwsgi_app.py), port 0 resolved
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
         "--http-socket",
         "127.0.0.1:0",  # the app prints the port the OS chose
         "--module",
-        "app:application",
+        "uwsgi_app:application",
         "--chdir",
         str(APP_DIR),
         "--virtualenv",
@@ -119,8 +119,11 @@ def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
     ]
 
 
+StartUwsgi = Callable[..., Uwsgi]
+
+
 @pytest.fixture
-def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[Any]:
+def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUwsgi]:
     """``start_uwsgi(*options, flush_at=50, flush_interval=60) -> Uwsgi``; always stopped."""
     servers: list[Uwsgi] = []
 
@@ -188,9 +191,11 @@ def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) ->
     "threads, stop",
     [("enable-threads", "fifo-q"), ("default", "fifo-q"), ("default", "sigterm")],
 )
-def test_preloaded_app_shares_one_flusher(start_uwsgi, collector, threads, stop):
+def test_preloaded_app_shares_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, threads: str, stop: str
+) -> None:
     """One flusher, started by the master under uWSGI, fills batches for every worker."""
-    options = (*GOOD, "--processes", "2")
+    options: tuple[str, ...] = (*GOOD, "--processes", "2")
     if threads == "enable-threads":
         options += ("--enable-threads",)
     server = start_uwsgi(*options, flush_at=50, flush_interval=60)
@@ -212,7 +217,9 @@ def test_preloaded_app_shares_one_flusher(start_uwsgi, collector, threads, stop)
     _report(f"preload {threads} {stop} has_threads={reply['has_threads']}", server, 200, collector)
 
 
-def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(start_uwsgi, collector):
+def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """A reload execs the master under the same pid: the old flusher delivers and exits."""
     server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, flush_interval=60)
     server.track("before", 100)
@@ -229,7 +236,9 @@ def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(start_uwsgi, colle
     _wait_gone({second})
 
 
-def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
+def test_recycled_workers_keep_the_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """``max-requests`` replaces workers: new ones reach the same flusher, none restarts it."""
     server = start_uwsgi(
         *GOOD,
@@ -259,11 +268,11 @@ def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
 
 # -- lazy-apps -------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["per-worker", "shared-import"])
-def test_lazy_apps(start_uwsgi, collector, where):
+def test_lazy_apps(start_uwsgi: StartUwsgi, collector: CollectorProcess, where: str) -> None:
     """Each worker loads the app: its own flusher, unless the master imports the client."""
-    options = (*GOOD, "--processes", "2", "--lazy-apps")
+    options: tuple[str, ...] = (*GOOD, "--processes", "2", "--lazy-apps")
     if where == "shared-import":
-        options += ("--shared-import", "analytics")
+        options += ("--shared-import", "uwsgi_analytics")
     server = start_uwsgi(*options, flush_at=25)
     server.host.wait_for(LISTENING, 2, DEADLINE_S)  # each worker loaded it
     workers = server.track("lazy", 100)
@@ -291,7 +300,9 @@ def test_lazy_apps(start_uwsgi, collector, where):
 
 
 # -- harakiri ----------------------------------------------------------------------------
-def test_harakiri_kills_one_worker_and_loses_nothing(start_uwsgi, collector):
+def test_harakiri_kills_one_worker_and_loses_nothing(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """A request past ``harakiri`` gets its worker SIGKILLed; its event was already queued."""
     server = start_uwsgi(*GOOD, "--processes", "2", "--harakiri", "2", flush_at=20)
     server.track("before", 40)
@@ -316,7 +327,9 @@ def test_harakiri_kills_one_worker_and_loses_nothing(start_uwsgi, collector):
 
 # -- the atexit hook ---------------------------------------------------------------------
 @pytest.mark.parametrize("hooks", [True, False], ids=["hooks", "no-hooks"])
-def test_atexit_hook_hands_over_a_workers_buffer(start_uwsgi, collector, hooks):
+def test_atexit_hook_hands_over_a_workers_buffer(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, hooks: bool
+) -> None:
     """``skip-atexit-teardown`` skips Python's atexit; the chained ``uwsgi.atexit`` still runs.
 
     The flusher is stopped (SIGSTOP) so the worker's events pile up in its own
@@ -356,7 +369,9 @@ def test_atexit_hook_hands_over_a_workers_buffer(start_uwsgi, collector, hooks):
 
 
 # -- option checks -----------------------------------------------------------------------
-def test_a_lossy_setting_is_warned_about_once(start_uwsgi, collector):
+def test_a_lossy_setting_is_warned_about_once(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """No ``die-on-term`` on uWSGI 2.0, and ``skip-atexit``: one warning each, by the master."""
     server = start_uwsgi("--master", "--processes", "2", "--skip-atexit")
     server.track("warned", 10)

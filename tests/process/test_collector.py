@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -91,7 +91,7 @@ def post(
     srv: Server,
     body: Any,
     path: str = "/publish_events",
-    headers: Optional[dict[str, Optional[str]]] = None,
+    headers: Optional[Mapping[str, Optional[str]]] = None,
     conn: Optional[http.client.HTTPConnection] = None,
 ) -> tuple[int, dict[str, str], Any]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -43,7 +43,9 @@ def track(client: Trubrics, src: str, count: int) -> None:
         client.track(user_id="u", event="Sign up", properties={"src": src, "seq": seq})
 
 
-def test_transient_failures_are_retried_and_delivered_once(collector, make_client):
+def test_transient_failures_are_retried_and_delivered_once(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     collector.set_faults(fail_status=503, fail_count=3)
     client = make_client(flush_at=5)
     track(client, "retried", 5)
@@ -54,7 +56,7 @@ def test_transient_failures_are_retried_and_delivered_once(collector, make_clien
     wait_exactly_once(collector, {"retried": 5})
 
 
-def test_retry_after_is_honoured(collector, make_client):
+def test_retry_after_is_honoured(collector: CollectorProcess, make_client: ClientFactory) -> None:
     collector.set_faults(fail_status=429, fail_count=1, retry_after="2")
     client = make_client(flush_at=1)
     started = time.monotonic()
@@ -64,7 +66,9 @@ def test_retry_after_is_honoured(collector, make_client):
     assert client.stats().retried_requests == 1
 
 
-def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_client, capfd):
+def test_a_spent_retry_budget_drops_the_batch_and_counts_it(
+    collector: CollectorProcess, make_client: ClientFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
     collector.set_faults(down=True)
     client = make_client(flush_at=3, max_retries=2)
     track(client, "doomed", 3)
@@ -75,7 +79,9 @@ def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_clie
     assert "dropped 3 events for /publish_events (retries_exhausted)" in capfd.readouterr().err
 
 
-def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make_client, capfd):
+def test_a_client_error_drops_only_its_batch_and_logs_the_detail(
+    collector: CollectorProcess, make_client: ClientFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
     collector.set_faults(fail_status=422, fail_count=1)
     client = make_client(flush_at=2)
     track(client, "refused", 2)
@@ -87,7 +93,9 @@ def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make
     assert [e["properties"]["src"] for e in collector.events()] == ["fine", "fine"]
 
 
-def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, capfd):
+def test_a_bad_api_key_is_logged_once_and_the_key_never(
+    collector: CollectorProcess, make_client: ClientFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
     collector.set_faults(fail_status=401, down=True)
     client = make_client(flush_at=1)
     track(client, "unauthorized", 3)
@@ -98,7 +106,9 @@ def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, 
     assert API_KEY not in repr(client)
 
 
-def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(collector, make_client):
+def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     collector.set_faults(down=True)
     client = make_client(flush_at=10)
     track(client, "patient", 50)
@@ -109,7 +119,9 @@ def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(colle
     wait_exactly_once(collector, {"patient": 50})
 
 
-def test_the_flusher_holds_a_bounded_number_of_events(collector, make_client):
+def test_the_flusher_holds_a_bounded_number_of_events(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     collector.set_faults(down=True)
     client = make_client(flush_at=100, max_queue_size=100)
     track(client, "bounded", 300)
@@ -120,7 +132,9 @@ def test_the_flusher_holds_a_bounded_number_of_events(collector, make_client):
     assert client.stats().delivered == 100
 
 
-def test_flusher_logs_reach_the_users_logger_name_and_level(collector, capfd):
+def test_flusher_logs_reach_the_users_logger_name_and_level(
+    collector: CollectorProcess, capfd: pytest.CaptureFixture[str]
+) -> None:
     logger = logging.getLogger("myapp.analytics")
     logger.setLevel(logging.WARNING)
     collector.set_faults(fail_status=503, fail_count=1)
@@ -132,7 +146,9 @@ def test_flusher_logs_reach_the_users_logger_name_and_level(collector, capfd):
     assert "POST /publish_events failed (HTTP 503)" in err
 
 
-def test_a_quiet_logger_keeps_the_flusher_quiet(collector, capfd):
+def test_a_quiet_logger_keeps_the_flusher_quiet(
+    collector: CollectorProcess, capfd: pytest.CaptureFixture[str]
+) -> None:
     collector.set_faults(fail_status=503, fail_count=1)
     with Trubrics(API_KEY, collector.url, flush_at=1) as client:  # default: ERROR
         track(client, "quiet", 1)
@@ -140,11 +156,13 @@ def test_a_quiet_logger_keeps_the_flusher_quiet(collector, capfd):
     assert "WARNING" not in capfd.readouterr().err
 
 
-def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, caplog):
+def test_a_bad_event_never_costs_another_its_delivery(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_client(flush_at=3)
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 0})
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 99, "x": object()})
-    client.track(user_id=None, event="e", properties={"src": "ok", "seq": 98})  # type: ignore
+    client.track(user_id=None, event="e", properties={"src": "ok", "seq": 98})  # type: ignore[arg-type]
     client.track_llm(user_id="u", prompt=1, generation="g")  # type: ignore[arg-type]
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 1})
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 2})
@@ -157,7 +175,7 @@ def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, ca
     assert "track_llm() dropped an invalid event: prompt must be a string" in errors[2]
 
 
-def test_a_disabled_client_starts_no_process_and_sends_nothing(collector):
+def test_a_disabled_client_starts_no_process_and_sends_nothing(collector: CollectorProcess) -> None:
     client = Trubrics(API_KEY, collector.url, disabled=True)
     track(client, "disabled", 3)
     assert [p.pid for p in psutil.Process().children()] == [collector.pid]
@@ -166,7 +184,9 @@ def test_a_disabled_client_starts_no_process_and_sends_nothing(collector):
     assert collector.events() == []
 
 
-def test_clients_with_the_same_settings_share_one_flusher(collector, make_client):
+def test_clients_with_the_same_settings_share_one_flusher(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     first = make_client()
     second = make_client()
     track(first, "first", 2)
@@ -178,7 +198,9 @@ def test_clients_with_the_same_settings_share_one_flusher(collector, make_client
     wait_exactly_once(collector, {"first": 2, "second": 2})
 
 
-def test_close_is_final_and_idempotent(collector, make_client, caplog):
+def test_close_is_final_and_idempotent(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_client()
     track(client, "closed", 2)
     assert client.close(timeout=60) is True

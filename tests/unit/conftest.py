@@ -9,7 +9,7 @@ flusher, say). Tests that need a process belong to ``tests/process``.
 
 from __future__ import annotations
 
-import _posixsubprocess  # type: ignore[import-not-found]
+import _posixsubprocess
 import os
 import subprocess
 from collections.abc import Iterator

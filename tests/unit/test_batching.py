@@ -5,7 +5,7 @@ from __future__ import annotations
 from trubrics_mp._batching import Batcher
 
 
-def test_a_batch_leaves_when_flush_at_events_are_there():
+def test_a_batch_leaves_when_flush_at_events_are_there() -> None:
     batcher = Batcher(flush_at=3, flush_interval_s=10)
     assert batcher.add("publish_events", b"1", now=0.0) is None
     assert batcher.add("publish_events", b"2", now=0.1) is None
@@ -14,7 +14,7 @@ def test_a_batch_leaves_when_flush_at_events_are_there():
     assert len(batcher) == 0
 
 
-def test_a_batch_leaves_when_its_oldest_event_is_flush_interval_old():
+def test_a_batch_leaves_when_its_oldest_event_is_flush_interval_old() -> None:
     batcher = Batcher(flush_at=100, flush_interval_s=10)
     batcher.add("publish_events", b"1", now=5.0)
     batcher.add("publish_llm_events", b"2", now=7.0)
@@ -25,7 +25,7 @@ def test_a_batch_leaves_when_its_oldest_event_is_flush_interval_old():
     assert batcher.next_due_at() == 17.0
 
 
-def test_endpoints_are_never_mixed_and_cut_all_takes_everything():
+def test_endpoints_are_never_mixed_and_cut_all_takes_everything() -> None:
     batcher = Batcher(flush_at=100, flush_interval_s=10)
     batcher.add("publish_events", b"1", now=0)
     batcher.add("publish_llm_events", b"2", now=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from trubrics_mp._config import Config
@@ -26,19 +28,21 @@ from trubrics_mp._config import Config
         ("disabled", "yes", TypeError),
     ],
 )
-def test_invalid_settings_are_refused_with_a_clear_message(field, value, error):
+def test_invalid_settings_are_refused_with_a_clear_message(
+    field: str, value: Any, error: type[Exception]
+) -> None:
     with pytest.raises(error) as info:
         Config(**{"api_key": "k", field: value})
     public_name = field.removesuffix("_s")
     assert public_name in str(info.value)
 
 
-def test_settings_repr_hides_the_api_key():
+def test_settings_repr_hides_the_api_key() -> None:
     config = Config(api_key="sk-very-secret")
     assert "sk-very-secret" not in repr(config)
 
 
-def test_fingerprint_ignores_logging_but_not_delivery_settings():
+def test_fingerprint_ignores_logging_but_not_delivery_settings() -> None:
     base = Config(api_key="k")
     assert base.fingerprint == Config(api_key="k", logger_name="x", log_level=10).fingerprint
     assert base.fingerprint != Config(api_key="k2").fingerprint

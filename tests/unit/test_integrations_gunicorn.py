@@ -12,7 +12,7 @@ import pytest
 from trubrics_mp.integrations import gunicorn as hooks
 
 
-def test_hook_logic_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_hook_logic_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hooks' own rules, with disabled clients (no flusher, no fork, no gunicorn)."""
     (tmp_path / "made_here.py").write_text(
         "from trubrics_mp import Trubrics\nother = 1\nclient = Trubrics('k', disabled=True)\n"
@@ -24,7 +24,7 @@ def test_hook_logic_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeError, match="configure"):
         hooks.on_starting(server)  # a hook wired without configure() fails loudly
     with pytest.raises(TypeError):
-        hooks.configure(42)
+        hooks.configure(42)  # type: ignore[arg-type]
     hooks.configure("made_here")  # no attribute: the first Trubrics global
     hooks.on_starting(server)
     client = hooks._State.client

@@ -35,12 +35,14 @@ class _FakeUwsgi:
         ({"die-on-term": True, "skip-atexit": True}, 10, 2, b"2.0.31", {"skip-atexit"}),
     ],
 )
-def test_check_options_rules(opt, master, numproc, version, expected):
+def test_check_options_rules(
+    opt: dict[str, Any], master: int, numproc: int, version: bytes, expected: set[str]
+) -> None:
     found = trubrics_uwsgi.check_options(_FakeUwsgi(opt, master, numproc, version))
     assert set(found) == expected
 
 
-def test_outside_uwsgi_register_changes_nothing():
+def test_outside_uwsgi_register_changes_nothing() -> None:
     client = Trubrics("key", "http://127.0.0.1:9", disabled=True)
     assert trubrics_uwsgi.register(client) is client
     assert trubrics_uwsgi.check_options() == {}

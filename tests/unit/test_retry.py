@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from trubrics_mp._retry import Outcome, backoff_s, decide, parse_retry_after
 
 
-def outcome(status, retry_after=None):
+def outcome(status: Optional[int], retry_after: Optional[str] = None) -> Outcome:
     return Outcome(status, retry_after=retry_after)
 
 
 @pytest.mark.parametrize("status", [200, 201, 204])
-def test_2xx_is_delivered(status):
+def test_2xx_is_delivered(status: Optional[int]) -> None:
     assert decide(outcome(status), 1, 10, now=0, now_epoch_s=0, jitter=0).action == "delivered"
 
 
 @pytest.mark.parametrize("status", [None, 408, 429, 500, 502, 503, 504])
-def test_transient_failures_are_retried_with_backoff(status):
+def test_transient_failures_are_retried_with_backoff(status: Optional[int]) -> None:
     decision = decide(outcome(status), 1, 10, now=100.0, now_epoch_s=0, jitter=0.0)
     assert decision.action == "retry"
     assert decision.retry_at == 100.0 + backoff_s(1, 0.0)
@@ -27,24 +29,24 @@ def test_transient_failures_are_retried_with_backoff(status):
     ("status", "reason"),
     [(400, "http_400"), (401, "unauthorized"), (403, "unauthorized"), (422, "http_422")],
 )
-def test_other_client_errors_drop_the_batch(status, reason):
+def test_other_client_errors_drop_the_batch(status: Optional[int], reason: str) -> None:
     decision = decide(outcome(status), 1, 10, now=0, now_epoch_s=0, jitter=0)
     assert (decision.action, decision.reason) == ("drop", reason)
 
 
-def test_the_retry_budget_is_bounded():
+def test_the_retry_budget_is_bounded() -> None:
     assert decide(outcome(503), 3, 3, now=0, now_epoch_s=0, jitter=0).action == "retry"
     decision = decide(outcome(503), 4, 3, now=0, now_epoch_s=0, jitter=0)
     assert (decision.action, decision.reason) == ("drop", "retries_exhausted")
 
 
-def test_backoff_doubles_with_jitter_and_is_capped():
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
     assert [backoff_s(n, 0.999999) for n in (1, 2, 3)] == pytest.approx([0.5, 1.0, 2.0])
     assert backoff_s(1, 0.0) == 0.25  # jitter takes off up to half
     assert backoff_s(30, 0.999999) == pytest.approx(30.0)
 
 
-def test_retry_after_is_honoured_in_seconds_and_as_a_date():
+def test_retry_after_is_honoured_in_seconds_and_as_a_date() -> None:
     decision = decide(outcome(429, "7"), 1, 10, now=100.0, now_epoch_s=0, jitter=0)
     assert decision.retry_at == 107.0
     epoch = 1_800_000_000.0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from trubrics_mp._config import Config
 
 
-def test_the_senders_session_reads_proxy_settings_once(monkeypatch):
+def test_the_senders_session_reads_proxy_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from trubrics_mp._sender import _make_session
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")

@@ -6,6 +6,7 @@ import datetime
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -14,18 +15,19 @@ from trubrics_mp._serialize import InvalidEvent, encode_event, encode_llm_event,
 UTC = datetime.timezone.utc
 
 
-def decode(data: bytes) -> dict:
-    return json.loads(data)
+def decode(data: bytes) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(data)
+    return decoded
 
 
-def test_plain_event_has_the_official_keys_in_order():
+def test_plain_event_has_the_official_keys_in_order() -> None:
     stamp = datetime.datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
     event = decode(encode_event("u-1", "Sign up", {"plan": "pro"}, stamp, 65536))
     assert list(event) == ["user_id", "event", "properties", "timestamp"]
     assert event["timestamp"] == "2026-11-29T10:00:00+00:00"
 
 
-def test_llm_event_has_the_official_keys_in_order():
+def test_llm_event_has_the_official_keys_in_order() -> None:
     event = decode(
         encode_llm_event(
             user_id="u",
@@ -57,7 +59,7 @@ def test_llm_event_has_the_official_keys_in_order():
     assert datetime.datetime.fromisoformat(event["timestamp"]).utcoffset() is not None
 
 
-def test_naive_datetimes_are_taken_as_utc_and_aware_ones_converted():
+def test_naive_datetimes_are_taken_as_utc_and_aware_ones_converted() -> None:
     assert iso_utc(datetime.datetime(2026, 1, 1, 12, 0)) == "2026-01-01T12:00:00+00:00"
     paris = datetime.timezone(datetime.timedelta(hours=1))
     assert iso_utc(datetime.datetime(2026, 1, 1, 13, 0, tzinfo=paris)) == (
@@ -65,7 +67,7 @@ def test_naive_datetimes_are_taken_as_utc_and_aware_ones_converted():
     )
 
 
-def test_values_with_an_obvious_json_form_are_converted_nested():
+def test_values_with_an_obvious_json_form_are_converted_nested() -> None:
     ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
     properties = {
         "when": datetime.datetime(2026, 1, 1, 12, 0),
@@ -104,7 +106,9 @@ def test_values_with_an_obvious_json_form_are_converted_nested():
         ({"properties": {"x": "y" * 70_000}}, "too_large", "over the limit of 65536"),
     ],
 )
-def test_bad_events_are_refused_with_a_reason_and_a_message(kwargs, reason, message):
+def test_bad_events_are_refused_with_a_reason_and_a_message(
+    kwargs: dict[str, Any], reason: str, message: str
+) -> None:
     args = {"user_id": "u", "event": "e", "properties": None, "timestamp": None, **kwargs}
     with pytest.raises(InvalidEvent) as info:
         encode_event(args["user_id"], args["event"], args["properties"], args["timestamp"], 65536)
@@ -112,8 +116,8 @@ def test_bad_events_are_refused_with_a_reason_and_a_message(kwargs, reason, mess
     assert message in str(info.value)
 
 
-def test_recursive_properties_are_refused_not_crashing():
-    loop: dict = {}
+def test_recursive_properties_are_refused_not_crashing() -> None:
+    loop: dict[str, Any] = {}
     loop["self"] = loop
     with pytest.raises(InvalidEvent) as info:
         encode_event("u", "e", loop, None, 65536)
