@@ -12,6 +12,7 @@ from support.collector import CollectorProcess
 from support.scenarios import API_KEY, AppRunner
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+MAX_TRACK_S = 1.0  # the slowest track() call allowed while the flusher is stopped
 
 
 def test_payloads_are_those_of_the_official_sdk(
@@ -41,9 +42,11 @@ def test_nothing_is_sent_for_an_empty_batch(app: AppRunner, collector: Collector
     assert collector.batches() == []
 
 
-def test_repr_and_logs_hide_the_api_key(app: AppRunner) -> None:
+def test_repr_and_logs_hide_the_api_key(app: AppRunner, collector: CollectorProcess) -> None:
+    collector.set_faults(fail_status=401, down=True)  # so that the flusher logs errors
     result = app.run("basic", n=2, options={"flush_at": 1})
     assert "<hidden>" in result.get("repr")
+    assert "the API key was rejected (HTTP 401)" in result.stderr
     assert API_KEY not in result.stdout + result.stderr
 
 
@@ -102,13 +105,16 @@ def test_forked_children_never_resend_the_parents_buffer(
         "raw_fork",
         how=how,
         stall_flusher=True,
-        n_parent=30,
+        buffered=100,
         n_children=2,
         per_child=20,
         child_flush=True,
+        options={"max_queue_size": 1_000_000},  # the socket alone may hold over 10 000
     )
+    assert result.get("parent_buffered") == 100  # the children got a copy of a full buffer
     assert result.get("exitcodes") == [0, 0]
-    wait_exactly_once(collector, {"parent": 30, "child-0": 20, "child-1": 20})
+    expected = {"parent": result.get("n_parent"), "child-0": 20, "child-1": 20}
+    wait_exactly_once(collector, expected)
 
 
 @pytest.mark.parametrize("method", START_METHODS)
@@ -127,6 +133,9 @@ def test_track_never_blocks_on_a_stalled_flusher(
     n = 20_000  # more than any socket buffer holds (net.core.wmem_max)
     options = {"process_buffer_size": 500, "max_queue_size": 100_000}
     result = app.run("stall", n=n, options=options)
+    # A blocking track() would wait for the stopped flusher: for ever. A generous bound
+    # (calls take microseconds) that a slow or loaded machine still meets.
+    assert result.get("slowest_track_s") < MAX_TRACK_S
     queued, buffered = result.get("stalled"), result.get("buffered")
     dropped = result.get("dropped").get("buffer_full", 0)
     assert buffered == 500
@@ -148,7 +157,7 @@ def test_a_killed_flusher_is_restarted_by_the_next_track(
     wait_exactly_once(collector, {"before": 20, "after": 20})
 
 
-def test_producers_killed_mid_message_do_not_corrupt_the_queue(
+def test_producers_killed_while_sending_do_not_corrupt_the_queue(
     app: AppRunner, collector: CollectorProcess
 ) -> None:
     result = app.run("killed_producers", n=50, rounds=15, options={"flush_at": 5})
@@ -209,7 +218,7 @@ def test_close_succeeds_after_the_flusher_died_while_idle(
     wait_exactly_once(collector, {"before": 5})
 
 
-def test_api_down_when_the_owner_exits_costs_at_most_shutdown_timeout(
+def test_api_down_when_the_owner_exits_the_exit_handler_kills_the_flusher_and_says_so(
     app: AppRunner, collector: CollectorProcess
 ) -> None:
     """Normal exit, API down: the exit handler waits shutdown_timeout, then gives up, loudly."""

@@ -15,6 +15,9 @@ it runs ``trubrics_mp.collector.serve`` with ``FaultInjectingHandler``, whose
 - ``retry_after``: sent as a ``Retry-After`` header with injected failures.
 - ``delay_s``: sleep before answering every POST (failures included).
 
+On its first POST it prints ``POST latency: S s``, the ``--latency-ms`` setting
+the server runs with.
+
 Imported, it provides ``CollectorProcess`` (start/stop that process from a test) and
 ``ListeningProcess`` (any command that prints a ``listening on http://HOST:PORT`` line),
 both ``support.processes.ServerProcess``.
@@ -52,6 +55,7 @@ class _FaultState:
 
     lock = threading.Lock()
     consumed: dict[str, int] = {}
+    announced = False
 
 
 def _injected(control: dict[str, Any], detail: str) -> Response:
@@ -67,6 +71,10 @@ class FaultInjectingHandler(CollectorHandler):
     control_path: Optional[Path] = None
 
     def before_post(self, path: str) -> Optional[Response]:
+        with _FaultState.lock:
+            if not _FaultState.announced:  # the setting the server really has, once
+                _FaultState.announced = True
+                self.collector.log(f"POST latency: {self.collector.latency_s:g} s")
         raw = self._read_control()
         if raw is None:
             return None
