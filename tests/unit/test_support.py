@@ -1,12 +1,15 @@
 """The test plumbing that needs no process: ``poll_until``, the internal-error check,
-and the unit layer's own guard against starting processes."""
+fixtures defined once, and the unit layer's own guard against starting processes."""
 
 from __future__ import annotations
 
+import ast
+import collections
 import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support.internal_errors import InternalErrors, failing_on_internal_errors
@@ -14,6 +17,8 @@ from support.processes import WaitTimeout, poll_until
 
 from trubrics_mp import Trubrics
 from unit.conftest import ProcessStarted
+
+TESTS = Path(__file__).resolve().parents[1]
 
 
 # -- poll_until -----------------------------------------------------------------------
@@ -103,6 +108,26 @@ def test_a_swallowed_error_of_track_is_seen(
     assert "internal error in track()" in record.getMessage()
     assert record.exc_info is not None and record.exc_info[1] is not None
     assert str(record.exc_info[1]) == "a bug in the library"
+
+
+# -- fixtures ---------------------------------------------------------------------
+def _fixtures_defined() -> dict[str, list[str]]:
+    """{fixture name: [where it is defined, ...]} over every Python file of tests/."""
+    found: dict[str, list[str]] = collections.defaultdict(list)
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                "fixture" in ast.unparse(decorator) for decorator in node.decorator_list
+            ):
+                found[node.name].append(f"{path.relative_to(TESTS)}:{node.lineno}")
+    return found
+
+
+def test_no_fixture_shadows_another() -> None:
+    fixtures = _fixtures_defined()
+    assert {"collector", "no_leaked_processes", "no_internal_errors", "app"} <= set(fixtures)
+    shadowed = {name: places for name, places in fixtures.items() if len(places) > 1}
+    assert shadowed == {}, "one definition per fixture name, in the conftest that shares it"
 
 
 # -- the unit layer's guard ------------------------------------------------------------
