@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REQUIREMENTS=("pytest>=7" "pytest-xdist>=3" "pytest-timeout>=2" "psutil>=5.9" "requests>=2.25")
+REQUIREMENTS=("pytest>=7" "pytest-xdist>=3" "pytest-timeout>=2" "psutil>=5.9" "requests>=2.25" "PyYAML>=6")
 UNIT_TESTS=(tests/unit)
 PROCESS_TESTS=(tests/process/test_pipeline.py tests/host/test_host_multiprocessing.py)
 WORKERS="${PYTEST_WORKERS:-2}"
@@ -56,7 +56,7 @@ ensure_venv() {
     local version=$1 python=$2 venv=".venv-$1" wanted
     wanted=$(fingerprint "$python")
     if [[ -x $venv/bin/python && -f $venv/.stamp && $(cat "$venv/.stamp") == "$wanted" ]] \
-        && "$venv/bin/python" -c 'import pytest, xdist, psutil, trubrics_mp' 2>/dev/null; then
+        && "$venv/bin/python" -c 'import pytest, xdist, psutil, yaml, trubrics_mp' 2>/dev/null; then
         echo "$venv/bin/python"
         return 0
     fi

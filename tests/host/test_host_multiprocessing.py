@@ -5,7 +5,7 @@ Complements ``test_pipeline.py`` (which covers ``Pool`` with ``initializer`` and
 abruptly (``terminate()``, ``shutdown(wait=False, cancel_futures=True)``), and a
 fork pool is made after the parent already used the client. The applications
 run as separate processes (``support/pool_scenarios.py``); the autouse fixture
-of ``conftest.py`` checks that none of their processes (workers, fork server,
+of ``tests/conftest.py`` checks that none of their processes (workers, fork server,
 resource tracker, flusher) outlives the test.
 
 Events of tasks that were still running when the pool was left may or may not
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +26,6 @@ from support.pool_scenarios import PoolAppRunner
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 Keys = set[tuple[str, int]]
-
-
-@pytest.fixture
-def pools(tmp_path: Path, collector: CollectorProcess) -> PoolAppRunner:
-    return PoolAppRunner(collector.url, tmp_path)
 
 
 def task_keys(src: str, tasks: list[int], per_task: int) -> Keys:
