@@ -55,6 +55,16 @@ def track_many(client: Trubrics, src: str, count: int, start: int = 0, llm: bool
             client.track(user_id=f"user-{src}", event="Sign up", properties=properties)
 
 
+def track_timed(client: Trubrics, src: str, count: int) -> float:
+    """``track_many``, one call at a time; the seconds the slowest ``track()`` took."""
+    slowest = 0.0
+    for seq in range(count):
+        started = time.perf_counter()
+        client.track(user_id=f"user-{src}", event="Sign up", properties={"src": src, "seq": seq})
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
 def flusher_pid(client: Trubrics) -> Optional[int]:
     return client.stats().flusher_pid
 
@@ -133,11 +143,20 @@ def _libc_fork() -> int:
 
 
 def raw_fork(args: Args) -> None:
-    """Children made by ``os.fork()`` or by a fork in C; the parent's buffer is not re-sent."""
+    """Children made by ``os.fork()`` or by a fork in C; the parent's buffer is not re-sent.
+
+    With ``buffered``, the parent (its flusher stopped) tracks until its socket is
+    full and that many events wait in its own buffer when it forks.
+    """
     client = make_client(args)
     if args.get("stall_flusher"):
         os.kill(flusher_pid(client) or 0, signal.SIGSTOP)
-    track_many(client, "parent", args.get("n_parent", 0))
+    if args.get("buffered"):
+        from support.pool_scenarios import fill_until_buffered
+
+        emit(n_parent=fill_until_buffered(client, "parent", args["buffered"]))
+    else:
+        track_many(client, "parent", args.get("n_parent", 0))
     emit(parent_buffered=buffered(client))
     fork: Callable[[], int] = _libc_fork if args["how"] == "libc" else os.fork
     pids = []
@@ -198,7 +217,7 @@ def stall(args: Args) -> None:
     client = make_client(args)
     pid = flusher_pid(client) or 0
     os.kill(pid, signal.SIGSTOP)
-    track_many(client, "stalled", args["n"])
+    emit(slowest_track_s=track_timed(client, "stalled", args["n"]))
     local = client.stats(flusher=False)
     emit(stalled=local.queued, buffered=local.buffered, dropped=local.dropped)
     os.kill(pid, signal.SIGCONT)
@@ -281,15 +300,15 @@ def term_flusher(args: Args) -> None:
 
 
 _AFTER_EXEC = """
-import json, os, sys, time
+import json, os, sys
+from support.processes import WaitTimeout, poll_until
 flusher = int(sys.argv[1])
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    if os.waitpid(flusher, os.WNOHANG)[0] == flusher:  # still our child: reap it
-        print(json.dumps({"flusher_left_after_exec": True}), flush=True)
-        sys.exit(0)
-    time.sleep(0.05)
-print(json.dumps({"flusher_left_after_exec": False}), flush=True)
+try:  # still our child: reap it
+    poll_until(lambda: os.waitpid(flusher, os.WNOHANG)[0] == flusher, 60, "the flusher to exit")
+    left = True
+except WaitTimeout:
+    left = False
+print(json.dumps({"flusher_left_after_exec": left}), flush=True)
 """
 
 
@@ -332,7 +351,7 @@ def _big_producer(client: Trubrics, index: int) -> None:
 
 
 def killed_producers(args: Args) -> None:
-    """Producers SIGKILLed mid-stream neither corrupt the queue nor block the others."""
+    """Producers SIGKILLed while sending neither corrupt the queue nor block the others."""
     client = make_client(args)
     context = multiprocessing.get_context("fork")
     doomed = [context.Process(target=_big_producer, args=(client, i)) for i in range(3)]

@@ -156,6 +156,7 @@ def test_retry_after_holds_every_sender_until_it_passes(running: list[Running]) 
     assert later[0].events == first.events  # the failed batch goes first
 
 
+@pytest.mark.internal_errors_allowed
 def test_a_poster_that_raises_is_a_failed_attempt_not_a_dead_sender(running: list[Running]) -> None:
     def script(number: int, endpoint: str, events: list[dict[str, object]]) -> Outcome:
         if number == 1:

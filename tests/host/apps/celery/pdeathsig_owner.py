@@ -20,7 +20,7 @@ from trubrics_mp import Trubrics
 
 def main() -> None:
     url, count = sys.argv[1], int(sys.argv[2])
-    platforms.set_pdeathsig("SIGKILL")
+    platforms.set_pdeathsig("SIGKILL")  # type: ignore[attr-defined]  # not in celery-types
     client = Trubrics("pdeathsig-test-key", url, flush_at=100, flush_interval=300)
     for seq in range(count):
         client.track(user_id="u", event="e", properties={"src": "pdeathsig", "seq": seq})

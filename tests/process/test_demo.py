@@ -7,19 +7,16 @@ back through ``trubrics-mp events`` (not through the demo's code).
 from __future__ import annotations
 
 import collections
-import io
 import json
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-
-from trubrics_mp.demo.load import Progress
+from support.processes import is_running, poll_until
 
 SCRIPT = Path(sys.executable).parent / "trubrics-mp"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "trubrics_mp"]
@@ -137,10 +134,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     assert demo.returncode == 130, "".join(lines) + rest
     assert "interrupted; everything it started is stopped" in rest
     assert "Traceback" not in rest
-    deadline = time.monotonic() + 60
-    while any(alive(p) for p in started):
-        assert time.monotonic() < deadline, f"still running: {started}"
-        time.sleep(0.1)
+    poll_until(lambda: not any(is_running(p.pid) for p in started), 60, f"{started} to exit")
     # The stop was graceful: what was tracked before Ctrl-C is stored, once, in pairs.
     ids = collections.Counter(
         e["properties"]["demo_id"]
@@ -148,32 +142,3 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     )
     assert ids and max(ids.values()) == 1
     assert {i.replace("/llm", "/prompt") for i in ids} == {i for i in ids if i.endswith("/prompt")}
-
-
-def alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def test_progress_bar_rewrites_one_line_on_a_tty() -> None:
-    stream = io.StringIO()
-    progress = Progress(40, stream, tty=True)
-    for done in range(41):
-        progress.update(done, elapsed=1.0)
-    progress.finish(40, elapsed=1.0)
-    text = stream.getvalue()
-    assert text.count("\n") == 1 and text.endswith("40/40 100%      40 req/s\n")
-    assert text.count("\r") == 41
-
-
-def test_progress_without_a_tty_prints_a_line_per_tenth() -> None:
-    stream = io.StringIO()
-    progress = Progress(40, stream, tty=False)
-    for done in range(41):
-        progress.update(done, elapsed=2.0)
-    progress.finish(40, elapsed=2.0)
-    lines = stream.getvalue().splitlines()
-    assert [line.split()[2] for line in lines] == [f"{4 * i}/40" for i in range(11)]
-    assert "\r" not in stream.getvalue()

@@ -18,8 +18,8 @@ import time
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs
 
-import uwsgi  # type: ignore[import-not-found]
-from analytics import trubrics
+import uwsgi
+from uwsgi_analytics import trubrics
 
 Environ = dict[str, Any]
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]

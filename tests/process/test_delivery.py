@@ -7,7 +7,7 @@ process); nothing in these tests forks the pytest process.
 from __future__ import annotations
 
 import logging
-import time
+import re
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -15,6 +15,7 @@ import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
+from support.processes import poll_until
 
 from trubrics_mp import Trubrics
 
@@ -42,15 +43,9 @@ def track(client: Trubrics, src: str, count: int) -> None:
         client.track(user_id="u", event="Sign up", properties={"src": src, "seq": seq})
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def test_transient_failures_are_retried_and_delivered_once(collector, make_client):
+def test_transient_failures_are_retried_and_delivered_once(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     collector.set_faults(fail_status=503, fail_count=3)
     client = make_client(flush_at=5)
     track(client, "retried", 5)
@@ -61,17 +56,27 @@ def test_transient_failures_are_retried_and_delivered_once(collector, make_clien
     wait_exactly_once(collector, {"retried": 5})
 
 
-def test_retry_after_is_honoured(collector, make_client):
+def test_retry_after_is_honoured(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The retry is scheduled when the server said (2 s), not after the backoff (0.25-0.5 s)."""
     collector.set_faults(fail_status=429, fail_count=1, retry_after="2")
-    client = make_client(flush_at=1)
-    started = time.monotonic()
+    logger = logging.getLogger("test.retry_after")
+    logger.setLevel(logging.WARNING)  # the flusher logs each retry it schedules
+    client = make_client(flush_at=1, logger=logger)
     track(client, "later", 1)
     assert client.flush(timeout=60) is True
-    assert time.monotonic() - started >= 2.0  # a lower bound: cannot flake on a slow machine
     assert client.stats().retried_requests == 1
+    err = caplog.text
+    scheduled = re.search(r"failed \(HTTP 429\): retry 1 of 10 for 1 events in ([\d.]+) s", err)
+    assert scheduled is not None, err
+    assert 1.5 < float(scheduled.group(1)) <= 2.0  # logged just after the decision
+    wait_exactly_once(collector, {"later": 1})
 
 
-def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_client, caplog):
+def test_a_spent_retry_budget_drops_the_batch_and_counts_it(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     collector.set_faults(down=True)
     client = make_client(flush_at=3, max_retries=2)
     track(client, "doomed", 3)
@@ -82,7 +87,9 @@ def test_a_spent_retry_budget_drops_the_batch_and_counts_it(collector, make_clie
     assert "dropped 3 events for /publish_events (retries_exhausted)" in caplog.text
 
 
-def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make_client, caplog):
+def test_a_client_error_drops_only_its_batch_and_logs_the_detail(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     collector.set_faults(fail_status=422, fail_count=1)
     client = make_client(flush_at=2)
     track(client, "refused", 2)
@@ -94,7 +101,9 @@ def test_a_client_error_drops_only_its_batch_and_logs_the_detail(collector, make
     assert [e["properties"]["src"] for e in collector.events()] == ["fine", "fine"]
 
 
-def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, caplog):
+def test_a_bad_api_key_is_logged_once_and_the_key_never(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     collector.set_faults(fail_status=401, down=True)
     client = make_client(flush_at=1)
     track(client, "unauthorized", 3)
@@ -105,29 +114,35 @@ def test_a_bad_api_key_is_logged_once_and_the_key_never(collector, make_client, 
     assert API_KEY not in repr(client)
 
 
-def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(collector, make_client):
+def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     collector.set_faults(down=True)
     client = make_client(flush_at=10)
     track(client, "patient", 50)
-    wait_until(lambda: (client.stats().retried_requests or 0) >= 2, "retries to start")
+    poll_until(lambda: (client.stats().retried_requests or 0) >= 2, 60, "retries to start")
     assert client.stats().dropped == {}
     collector.clear_faults()
     assert client.flush(timeout=120) is True
     wait_exactly_once(collector, {"patient": 50})
 
 
-def test_the_flusher_holds_a_bounded_number_of_events(collector, make_client):
+def test_the_flusher_holds_a_bounded_number_of_events(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     collector.set_faults(down=True)
     client = make_client(flush_at=100, max_queue_size=100)
     track(client, "bounded", 300)
-    wait_until(lambda: client.stats().dropped.get("queue_full") == 200, "200 drops")
+    poll_until(lambda: client.stats().dropped.get("queue_full") == 200, 60, "200 drops")
     assert client.stats().held == 100
     collector.clear_faults()
     assert client.flush(timeout=120) is False  # 200 of this process's events were dropped
     assert client.stats().delivered == 100
 
 
-def test_flusher_logs_reach_the_users_logger_name_and_level(collector, caplog):
+def test_flusher_logs_reach_the_users_logger_name_and_level(
+    collector: CollectorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     logger = logging.getLogger("myapp.analytics")
     logger.setLevel(logging.WARNING)
     collector.set_faults(fail_status=503, fail_count=1)
@@ -143,7 +158,9 @@ def test_flusher_logs_reach_the_users_logger_name_and_level(collector, caplog):
     assert all(r.levelno >= logging.WARNING for r in ours)
 
 
-def test_a_quiet_logger_keeps_the_flusher_quiet(collector, caplog):
+def test_a_quiet_logger_keeps_the_flusher_quiet(
+    collector: CollectorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     collector.set_faults(fail_status=503, fail_count=1)
     with Trubrics(API_KEY, collector.url, flush_at=1) as client:  # default: ERROR
         track(client, "quiet", 1)
@@ -151,11 +168,13 @@ def test_a_quiet_logger_keeps_the_flusher_quiet(collector, caplog):
     assert not [r for r in caplog.records if r.levelno < logging.ERROR]
 
 
-def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, caplog):
+def test_a_bad_event_never_costs_another_its_delivery(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_client(flush_at=3)
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 0})
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 99, "x": object()})
-    client.track(user_id=None, event="e", properties={"src": "ok", "seq": 98})  # type: ignore
+    client.track(user_id=None, event="e", properties={"src": "ok", "seq": 98})  # type: ignore[arg-type]
     client.track_llm(user_id="u", prompt=1, generation="g")  # type: ignore[arg-type]
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 1})
     client.track(user_id="u", event="e", properties={"src": "ok", "seq": 2})
@@ -168,21 +187,18 @@ def test_a_bad_event_never_costs_another_its_delivery(collector, make_client, ca
     assert "track_llm() dropped an invalid event: prompt must be a string" in errors[2]
 
 
-def test_a_disabled_client_starts_no_process_and_sends_nothing(collector):
+def test_a_disabled_client_starts_no_process_and_sends_nothing(collector: CollectorProcess) -> None:
     client = Trubrics(API_KEY, collector.url, disabled=True)
     track(client, "disabled", 3)
-    assert psutil.Process().children() == [collector_process(collector)]
+    assert [p.pid for p in psutil.Process().children()] == [collector.pid]
     assert client.flush() is True and client.close() is True
     assert client.stats().dropped == {"disabled": 3}
     assert collector.events() == []
 
 
-def collector_process(collector: CollectorProcess) -> psutil.Process:
-    assert collector.proc is not None
-    return psutil.Process(collector.proc.pid)
-
-
-def test_clients_with_the_same_settings_share_one_flusher(collector, make_client):
+def test_clients_with_the_same_settings_share_one_flusher(
+    collector: CollectorProcess, make_client: ClientFactory
+) -> None:
     first = make_client()
     second = make_client()
     track(first, "first", 2)
@@ -194,7 +210,9 @@ def test_clients_with_the_same_settings_share_one_flusher(collector, make_client
     wait_exactly_once(collector, {"first": 2, "second": 2})
 
 
-def test_close_is_final_and_idempotent(collector, make_client, caplog):
+def test_close_is_final_and_idempotent(
+    collector: CollectorProcess, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_client()
     track(client, "closed", 2)
     assert client.close(timeout=60) is True

@@ -12,9 +12,12 @@ from support.collector import CollectorProcess
 from support.scenarios import API_KEY, AppRunner
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+MAX_TRACK_S = 1.0  # the slowest track() call allowed while the flusher is stopped
 
 
-def test_payloads_are_those_of_the_official_sdk(app: AppRunner, collector: CollectorProcess):
+def test_payloads_are_those_of_the_official_sdk(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     app.run("basic", n=3, n_llm=2)
     events = wait_exactly_once(collector, {"owner": 3, "owner-llm": 2})
     plain = [e for e in events if e["kind"] == "event"]
@@ -33,20 +36,24 @@ def test_payloads_are_those_of_the_official_sdk(app: AppRunner, collector: Colle
     assert kinds == {"event", "llm_event"}  # one request never mixes the two
 
 
-def test_nothing_is_sent_for_an_empty_batch(app: AppRunner, collector: CollectorProcess):
+def test_nothing_is_sent_for_an_empty_batch(app: AppRunner, collector: CollectorProcess) -> None:
     result = app.run("basic", n=0)
     assert result.get("closed") is True
     assert collector.batches() == []
 
 
-def test_repr_and_logs_hide_the_api_key(app: AppRunner):
+def test_repr_and_logs_hide_the_api_key(app: AppRunner, collector: CollectorProcess) -> None:
+    collector.set_faults(fail_status=401, down=True)  # so that the flusher logs errors
     result = app.run("basic", n=2, options={"flush_at": 1})
     assert "<hidden>" in result.get("repr")
+    assert "the API key was rejected (HTTP 401)" in result.stderr
     assert API_KEY not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("how", ["close", "return", "os_exit", "sigkill"])
-def test_owner_loses_nothing_however_it_leaves(app: AppRunner, collector, how):
+def test_owner_loses_nothing_however_it_leaves(
+    app: AppRunner, collector: CollectorProcess, how: str
+) -> None:
     """``return`` relies on atexit; ``os_exit``/``sigkill`` on the flusher noticing."""
     expect_rc = -9 if how == "sigkill" else 0
     app.run("basic", n=100, exit=how, expect_rc=expect_rc, options={"flush_interval": 30})
@@ -55,7 +62,9 @@ def test_owner_loses_nothing_however_it_leaves(app: AppRunner, collector, how):
 
 @pytest.mark.parametrize("child_exit", ["return", "os_exit", "sigkill"])
 @pytest.mark.parametrize("method", START_METHODS)
-def test_children_share_the_owners_flusher(app: AppRunner, collector, method, child_exit):
+def test_children_share_the_owners_flusher(
+    app: AppRunner, collector: CollectorProcess, method: str, child_exit: str
+) -> None:
     result = app.run(
         "children",
         method=method,
@@ -73,7 +82,7 @@ def test_children_share_the_owners_flusher(app: AppRunner, collector, method, ch
     assert len(stats["received_by_pid"]) == 4  # three children and the owner, one flusher
 
 
-def test_children_share_batches(app: AppRunner, collector):
+def test_children_share_batches(app: AppRunner, collector: CollectorProcess) -> None:
     """With a long interval, batches fill across processes: requests ~ events / flush_at."""
     app.run(
         "children",
@@ -88,33 +97,45 @@ def test_children_share_batches(app: AppRunner, collector):
 
 
 @pytest.mark.parametrize("how", ["os", "libc"])
-def test_forked_children_never_resend_the_parents_buffer(app: AppRunner, collector, how):
+def test_forked_children_never_resend_the_parents_buffer(
+    app: AppRunner, collector: CollectorProcess, how: str
+) -> None:
     """``libc`` forks from C, like uWSGI: only the pid check can notice it."""
     result = app.run(
         "raw_fork",
         how=how,
         stall_flusher=True,
-        n_parent=30,
+        buffered=100,
         n_children=2,
         per_child=20,
         child_flush=True,
+        options={"max_queue_size": 1_000_000},  # the socket alone may hold over 10 000
     )
+    assert result.get("parent_buffered") == 100  # the children got a copy of a full buffer
     assert result.get("exitcodes") == [0, 0]
-    wait_exactly_once(collector, {"parent": 30, "child-0": 20, "child-1": 20})
+    expected = {"parent": result.get("n_parent"), "child-0": 20, "child-1": 20}
+    wait_exactly_once(collector, expected)
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_pool_workers_get_the_client_through_initializer(app: AppRunner, collector, method):
+def test_pool_workers_get_the_client_through_initializer(
+    app: AppRunner, collector: CollectorProcess, method: str
+) -> None:
     result = app.run("pool", method=method, tasks=40, processes=2, maxtasksperchild=5)
     wait_exactly_once(collector, {"pool": 40})
     assert result.get("stats")["flusher_restarts"] == 0
 
 
-def test_track_never_blocks_on_a_stalled_flusher(app: AppRunner, collector):
+def test_track_never_blocks_on_a_stalled_flusher(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     """The flusher is SIGSTOPped: track() returns, events buffer, overflow is counted."""
     n = 20_000  # more than any socket buffer holds (net.core.wmem_max)
     options = {"process_buffer_size": 500, "max_queue_size": 100_000}
     result = app.run("stall", n=n, options=options)
+    # A blocking track() would wait for the stopped flusher: for ever. A generous bound
+    # (calls take microseconds) that a slow or loaded machine still meets.
+    assert result.get("slowest_track_s") < MAX_TRACK_S
     queued, buffered = result.get("stalled"), result.get("buffered")
     dropped = result.get("dropped").get("buffer_full", 0)
     assert buffered == 500
@@ -125,7 +146,9 @@ def test_track_never_blocks_on_a_stalled_flusher(app: AppRunner, collector):
     assert stats["delivered"] == queued + buffered
 
 
-def test_a_killed_flusher_is_restarted_by_the_next_track(app: AppRunner, collector):
+def test_a_killed_flusher_is_restarted_by_the_next_track(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     result = app.run("kill_flusher", n=20)
     assert result.get("flushed_before") is True
     assert result.get("flushed_after") is True
@@ -134,7 +157,9 @@ def test_a_killed_flusher_is_restarted_by_the_next_track(app: AppRunner, collect
     wait_exactly_once(collector, {"before": 20, "after": 20})
 
 
-def test_producers_killed_mid_message_do_not_corrupt_the_queue(app: AppRunner, collector):
+def test_producers_killed_while_sending_do_not_corrupt_the_queue(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     result = app.run("killed_producers", n=50, rounds=15, options={"flush_at": 5})
     assert result.get("survivor_exit") == 0
     assert result.get("flushed") is True
@@ -146,13 +171,15 @@ def test_producers_killed_mid_message_do_not_corrupt_the_queue(app: AppRunner, c
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="the warning exists from 3.12 on")
-def test_forking_after_creating_the_client_emits_no_deprecation_warning(app: AppRunner):
+def test_forking_after_creating_the_client_emits_no_deprecation_warning(app: AppRunner) -> None:
     result = app.run("no_fork_warning", python_flags=("-W", "error::DeprecationWarning"))
     assert result.get("exitcode") == 0
     assert "DeprecationWarning" not in result.stderr
 
 
-def test_threads_of_one_process_neither_lose_nor_duplicate(app: AppRunner, collector):
+def test_threads_of_one_process_neither_lose_nor_duplicate(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     """Several threads meet the buffered path at once (the flusher is stopped)."""
     options = {"process_buffer_size": 100_000, "max_queue_size": 100_000, "flush_at": 100}
     result = app.run("threads", n_threads=4, per_thread=20_000, options=options)
@@ -162,7 +189,9 @@ def test_threads_of_one_process_neither_lose_nor_duplicate(app: AppRunner, colle
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user (CI is root)")
-def test_other_users_can_neither_feed_nor_impersonate_the_flusher(app: AppRunner, collector):
+def test_other_users_can_neither_feed_nor_impersonate_the_flusher(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     result = app.run("foreign_uid")
     assert result.get("our_connect_refused_foreign_listener") == "yes"
     assert result.get("flusher_hung_up") is True
@@ -170,7 +199,9 @@ def test_other_users_can_neither_feed_nor_impersonate_the_flusher(app: AppRunner
     wait_exactly_once(collector, {"owner": 1})  # and nothing from "foreign"
 
 
-def test_a_sigtermed_flusher_serves_on_then_leaves_and_is_replaced(app: AppRunner, collector):
+def test_a_sigtermed_flusher_serves_on_then_leaves_and_is_replaced(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     result = app.run("term_flusher", n=20, options={"shutdown_timeout": 1.0})
     assert result.get("flushed_during_grace") is True
     assert result.get("flushed_after_exit") is True
@@ -178,14 +209,18 @@ def test_a_sigtermed_flusher_serves_on_then_leaves_and_is_replaced(app: AppRunne
     wait_exactly_once(collector, {"after-term": 20, "after-exit": 20})
 
 
-def test_close_succeeds_after_the_flusher_died_while_idle(app: AppRunner, collector):
+def test_close_succeeds_after_the_flusher_died_while_idle(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     result = app.run("kill_flusher", n=5, then_close=True)
     assert result.get("flushed_before") is True
     assert result.get("closed") is True
     wait_exactly_once(collector, {"before": 5})
 
 
-def test_api_down_when_the_owner_exits_costs_at_most_shutdown_timeout(app: AppRunner, collector):
+def test_api_down_when_the_owner_exits_the_exit_handler_kills_the_flusher_and_says_so(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     """Normal exit, API down: the exit handler waits shutdown_timeout, then gives up, loudly."""
     collector.set_faults(down=True)
     result = app.run("basic", n=5, exit="return", options={"shutdown_timeout": 1.0})
@@ -193,14 +228,18 @@ def test_api_down_when_the_owner_exits_costs_at_most_shutdown_timeout(app: AppRu
     assert collector.events() == []
 
 
-def test_owner_killed_while_the_api_is_down_flusher_gives_up_and_says_so(app, collector):
+def test_owner_killed_while_the_api_is_down_flusher_gives_up_and_says_so(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     collector.set_faults(down=True)
     options = {"shutdown_timeout": 1.0}
     result = app.run("basic", n=5, exit="sigkill", expect_rc=-9, options=options)
     assert "exiting with 5 undelivered events (shutdown timeout)" in result.stderr
 
 
-def test_an_owner_that_execs_a_new_program_lets_its_flusher_go(app: AppRunner, collector):
+def test_an_owner_that_execs_a_new_program_lets_its_flusher_go(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
     """Same pid, new program (uWSGI reloads so): the flusher delivers and leaves."""
     result = app.run("exec_owner", n=30, options={"flush_interval": 60})
     assert result.get("flusher_left_after_exec") is True

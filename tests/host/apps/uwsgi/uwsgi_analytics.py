@@ -1,7 +1,7 @@
 """The application's analytics module: creates the one Trubrics client, wires uWSGI.
 
 Settings come from ``--env`` options of the uWSGI command line (see
-``tests/test_host_uwsgi.py``). Imported by the master when the app is
+``tests/host/test_host_uwsgi.py``). Imported by the master when the app is
 preloaded (the default) or named with ``--shared-import``; with
 ``--lazy-apps`` and no ``--shared-import`` every worker imports it and so
 owns a flusher of its own.

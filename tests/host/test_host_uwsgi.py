@@ -1,7 +1,7 @@
 """The real uWSGI server, started as a user would, with real HTTP traffic.
 
-The app (``tests/hosts/uwsgi/app.py``) tracks one event per request,
-``{"src": ..., "seq": ...}``; its client is made in ``analytics.py`` and
+The app (``tests/host/apps/uwsgi/uwsgi_app.py``) tracks one event per request,
+``{"src": ..., "seq": ...}``; its client is made in ``uwsgi_analytics.py`` and
 wired with :func:`trubrics_mp.integrations.uwsgi.register`. Each test stops
 uWSGI as production does (the master FIFO's graceful ``q``, or SIGTERM with
 ``die-on-term``), then checks that every event reached the collector exactly
@@ -17,35 +17,33 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
-from support.hosts import HostProcess, assert_no_traceback, drive, get, tracebacks
-
-from trubrics_mp import Trubrics
-from trubrics_mp.integrations import uwsgi as trubrics_uwsgi
+from support.hosts import assert_no_traceback, drive, get, tracebacks
+from support.processes import ServerProcess, is_running, poll_until
 
 UWSGI = Path(sys.executable).parent / "uwsgi"
-APP_DIR = Path(__file__).resolve().parent / "hosts" / "uwsgi"
+APP_DIR = Path(__file__).resolve().parent / "apps" / "uwsgi"
 API_KEY = "uwsgi-host-test-key-5b2e"
 DEADLINE_S = 60.0
 # uWSGI lines that mean a process was killed after a timeout, not left on its own.
 FORCED = re.compile(r"NO MERCY|taking too much time|killed by signal 9|HARAKIRI", re.I)
 GOOD = ("--master", "--die-on-term")
+LISTENING = r"listening on (http://\S+)"  # printed by the app (uwsgi_app.py), port 0 resolved
 
 
 @dataclass
 class Uwsgi:
     """A running uWSGI server and what a test learns about it."""
 
-    host: HostProcess
+    host: ServerProcess
     url: str
     fifo: Path
     stop_seconds: Optional[float] = None
@@ -67,37 +65,40 @@ class Uwsgi:
 
     def wait_received(self, total: int) -> dict[str, Any]:
         """Poll ``/stats`` until the flusher has read ``total`` events; the last reply."""
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            reply = self.stats()
-            received = sum(reply["stats"]["received_by_pid"].values())
-            if received >= total or time.monotonic() >= deadline:
-                assert received == total, reply
-                return reply
-            time.sleep(0.05)
+        replies: list[dict[str, Any]] = []
+
+        def received() -> int:
+            return sum(replies[-1]["stats"]["received_by_pid"].values()) if replies else 0
+
+        def enough() -> bool:
+            replies.append(self.stats())
+            return received() >= total
+
+        poll_until(enough, DEADLINE_S, lambda: f"{total} events; last reply: {replies[-1:]}")
+        assert received() == total, replies[-1]
+        return replies[-1]
 
     def stop(self, how: str = "fifo-q") -> float:
         """Stop as production does: ``fifo-q`` (graceful) or ``sigterm`` (die-on-term).
 
         ``wait``: the test already asked; just wait for the exit.
         """
-        proc = self.host.proc
-        assert proc is not None
-        started = time.monotonic()
-        if how == "wait":
-            pass  # already asked to stop
-        elif how == "fifo-q":
-            fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            try:
-                os.write(fd, b"q")
-            finally:
-                os.close(fd)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=DEADLINE_S)
-        self.stop_seconds = time.monotonic() - started
-        self.host.stop()  # already exited: only collects the rest of the output
+        if how == "fifo-q":
+            self.write_fifo(b"q")
+        sig = signal.SIGTERM if how == "sigterm" else None  # else: already asked to stop
+        self.host.stop(DEADLINE_S, sig=sig)
+        assert not self.host.killed, f"no exit {DEADLINE_S} s after {how}:\n{self.host.tail()}"
+        self.stop_seconds = self.host.stop_seconds
+        assert self.stop_seconds is not None
         return self.stop_seconds
+
+    def write_fifo(self, command: bytes) -> None:
+        """A command to the master FIFO (``q``: graceful stop, ``r``: graceful reload)."""
+        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, command)
+        finally:
+            os.close(fd)
 
 
 def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
@@ -106,7 +107,7 @@ def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
         "--http-socket",
         "127.0.0.1:0",  # the app prints the port the OS chose
         "--module",
-        "app:application",
+        "uwsgi_app:application",
         "--chdir",
         str(APP_DIR),
         "--virtualenv",
@@ -118,8 +119,11 @@ def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
     ]
 
 
+StartUwsgi = Callable[..., Uwsgi]
+
+
 @pytest.fixture
-def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[Any]:
+def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUwsgi]:
     """``start_uwsgi(*options, flush_at=50, flush_interval=60) -> Uwsgi``; always stopped."""
     servers: list[Uwsgi] = []
 
@@ -134,18 +138,14 @@ def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[Any]:
             "TRUBRICS_FLUSH_INTERVAL": str(flush_interval),
             "TRUBRICS_UWSGI_HOOKS": "1" if hooks else "0",
         }
-        host = HostProcess(_command(fifo, options), r"listening on (http://\S+)", env=env)
+        host = ServerProcess(_command(fifo, options), name="uwsgi", ready=LISTENING, env=env)
         servers.append(Uwsgi(host, "", fifo))
-        servers[-1].url = host.start().group(1)
+        servers[-1].url = host.start().ready_match.group(1)
         return servers[-1]
 
     yield start
     for server in servers:
-        if server.host.proc is not None and server.host.proc.poll() is None:
-            try:
-                server.host.stop(signal.SIGINT, 20.0)  # brutal stop: a test failed midway
-            finally:
-                server.host.kill()
+        server.host.stop(20.0, sig=signal.SIGINT)  # brutal stop, if a test failed midway
 
 
 def _flusher_pid(reply: dict[str, Any]) -> int:
@@ -171,14 +171,11 @@ def _assert_no_warning(server: Uwsgi) -> None:
 
 def _wait_gone(pids: set[int]) -> None:
     """The flushers exit by themselves once uWSGI is gone (they deliver first)."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=DEADLINE_S)
-    assert not alive, f"flushers still running: {alive}"
+
+    def running() -> set[int]:
+        return {pid for pid in pids if is_running(pid)}
+
+    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
 
 
 def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) -> None:
@@ -194,9 +191,11 @@ def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) ->
     "threads, stop",
     [("enable-threads", "fifo-q"), ("default", "fifo-q"), ("default", "sigterm")],
 )
-def test_preloaded_app_shares_one_flusher(start_uwsgi, collector, threads, stop):
+def test_preloaded_app_shares_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, threads: str, stop: str
+) -> None:
     """One flusher, started by the master under uWSGI, fills batches for every worker."""
-    options = (*GOOD, "--processes", "2")
+    options: tuple[str, ...] = (*GOOD, "--processes", "2")
     if threads == "enable-threads":
         options += ("--enable-threads",)
     server = start_uwsgi(*options, flush_at=50, flush_interval=60)
@@ -218,18 +217,16 @@ def test_preloaded_app_shares_one_flusher(start_uwsgi, collector, threads, stop)
     _report(f"preload {threads} {stop} has_threads={reply['has_threads']}", server, 200, collector)
 
 
-def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(start_uwsgi, collector):
+def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """A reload execs the master under the same pid: the old flusher delivers and exits."""
     server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, flush_interval=60)
     server.track("before", 100)
     first = _flusher_pid(server.wait_received(100))
-    fd = os.open(server.fifo, os.O_WRONLY | os.O_NONBLOCK)
-    try:
-        os.write(fd, b"r")  # graceful reload
-    finally:
-        os.close(fd)
+    server.write_fifo(b"r")  # graceful reload
     _wait_gone({first})
-    server.url = server.host.wait_for_line(r"listening on (http://\S+)", count=2).group(1)
+    server.url = server.host.wait_for(LISTENING, count=2)[1].group(1)
     server.track("after", 100)
     second = _flusher_pid(server.wait_received(100))
     assert second != first
@@ -239,7 +236,9 @@ def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(start_uwsgi, colle
     _wait_gone({second})
 
 
-def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
+def test_recycled_workers_keep_the_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """``max-requests`` replaces workers: new ones reach the same flusher, none restarts it."""
     server = start_uwsgi(
         *GOOD,
@@ -254,7 +253,7 @@ def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
     pids = server.track("recycled", 160)
     reply = server.wait_received(160)
     assert len(pids) > 2  # workers were replaced
-    assert server.host.lines_matching(r"The work of process \d+ is done")
+    assert server.host.matches(r"The work of process \d+ is done")
     assert reply["stats"]["flusher_restarts"] == 0
     assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == pids
     flusher = _flusher_pid(reply)
@@ -269,21 +268,24 @@ def test_recycled_workers_keep_the_one_flusher(start_uwsgi, collector):
 
 # -- lazy-apps -------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["per-worker", "shared-import"])
-def test_lazy_apps(start_uwsgi, collector, where):
+def test_lazy_apps(start_uwsgi: StartUwsgi, collector: CollectorProcess, where: str) -> None:
     """Each worker loads the app: its own flusher, unless the master imports the client."""
-    options = (*GOOD, "--processes", "2", "--lazy-apps")
+    options: tuple[str, ...] = (*GOOD, "--processes", "2", "--lazy-apps")
     if where == "shared-import":
-        options += ("--shared-import", "analytics")
+        options += ("--shared-import", "uwsgi_analytics")
     server = start_uwsgi(*options, flush_at=25)
-    server.host.wait_for_line(r"listening on", DEADLINE_S, count=2)  # each worker loaded it
+    server.host.wait_for(LISTENING, 2, DEADLINE_S)  # each worker loaded it
     workers = server.track("lazy", 100)
     if where == "shared-import":
         server.wait_received(100)
-    replies = {}
-    deadline = time.monotonic() + DEADLINE_S
-    while set(replies) != workers and time.monotonic() < deadline:
-        reply = server.stats()  # ask until each worker has answered once
+    replies: dict[int, dict[str, Any]] = {}
+
+    def each_answered() -> bool:  # ask until each worker has answered once
+        reply = server.stats()
         replies[reply["pid"]] = reply
+        return set(replies) >= workers
+
+    poll_until(each_answered, DEADLINE_S, lambda: f"workers {workers}; answered: {set(replies)}")
     flushers = {_flusher_pid(reply) for reply in replies.values()}
     assert len(workers) == 2 and set(replies) == workers
     assert len(flushers) == (2 if where == "per-worker" else 1), replies
@@ -298,14 +300,16 @@ def test_lazy_apps(start_uwsgi, collector, where):
 
 
 # -- harakiri ----------------------------------------------------------------------------
-def test_harakiri_kills_one_worker_and_loses_nothing(start_uwsgi, collector):
+def test_harakiri_kills_one_worker_and_loses_nothing(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """A request past ``harakiri`` gets its worker SIGKILLed; its event was already queued."""
     server = start_uwsgi(*GOOD, "--processes", "2", "--harakiri", "2", flush_at=20)
     server.track("before", 40)
     sleeper = threading.Thread(target=get, args=(f"{server.url}/sleep?src=sleeper&seq=0&s=60",))
     sleeper.start()
-    server.host.wait_for_line(r"HARAKIRI ON WORKER", DEADLINE_S)
-    server.host.wait_for_line(r"Respawned uWSGI worker", DEADLINE_S)
+    server.host.wait_for(r"HARAKIRI ON WORKER", deadline_s=DEADLINE_S)
+    server.host.wait_for(r"Respawned uWSGI worker", deadline_s=DEADLINE_S)
     sleeper.join(DEADLINE_S)
     server.track("after", 40)
     reply = server.wait_received(81)
@@ -323,7 +327,9 @@ def test_harakiri_kills_one_worker_and_loses_nothing(start_uwsgi, collector):
 
 # -- the atexit hook ---------------------------------------------------------------------
 @pytest.mark.parametrize("hooks", [True, False], ids=["hooks", "no-hooks"])
-def test_atexit_hook_hands_over_a_workers_buffer(start_uwsgi, collector, hooks):
+def test_atexit_hook_hands_over_a_workers_buffer(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, hooks: bool
+) -> None:
     """``skip-atexit-teardown`` skips Python's atexit; the chained ``uwsgi.atexit`` still runs.
 
     The flusher is stopped (SIGSTOP) so the worker's events pile up in its own
@@ -339,12 +345,10 @@ def test_atexit_hook_hands_over_a_workers_buffer(start_uwsgi, collector, hooks):
         status, body = get(f"{server.url}/local")
         buffered = json.loads(body)["buffered"]
         assert status == 200 and buffered > 0  # the shared queue was full
-        fd = os.open(server.fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.write(fd, b"q")
-        os.close(fd)
-        server.host.wait_for_line(r"graceful shutdown triggered", DEADLINE_S)
-        if not hooks:
-            server.host.proc.wait(DEADLINE_S)  # the worker left without handing over
+        server.write_fifo(b"q")
+        server.host.wait_for(r"graceful shutdown triggered", deadline_s=DEADLINE_S)
+        if not hooks:  # the worker left without handing over
+            poll_until(lambda: server.host.poll() is not None, DEADLINE_S, "uWSGI to exit")
     finally:
         flusher.resume()
     server.stop("wait")
@@ -365,7 +369,9 @@ def test_atexit_hook_hands_over_a_workers_buffer(start_uwsgi, collector, hooks):
 
 
 # -- option checks -----------------------------------------------------------------------
-def test_a_lossy_setting_is_warned_about_once(start_uwsgi, collector):
+def test_a_lossy_setting_is_warned_about_once(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
     """No ``die-on-term`` on uWSGI 2.0, and ``skip-atexit``: one warning each, by the master."""
     server = start_uwsgi("--master", "--processes", "2", "--skip-atexit")
     server.track("warned", 10)
@@ -376,39 +382,3 @@ def test_a_lossy_setting_is_warned_about_once(start_uwsgi, collector):
     assert len(re.findall(r"WARNING trubrics .*Set die-on-term = true", text)) == 1, text
     assert len(re.findall(r"WARNING trubrics .*Remove skip-atexit", text)) == 1, text
     assert not tracebacks(text)
-
-
-class _FakeUwsgi:
-    """Just what :func:`check_options` reads from the ``uwsgi`` module."""
-
-    def __init__(self, opt: dict[str, Any], master: int, numproc: int, version: bytes) -> None:
-        self.opt, self.numproc, self.version = opt, numproc, version
-        self._master = master
-
-    def masterpid(self) -> int:
-        return self._master
-
-
-@pytest.mark.parametrize(
-    "opt, master, numproc, version, expected",
-    [
-        ({"master": True, "die-on-term": True}, 10, 4, b"2.0.31", set()),
-        ({"master": b"true", "die-on-term": b"true"}, 10, 4, b"2.0.31", set()),
-        ({"master": True}, 10, 4, b"2.1.0", set()),
-        ({"master": True, "exit-on-reload": True}, 10, 4, b"2.0.20", set()),
-        ({"master": True}, 10, 4, b"2.0.31", {"sigterm-reloads"}),
-        ({"die-on-term": b"false"}, 10, 1, b"2.0.31", {"sigterm-reloads"}),
-        ({"die-on-term": True}, 0, 4, b"2.0.31", {"no-master"}),
-        ({"die-on-term": True}, 0, 1, b"2.0.31", set()),
-        ({"die-on-term": True, "skip-atexit": True}, 10, 2, b"2.0.31", {"skip-atexit"}),
-    ],
-)
-def test_check_options_rules(opt, master, numproc, version, expected):
-    found = trubrics_uwsgi.check_options(_FakeUwsgi(opt, master, numproc, version))
-    assert set(found) == expected
-
-
-def test_outside_uwsgi_register_changes_nothing():
-    client = Trubrics("key", "http://127.0.0.1:9", disabled=True)
-    assert trubrics_uwsgi.register(client) is client
-    assert trubrics_uwsgi.check_options() == {}

@@ -2,7 +2,7 @@
 
 Each test starts ``gunicorn -c conf.py app:app --bind 127.0.0.1:0`` (the port is
 read from gunicorn's own ``Listening at:`` line) with the apps and config files of
-``tests/hosts/gunicorn/``; every request makes a worker call ``track()`` or
+``tests/host/apps/gunicorn/``; every request makes a worker call ``track()`` or
 ``track_llm()`` with ``{"src": ..., "seq": ...}`` from the query string. Then the
 master gets SIGTERM, as production stops it, and the test checks:
 
@@ -20,7 +20,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -29,12 +28,13 @@ import psutil
 import pytest
 from support.checks import counts, wait_exactly_once
 from support.collector import CollectorProcess
-from support.hosts import HostProcess, Reply, assert_no_traceback, drive, get, wait_http
+from support.hosts import Reply, assert_no_traceback, drive, get, wait_http
+from support.processes import ServerProcess, is_running, poll_until
 
-APP_DIR = Path(__file__).resolve().parent / "hosts" / "gunicorn"
+APP_DIR = Path(__file__).resolve().parent / "apps" / "gunicorn"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 READY = r"Listening at: (http://127\.0\.0\.1:\d+)"
-API_KEY = "test-api-key-gunicorn-5e1d07"  # the one in hosts/gunicorn/analytics.py
+API_KEY = "test-api-key-gunicorn-5e1d07"  # the one in apps/gunicorn/analytics.py
 EXIT_MARKER = r"TRUBRICS-TEST-EXIT pid=(\d+)"
 LIFESPAN_MARKER = r"TRUBRICS-TEST-LIFESPAN-CLOSED pid=(\d+) ok=True"
 # gunicorn prints this itself when it aborts a worker whose request outlived ``timeout``.
@@ -47,7 +47,7 @@ DEADLINE_S = 60.0
 
 @dataclasses.dataclass
 class Server:
-    host: HostProcess
+    host: ServerProcess
     url: str
     label: str
     flusher_pids: set[int] = dataclasses.field(default_factory=set)
@@ -68,16 +68,18 @@ Start = Callable[..., Server]
 @pytest.fixture
 def gunicorn(tmp_path: Path, collector: CollectorProcess) -> Iterator[Start]:
     """Start gunicorn as a user would; whatever is still running at teardown is killed."""
-    started: list[HostProcess] = []
+    started: list[ServerProcess] = []
 
     def start(conf: str, *flags: str, app: str = "app:app") -> Server:
         argv = [GUNICORN, "-c", str(APP_DIR / conf), "--bind", "127.0.0.1:0"]
         argv += ["--chdir", str(APP_DIR), "--control-socket", str(tmp_path / "gunicorn.ctl")]
         env = {"TRUBRICS_TEST_URL": collector.url, "TRUBRICS_TEST_OPTIONS": json.dumps(OPTIONS)}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        host = HostProcess([*argv, *flags, app], READY, cwd=tmp_path, env=env)
+        host = ServerProcess(
+            [*argv, *flags, app], name="gunicorn", ready=READY, cwd=tmp_path, env=env
+        )
         started.append(host)
-        url = host.start(DEADLINE_S).group(1)
+        url = host.start(DEADLINE_S).ready_match.group(1)
         wait_http(url + "/pid", DEADLINE_S)
         return Server(host, url, " ".join([conf, *flags, app]))
 
@@ -96,14 +98,16 @@ def served_by(replies: list[Reply]) -> set[int]:
 
 def wait_one_flusher(server: Server, workers: set[int], events: int) -> dict[str, Any]:
     """Poll ``/stats`` until ONE flusher has received ``events`` from all ``workers``."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        stats = server.stats()["stats"]
-        received = {int(pid): n for pid, n in stats["received_by_pid"].items()}
-        if workers <= set(received) and sum(received.values()) >= events:
-            break
-        assert time.monotonic() < deadline, f"workers {workers}, flusher saw {received}"
-        time.sleep(0.1)
+    stats: dict[str, Any] = {}
+    received: dict[int, int] = {}
+
+    def heard_everyone() -> bool:
+        stats.update(server.stats()["stats"])
+        received.clear()
+        received.update({int(pid): n for pid, n in stats["received_by_pid"].items()})
+        return workers <= set(received) and sum(received.values()) >= events
+
+    poll_until(heard_everyone, DEADLINE_S, lambda: f"workers {workers}, flusher saw {received}")
     assert len(server.flusher_pids) == 1, f"several flushers answered: {server.flusher_pids}"
     assert sum(received.values()) == events, received
     return dict(stats)
@@ -112,31 +116,24 @@ def wait_one_flusher(server: Server, workers: set[int], events: int) -> dict[str
 def stats_from_workers(server: Server, n_workers: int) -> list[dict[str, Any]]:
     """``/stats`` answers, asked concurrently until ``n_workers`` distinct workers answered."""
     answers: list[dict[str, Any]] = []
-    deadline = time.monotonic() + DEADLINE_S
-    while len({a["pid"] for a in answers}) < n_workers:
-        assert time.monotonic() < deadline, f"only these workers answered: {answers}"
+
+    def all_answered() -> bool:
         for reply in drive(server.url + "/stats?seq={seq}", 8, concurrency=4):
             assert reply.status == 200, reply
             answers.append(json.loads(reply.body))
+        return len({a["pid"] for a in answers}) >= n_workers
+
+    poll_until(all_answered, DEADLINE_S, lambda: f"{n_workers} workers; answers: {answers}")
     for answer in answers:
         server.flusher_pids.add(answer["stats"]["flusher_pid"])
     return answers
 
 
 def no_flusher_left(pids: set[int]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    alive = pids
-    while alive:
-        alive = {pid for pid in alive if _running(pid)}
-        assert not alive or time.monotonic() < deadline, f"flushers still running: {alive}"
-        time.sleep(0.05)
+    def running() -> set[int]:
+        return {pid for pid in pids if is_running(pid)}
 
-
-def _running(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
+    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
 
 
 def stop_and_check(
@@ -148,13 +145,14 @@ def stop_and_check(
     allow: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """SIGTERM the master as production does, then check the stop and the deliveries."""
-    seconds = server.host.stop(signal.SIGTERM, DEADLINE_S)
+    server.host.stop(DEADLINE_S)
     output = server.host.output_text
+    assert not server.host.killed, f"still running {DEADLINE_S} s after SIGTERM:\n{output}"
     assert server.host.returncode == 0, output
     assert_no_traceback(output, allow)
     assert API_KEY not in output
     assert "SIGKILL" not in output and "undelivered" not in output, output
-    exited = {int(m.group(1)) for m in server.host.lines_matching(exit_marker)}
+    exited = {int(m.group(1)) for m in server.host.matches(exit_marker)}
     assert workers <= exited, f"workers that did not exit cleanly: {workers - exited}\n{output}"
     no_flusher_left(server.flusher_pids)
     events = wait_exactly_once(collector, expected)
@@ -165,7 +163,7 @@ def stop_and_check(
         "delivered": sum(seen.values()),
         "duplicated": sum(n - 1 for n in seen.values()),
         "requests": len(collector.batches()),
-        "stop_s": round(seconds, 2),
+        "stop_s": round(server.host.stop_seconds or 0.0, 2),
         "workers": len(workers),
         "flushers": len(server.flusher_pids),
     }
@@ -189,7 +187,9 @@ def batches_per_kind(collector: CollectorProcess) -> dict[str, int]:
         pytest.param("conf_hooks.py", [], id="no-preload-with-hooks"),
     ],
 )
-def test_sync_workers_share_one_flusher(gunicorn: Start, collector, conf, flags):
+def test_sync_workers_share_one_flusher(
+    gunicorn: Start, collector: CollectorProcess, conf: str, flags: list[str]
+) -> None:
     server = gunicorn(conf, "--workers", "3", *flags)
     replies = drive(server.url + "/track?src=sync&seq={seq}", 200, concurrency=6)
     replies += drive(server.url + "/llm?src=sync-llm&seq={seq}", 40, concurrency=6)
@@ -201,7 +201,7 @@ def test_sync_workers_share_one_flusher(gunicorn: Start, collector, conf, flags)
     assert batches_per_kind(collector) == {"event": 200 // FLUSH_AT, "llm_event": 40 // FLUSH_AT}
 
 
-def test_gthread_workers_share_one_flusher(gunicorn: Start, collector):
+def test_gthread_workers_share_one_flusher(gunicorn: Start, collector: CollectorProcess) -> None:
     server = gunicorn(
         "conf_hooks.py", "--workers", "2", "--worker-class", "gthread", "--threads", "4"
     )
@@ -211,7 +211,9 @@ def test_gthread_workers_share_one_flusher(gunicorn: Start, collector):
     assert batches_per_kind(collector) == {"event": 240 // FLUSH_AT}
 
 
-def test_uvicorn_workers_serving_asgi_share_one_flusher(gunicorn: Start, collector):
+def test_uvicorn_workers_serving_asgi_share_one_flusher(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     worker = "uvicorn_worker.UvicornWorker"
     server = gunicorn("conf_hooks.py", "--workers", "2", "-k", worker, app="asgi:app")
     replies = drive(server.url + "/track?src=asgi&seq={seq}", 160, concurrency=8)
@@ -225,7 +227,9 @@ def test_uvicorn_workers_serving_asgi_share_one_flusher(gunicorn: Start, collect
     assert batches_per_kind(collector) == {"event": 160 // FLUSH_AT, "llm_event": 40 // FLUSH_AT}
 
 
-def test_recycled_workers_keep_the_masters_flusher(gunicorn: Start, collector):
+def test_recycled_workers_keep_the_masters_flusher(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """``max_requests``: every worker generation sends to the flusher the master owns."""
     recycle = ["--max-requests", "20", "--max-requests-jitter", "0"]
     server = gunicorn("conf_hooks.py", "--workers", "2", *recycle)
@@ -236,7 +240,9 @@ def test_recycled_workers_keep_the_masters_flusher(gunicorn: Start, collector):
     assert batches_per_kind(collector) == {"event": 160 // FLUSH_AT}
 
 
-def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(gunicorn: Start, collector):
+def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """No preload, no hooks: a flusher per worker, closed by each recycled worker's exit."""
     recycle = ["--max-requests", "25", "--max-requests-jitter", "0"]
     server = gunicorn("conf_plain.py", "--workers", "2", *recycle)
@@ -252,7 +258,9 @@ def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(gunicorn
     assert len(collector.batches()) > 150 // FLUSH_AT
 
 
-def test_worker_killed_by_timeout_loses_nothing(gunicorn: Start, collector):
+def test_worker_killed_by_timeout_loses_nothing(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """A request sleeps past ``timeout``: gunicorn aborts that worker mid-traffic."""
     server = gunicorn("conf_hooks.py", "--workers", "2", "--timeout", "2")
     workers = served_by(drive(server.url + "/track?src=before&seq={seq}", 40))
@@ -261,33 +269,39 @@ def test_worker_killed_by_timeout_loses_nothing(gunicorn: Start, collector):
         target=lambda: sleeper.append(get(server.url + "/sleep?src=sleeper&seq=0&s=120"))
     )
     thread.start()
-    stuck = int(server.host.wait_for_line(r"SLEEPING pid=(\d+)", DEADLINE_S).group(1))
-    during, deadline = 0, time.monotonic() + DEADLINE_S
-    # Traffic goes on, served by the other worker, until gunicorn aborts the stuck one.
-    while not server.host.lines_matching(rf"WORKER TIMEOUT \(pid:{stuck}\)"):
-        assert time.monotonic() < deadline, f"no timeout:\n{server.host.output_text}"
+    stuck = int(server.host.wait_for(r"SLEEPING pid=(\d+)", deadline_s=DEADLINE_S)[0].group(1))
+    during = 0
+
+    def traffic_until_the_timeout() -> bool:
+        """Traffic goes on, served by the other worker, until gunicorn aborts the stuck one."""
+        nonlocal during, workers
+        if server.host.matches(rf"WORKER TIMEOUT \(pid:{stuck}\)"):
+            return True
         workers |= served_by(drive(server.url + "/track?src=during&seq={seq}", 10, start=during))
         during += 10
-        time.sleep(0.1)  # pacing: a few hundred events over gunicorn's 2-4 s, not thousands
+        return False
+
+    # Paced: a few hundred events over gunicorn's 2-4 s, not thousands.
+    poll_until(traffic_until_the_timeout, DEADLINE_S, "gunicorn's WORKER TIMEOUT", interval=0.1)
     thread.join(DEADLINE_S)
     assert sleeper and sleeper[0][0] != 200, sleeper
-    server.host.wait_for_line(rf"TRUBRICS-TEST-EXIT pid={stuck}\b", DEADLINE_S)
+    server.host.wait_for(rf"TRUBRICS-TEST-EXIT pid={stuck}\b", deadline_s=DEADLINE_S)
     workers |= served_by(drive(server.url + "/track?src=after&seq={seq}", 40))
     wait_one_flusher(server, workers, 80 + during + 1)
     expected = {"before": 40, "during": during, "after": 40, "sleeper": 1}
     stop_and_check(server, collector, expected, workers | {stuck}, allow=(ABORT_TRACEBACK,))
 
 
-def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector):
+def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector: CollectorProcess) -> None:
     """SIGHUP: new workers, old ones leave gracefully, the master's flusher stays."""
     server = gunicorn("conf_hooks.py", "--workers", "2")
     old = served_by(drive(server.url + "/track?src=before-hup&seq={seq}", 100, concurrency=4))
     flusher = wait_one_flusher(server, old, 100)["flusher_pid"]
-    booted = len(server.host.lines_matching(r"Booting worker with pid"))
+    booted = len(server.host.matches(r"Booting worker with pid"))
     server.host.send_signal(signal.SIGHUP)
-    server.host.wait_for_line(r"Booting worker with pid", DEADLINE_S, count=booted + 2)
+    server.host.wait_for(r"Booting worker with pid", booted + 2, DEADLINE_S)
     for pid in old:
-        server.host.wait_for_line(rf"TRUBRICS-TEST-EXIT pid={pid}\b", DEADLINE_S)
+        server.host.wait_for(rf"TRUBRICS-TEST-EXIT pid={pid}\b", deadline_s=DEADLINE_S)
     new = served_by(drive(server.url + "/track?src=after-hup&seq={seq}", 100, concurrency=4))
     assert not new & old, "old workers still answered after the reload"
     assert wait_one_flusher(server, old | new, 200)["flusher_pid"] == flusher
@@ -295,7 +309,9 @@ def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector):
     assert batches_per_kind(collector) == {"event": 200 // FLUSH_AT}
 
 
-def test_flusher_killed_under_gunicorn_is_replaced(gunicorn: Start, collector):
+def test_flusher_killed_under_gunicorn_is_replaced(
+    gunicorn: Start, collector: CollectorProcess
+) -> None:
     """gunicorn reaps the dead flusher (``waitpid(-1)``); a worker starts a new one.
 
     Then the master's ``close()`` must neither hang on the reaped child nor fail.
@@ -307,44 +323,11 @@ def test_flusher_killed_under_gunicorn_is_replaced(gunicorn: Start, collector):
     collector.wait_for_events(100, timeout=DEADLINE_S)  # 5 full batches, sent at once
     first = server.stats()["stats"]["flusher_pid"]
     psutil.Process(first).kill()
-    deadline = time.monotonic() + DEADLINE_S
-    while psutil.pid_exists(first):  # gone, not a zombie: the arbiter's waitpid(-1) reaped it
-        assert time.monotonic() < deadline, f"the killed flusher {first} was never reaped"
-        time.sleep(0.05)
+    # Gone, not a zombie (so not is_running): the arbiter's waitpid(-1) reaped it.
+    poll_until(lambda: not psutil.pid_exists(first), DEADLINE_S, f"gunicorn to reap {first}")
     server.flusher_pids.discard(first)
     workers |= served_by(drive(server.url + "/track?src=second&seq={seq}", 100))
     stats = wait_one_flusher(server, workers, 100)
     assert stats["flusher_pid"] != first and stats["flusher_restarts"] >= 1, stats
     stop_and_check(server, collector, {"first": 100, "second": 100}, workers)
     assert "every event was delivered" in server.host.output_text  # close() reached the new one
-
-
-def test_hook_logic_without_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The hooks' own rules, with disabled clients (no flusher, no fork, no gunicorn)."""
-    import logging
-    import types
-
-    from trubrics_mp.integrations import gunicorn as hooks
-
-    (tmp_path / "made_here.py").write_text(
-        "from trubrics_mp import Trubrics\nother = 1\nclient = Trubrics('k', disabled=True)\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(hooks._State, "client", None)
-    monkeypatch.setattr(hooks._State, "target", None)
-    server = types.SimpleNamespace(log=logging.getLogger("test"), cfg=None)
-    with pytest.raises(RuntimeError, match="configure"):
-        hooks.on_starting(server)  # a hook wired without configure() fails loudly
-    with pytest.raises(TypeError):
-        hooks.configure(42)
-    hooks.configure("made_here")  # no attribute: the first Trubrics global
-    hooks.on_starting(server)
-    client = hooks._State.client
-    assert client is not None and client is sys.modules["made_here"].client
-    hooks.worker_exit(server, types.SimpleNamespace(pid=-1))  # a gone worker, seen by the master
-    assert not client.closed
-    hooks.on_exit(server)
-    assert client.closed
-    with pytest.raises(TypeError, match="not a Trubrics"):
-        hooks._resolve("made_here:other")
-    monkeypatch.delitem(sys.modules, "made_here")

@@ -1,68 +1,39 @@
-"""The local collector: validation, storage, HTTP behaviour, and the fault-injecting helper.
+"""The local collector over HTTP, and the fault-injecting helper of the tests.
 
 HTTP tests run the real server on 127.0.0.1 (port 0), either in this process (to reach
 its settings and log) or as a subprocess through ``support.collector.CollectorProcess``.
+Validation and storage alone are tested in ``tests/unit``.
 """
+
+from __future__ import annotations
 
 import http.client
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from support.collector import CollectorProcess, child_processes
+from support.collector import CollectorProcess
+from support.payloads import NAIVE, llm_event, plain_event
+from support.processes import WaitTimeout
 
 from trubrics_mp.collector import (
-    BatchError,
     CollectorHandler,
     CollectorServer,
     EventStore,
     Response,
     error_response,
     make_server,
-    validate_batch,
 )
+from trubrics_mp.collector import _http as collector_http
 
 API_KEY = "secret-key-4f1c"
 JSON_HEADERS = {"Content-Type": "application/json", "x-api-key": API_KEY}
-
-
-def plain_event(i: int = 0, user: str = "u-1", **changes: Any) -> dict[str, Any]:
-    event = {
-        "user_id": user,
-        "event": "Sign up",
-        "properties": {"i": i},
-        "timestamp": "2026-11-29T10:00:00.000000+00:00",
-    }
-    return {**event, **changes}
-
-
-def llm_event(**changes: Any) -> dict[str, Any]:
-    event = {
-        "user_id": "u-1",
-        "prompt": "hi",
-        "generation": "hello",
-        "prompt_event_name": "Prompt",
-        "generation_event_name": "Generation",
-        "assistant_id": "gpt-4o",
-        "properties": {},
-        "timestamp": "2026-11-29T10:00:00.000000+00:00",
-        "latency": 1.2,
-        "thread_id": "t-1",
-    }
-    return {**event, **changes}
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
-    yield
-    assert child_processes() == [], "a test left a child process running"
 
 
 # ---- in-process server ----------------------------------------------------------------
@@ -93,21 +64,9 @@ def running(store: EventStore, **options: Any) -> Iterator[Server]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[EventStore]:
-    with EventStore(tmp_path / "events.sqlite3") as event_store:
-        yield event_store
-
-
-@pytest.fixture
 def server(store: EventStore) -> Iterator[Server]:
     with running(store) as srv:
         yield srv
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
-    with CollectorProcess(tmp_path) as process:
-        yield process
 
 
 def request(
@@ -133,128 +92,13 @@ def post(
     srv: Server,
     body: Any,
     path: str = "/publish_events",
-    headers: Optional[dict[str, Optional[str]]] = None,
+    headers: Optional[Mapping[str, Optional[str]]] = None,
     conn: Optional[http.client.HTTPConnection] = None,
 ) -> tuple[int, dict[str, str], Any]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     merged = {**JSON_HEADERS, "Content-Length": str(len(raw)), **(headers or {})}
     sent = {name: value for name, value in merged.items() if value is not None}
     return request(conn or srv.connection(), "POST", path, raw, sent)
-
-
-# ---- validation (pure functions) --------------------------------------------------------
-def test_valid_batches_pass_unchanged() -> None:
-    batch = [plain_event(i) for i in range(100)]
-    assert validate_batch(batch, "event") == batch
-    assert validate_batch([plain_event(properties=None)], "event")
-    assert validate_batch([llm_event(latency=3, assistant_id=None, thread_id=None)], "llm_event")
-    assert validate_batch([llm_event(latency=None, properties=None)], "llm_event")
-
-
-@pytest.mark.parametrize(
-    ("body", "detail"),
-    [
-        ({"user_id": "u"}, "body: expected a JSON list of events, got an object"),
-        ("x", "body: expected a JSON list of events, got a string"),
-        (None, "body: expected a JSON list of events, got null"),
-        ([], "body: expected 1 to 100 events, got 0"),
-        ([plain_event()] * 101, "body: expected 1 to 100 events, got 101"),
-        ([plain_event(), 7], "events[1]: expected an object"),
-    ],
-)
-def test_batch_shape_errors(body: Any, detail: str) -> None:
-    with pytest.raises(BatchError) as caught:
-        validate_batch(body, "event")
-    assert caught.value.detail == detail
-
-
-NAIVE = "2026-11-29T10:00:00"
-BAD_PLAIN = [
-    ("user_id", 5, "expected a string"),
-    ("user_id", None, "expected a string"),
-    ("event", ["x"], "expected a string"),
-    ("properties", [1], "expected an object or null"),
-    ("properties", "x", "expected an object or null"),
-    ("timestamp", NAIVE, "expected a timestamp with a UTC offset (e.g. +00:00)"),
-    ("timestamp", "yesterday", "expected an ISO 8601 timestamp string"),
-    ("timestamp", 1764410400, "expected an ISO 8601 timestamp string"),
-]
-
-
-@pytest.mark.parametrize(("field", "value", "problem"), BAD_PLAIN)
-def test_plain_event_field_errors(field: str, value: Any, problem: str) -> None:
-    batch = [plain_event(0), plain_event(1), plain_event(2), plain_event(3, **{field: value})]
-    with pytest.raises(BatchError) as caught:
-        validate_batch(batch, "event")
-    assert caught.value.detail == f"events[3].{field}: {problem}"
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "problem"),
-    [
-        ("prompt", 1, "expected a string"),
-        ("generation_event_name", None, "expected a string"),
-        ("assistant_id", 4, "expected a string or null"),
-        ("thread_id", {}, "expected a string or null"),
-        ("latency", True, "expected a number or null"),
-        ("latency", "1.2", "expected a number or null"),
-        ("latency", float("nan"), "expected a finite number or null"),
-        ("timestamp", NAIVE, "expected a timestamp with a UTC offset (e.g. +00:00)"),
-    ],
-)
-def test_llm_event_field_errors(field: str, value: Any, problem: str) -> None:
-    with pytest.raises(BatchError) as caught:
-        validate_batch([llm_event(**{field: value})], "llm_event")
-    assert caught.value.detail == f"events[0].{field}: {problem}"
-
-
-def test_missing_and_unknown_keys() -> None:
-    missing = plain_event()
-    del missing["timestamp"]
-    with pytest.raises(BatchError, match=r"^events\[0\]\.timestamp: field required$"):
-        validate_batch([missing], "event")
-    with pytest.raises(BatchError, match=r"^events\[0\]\.extra: unknown field$"):
-        validate_batch([plain_event(extra=1)], "event")
-    with pytest.raises(BatchError, match=r"^events\[0\]\.prompt: field required$"):
-        validate_batch([plain_event()], "llm_event")
-    with pytest.raises(ValueError, match="unknown event kind"):
-        validate_batch([plain_event()], "other")
-
-
-# ---- store --------------------------------------------------------------------------------
-def test_store_round_trip_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
-    with EventStore(path) as first:
-        assert first.add_batch("event", [plain_event(0), plain_event(1, user="u-2")]) == 1
-        assert first.add_batch("llm_event", [llm_event()]) == 2
-    with EventStore(path) as second:
-        assert (second.count_events(), second.count_batches()) == (3, 2)
-        events = second.query()
-        assert [e["id"] for e in events] == [1, 2, 3]
-        assert events[2]["kind"] == "llm_event" and events[2]["prompt"] == "hi"
-        assert second.query(event="Generation") == [events[2]]
-        assert second.query(user_id="u-2") == [events[1]]
-        assert second.query(limit=2) == events[1:]
-        assert second.query(limit=0) == []
-        assert events[0] == {
-            **plain_event(0),
-            "id": 1,
-            "batch_id": 1,
-            "kind": "event",
-            "received_at": events[0]["received_at"],
-        }
-        assert [b["n_events"] for b in second.batches()] == [2, 1]
-
-
-def test_store_since_filters_on_received_at(store: EventStore) -> None:
-    store.add_batch("event", [plain_event()])
-    future = datetime.now(timezone.utc) + timedelta(hours=1)
-    past = datetime.now(timezone.utc) - timedelta(hours=1)
-    assert store.query(since=future.isoformat()) == []
-    assert len(store.query(since=past.isoformat())) == 1
-    assert len(store.query(since=past.replace(tzinfo=None).isoformat())) == 1
-    with pytest.raises(ValueError):
-        store.query(since="not a time")
 
 
 # ---- HTTP: success and errors ------------------------------------------------------------
@@ -393,11 +237,27 @@ def test_keep_alive_two_requests_one_connection(server: Server) -> None:
     conn.close()
 
 
-def test_latency_delays_post_responses(store: EventStore) -> None:
+class _Clock:
+    """Stands in for the ``time`` module of the collector's handler: records sleeps."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_latency_delays_post_responses(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(collector_http, "time", clock)
     with running(store, latency_s=0.2) as srv:
-        started = time.monotonic()
         assert post(srv, [plain_event()])[0] == 200
-        assert time.monotonic() - started >= 0.2
+        assert request(srv.connection(), "GET", "/health")[0] == 200
+        assert post(srv, b"[{")[0] == 422
+    assert clock.slept == [0.2, 0.2]  # before each POST's answer, errors too; GETs at once
 
 
 class _Hooked(CollectorHandler):
@@ -514,12 +374,14 @@ def test_fault_count_is_consumed_exactly_under_concurrency(collector: CollectorP
 
 
 def test_wait_for_events_fails_clearly(collector: CollectorProcess) -> None:
-    with pytest.raises(AssertionError, match=r"expected at least 1 event\(s\) .* has 0"):
+    with pytest.raises(WaitTimeout, match=r"waiting for at least 1 event\(s\) .* has 0"):
         collector.wait_for_events(1, timeout=0.3)
 
 
-def test_collector_process_latency(tmp_path: Path) -> None:
+def test_collector_process_runs_with_the_latency_asked_for(tmp_path: Path) -> None:
     with CollectorProcess(tmp_path, latency_ms=150) as process:
-        started = time.monotonic()
         assert process.post([plain_event()])[0] == 200
-        assert time.monotonic() - started >= 0.15
+        process.wait_for(r"POST latency: 0\.15 s$")
+    with CollectorProcess(tmp_path, name="plain") as process:
+        assert process.post([plain_event()])[0] == 200
+        process.wait_for(r"POST latency: 0 s$")

@@ -5,7 +5,7 @@ Complements ``test_pipeline.py`` (which covers ``Pool`` with ``initializer`` and
 abruptly (``terminate()``, ``shutdown(wait=False, cancel_futures=True)``), and a
 fork pool is made after the parent already used the client. The applications
 run as separate processes (``support/pool_scenarios.py``); the autouse fixture
-of ``conftest.py`` checks that none of their processes (workers, fork server,
+of ``tests/conftest.py`` checks that none of their processes (workers, fork server,
 resource tracker, flusher) outlives the test.
 
 Events of tasks that were still running when the pool was left may or may not
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +26,6 @@ from support.pool_scenarios import PoolAppRunner
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 Keys = set[tuple[str, int]]
-
-
-@pytest.fixture
-def pools(tmp_path: Path, collector: CollectorProcess) -> PoolAppRunner:
-    return PoolAppRunner(collector.url, tmp_path)
 
 
 def task_keys(src: str, tasks: list[int], per_task: int) -> Keys:
@@ -62,7 +56,9 @@ def measure(label: str, result: Any, collector: CollectorProcess, required: Keys
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_pool_left_through_terminate_mid_work(pools, collector, method):
+def test_pool_left_through_terminate_mid_work(
+    pools: PoolAppRunner, collector: CollectorProcess, method: str
+) -> None:
     """``terminate()`` SIGTERMs busy workers: what they already tracked still arrives once."""
     per_task, tasks = 3, 60
     result = pools.run(
@@ -88,7 +84,9 @@ def test_pool_left_through_terminate_mid_work(pools, collector, method):
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_executors_with_replaced_workers_then_left_without_waiting(pools, collector, method):
+def test_executors_with_replaced_workers_then_left_without_waiting(
+    pools: PoolAppRunner, collector: CollectorProcess, method: str
+) -> None:
     """Two executors on one client and one flusher.
 
     The first recycles its workers (``max_tasks_per_child=1``, where it exists:
@@ -129,7 +127,9 @@ def test_executors_with_replaced_workers_then_left_without_waiting(pools, collec
     measure(f"executor-cancel-{method}", result, collector, required)
 
 
-def test_fork_pool_made_after_the_parent_used_the_client(pools, collector):
+def test_fork_pool_made_after_the_parent_used_the_client(
+    pools: PoolAppRunner, collector: CollectorProcess
+) -> None:
     """Workers forked while the parent still buffers events never send that buffer.
 
     The parent tracks (flusher stopped) until its socket is full and 200 events

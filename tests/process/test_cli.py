@@ -1,5 +1,7 @@
 """The ``collect`` and ``events`` commands, run as real processes."""
 
+from __future__ import annotations
+
 import json
 import signal
 import subprocess
@@ -9,17 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.collector import ListeningProcess, child_processes, http_request, post_events
+from support.collector import ListeningProcess, http_request, post_events
 
 SCRIPT = Path(sys.executable).parent / "trubrics-mp"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "trubrics_mp"]
 RUN_TIMEOUT_S = 60
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
-    yield
-    assert child_processes() == [], "a test left a child process running"
 
 
 def event(i: int, user: str, **properties: Any) -> dict[str, Any]:
@@ -31,7 +27,7 @@ def event(i: int, user: str, **properties: Any) -> dict[str, Any]:
     }
 
 
-def run(*args: str) -> "subprocess.CompletedProcess[str]":
+def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*COMMAND, *args], capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False
     )
@@ -54,14 +50,14 @@ def test_collect_prints_listening_line_and_exits_0(
     server = ListeningProcess(argv, cwd=tmp_path)
     try:
         server.start()
-        first = server.output[0]
+        first = server.lines[0]
         assert first == f"trubrics-mp collector listening on {server.url} (db: {db.resolve()})"
         assert server.port > 0
         assert http_request(server.url + "/health")[2] == {"ok": True, "events": 0, "batches": 0}
     finally:
-        returncode = server.stop(sig)
+        returncode = server.stop(sig=sig)
     assert returncode == 0, server.output_text
-    assert server.output[-1].startswith("trubrics-mp collector stopped")
+    assert server.lines[-1].startswith("trubrics-mp collector stopped")
 
 
 @pytest.fixture

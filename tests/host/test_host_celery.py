@@ -1,6 +1,6 @@
 """Celery for real: ``celery -A ... worker`` subprocesses, tasks sent through a real Redis.
 
-The apps are ``tests/hosts/celery/tasks_import.py`` (client made at import time)
+The apps are ``tests/host/apps/celery/tasks_import.py`` (client made at import time)
 and ``tasks_signals.py`` (``trubrics_mp.integrations.celery.setup``). The pytest
 process only sends tasks by name and reads results through Redis (it imports
 neither app, so it never owns a client); each worker is stopped as production
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import collections
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +25,10 @@ import pytest
 from celery import Celery
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
+from support.processes import READER_THREAD_PREFIX, ServerProcess, is_running
 from support.redis_server import RedisServer
 
-APPS_DIR = Path(__file__).resolve().parent / "hosts" / "celery"
+APPS_DIR = Path(__file__).resolve().parent / "apps" / "celery"
 TRACK, HANG, STATS = "trubrics_test.track", "trubrics_test.hang", "trubrics_test.stats"
 DEADLINE_S = 90.0
 FLUSH_AT = 10
@@ -55,12 +54,16 @@ def producer(redis_server: RedisServer) -> Iterator[Celery]:
     try:
         yield app
     finally:
-        app.pool.force_close_all()
-        app.backend.result_consumer.stop()
-        app.backend.client.connection_pool.disconnect()
+        # celery-types lacks these (kombu's Resource, the Redis backend's attributes).
+        pool: Any = app.pool
+        backend: Any = app.backend
+        pool.force_close_all()
+        backend.result_consumer.stop()
+        backend.client.connection_pool.disconnect()
         app.close()
         assert redis_connections(redis_server.port) == []
-        new = [t for t in threading.enumerate() if t not in threads and t.name != "celery-output"]
+        new = [t for t in threading.enumerate() if t not in threads]
+        new = [t for t in new if not t.name.startswith(READER_THREAD_PREFIX)]
         assert new == [], f"threads left running in the test process: {new}"
 
 
@@ -70,104 +73,40 @@ def redis_connections(port: int) -> list[Any]:
     return [c for c in connections if c.raddr and c.raddr[1] == port]
 
 
-class CeleryWorker:
+class CeleryWorker(ServerProcess):
     """``celery -A APP worker`` in its own session; output kept in ``lines``."""
 
     def __init__(self, app: str, pool: str, broker: str, host: str, *extra: str) -> None:
         self.label = " ".join(["-A", app, "worker", "--pool", pool, *extra])
-        self.argv = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", pool]
-        self.argv += ["--loglevel", "INFO", "--hostname", f"w{uuid.uuid4().hex[:8]}@%h"]
-        self.argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", *extra]
+        argv = [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", pool]
+        argv += ["--loglevel", "INFO", "--hostname", f"w{uuid.uuid4().hex[:8]}@%h"]
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", *extra]
         path = os.pathsep.join([str(APPS_DIR), os.environ.get("PYTHONPATH", "")])
-        self.env = {
-            **os.environ,
+        env = {
             "PYTHONPATH": path.rstrip(os.pathsep),
-            "PYTHONUNBUFFERED": "1",
             "TRUBRICS_TEST_BROKER": broker,
             "TRUBRICS_TEST_HOST": host,
             "TRUBRICS_TEST_FLUSH_AT": str(FLUSH_AT),
             "TRUBRICS_TEST_FLUSH_INTERVAL": str(LONG_INTERVAL_S),
         }
-        self.proc: Optional[subprocess.Popen[str]] = None
-        self.lines: list[str] = []
-        self._queue: queue.Queue[Optional[str]] = queue.Queue()
-        self.stop_seconds: Optional[float] = None
-        self._reader: Optional[threading.Thread] = None
+        super().__init__(argv, name="celery worker", ready=r" ready\.", cwd=APPS_DIR, env=env)
 
-    def start(self) -> CeleryWorker:
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=APPS_DIR,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # so a failed test can kill the whole group
-        )
-        self._reader = threading.Thread(target=self._drain, name="celery-output", daemon=True)
-        self._reader.start()
-        self._wait_for(" ready.")
-        return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def _wait_for(self, text: str) -> None:
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError(f"the worker exited before {text!r}:\n{self.output}")
-            if text in line:
-                return
-        raise AssertionError(f"no {text!r} within {DEADLINE_S}s:\n{self.output}")
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def warm_stop(self, group: bool = False) -> int:
+    def warm_stop(self, group: bool = False) -> Optional[int]:
         """SIGTERM to the main process (Docker, ``celery multi``) or to every process
         of the group (systemd's default ``KillMode=control-group``); it must exit by
         itself."""
-        assert self.proc is not None
-        began = time.monotonic()
         if group:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"no exit {DEADLINE_S}s after SIGTERM:\n{self.output}") from None
-        self.stop_seconds = time.monotonic() - began
-        if self._reader is not None:  # every line, up to the last one, is in
-            self._reader.join(timeout=DEADLINE_S)
+            self.signal_group(signal.SIGTERM)
+        code = self.stop(DEADLINE_S, sig=None if group else signal.SIGTERM)
+        assert not self.killed, f"no exit {DEADLINE_S}s after SIGTERM:\n{self.output_text}"
         return code
 
-    def kill(self) -> None:
-        """Last resort (failed test): SIGKILL the worker's whole session."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
+
+StartWorker = Callable[..., CeleryWorker]
 
 
 @pytest.fixture
-def start_worker(
-    redis_server: RedisServer, collector: CollectorProcess
-) -> Iterator[Callable[..., CeleryWorker]]:
+def start_worker(redis_server: RedisServer, collector: CollectorProcess) -> Iterator[StartWorker]:
     started: list[CeleryWorker] = []
 
     def start(app: str, pool: str, *extra: str) -> CeleryWorker:
@@ -208,12 +147,14 @@ def assert_stopped_cleanly(
     """Exit status 0 on its own, our flusher already reaped, no warning of ours, and no
     traceback but in log records that contain ``expected_error`` (Celery's own)."""
     code = worker.warm_stop(group)
-    assert code == 0, worker.output
-    assert not _alive(flusher_pid), "the worker exited before its flusher"
-    for record in log_records(worker.output):
+    assert code == 0, worker.output_text
+    assert not is_running(flusher_pid), "the worker exited before its flusher"
+    for record in log_records(worker.output_text):
         if "Traceback" in record:
-            assert expected_error and expected_error in record, worker.output
-    assert "trubrics_mp" not in worker.output, worker.output  # no warning nor error of ours
+            assert expected_error and expected_error in record, worker.output_text
+    assert "trubrics_mp" not in worker.output_text, (
+        worker.output_text
+    )  # no warning nor error of ours
 
 
 def log_records(output: str) -> list[str]:
@@ -225,13 +166,6 @@ def log_records(output: str) -> list[str]:
         else:
             records[-1] += "\n" + line
     return records
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def stop_and_check(
@@ -257,8 +191,7 @@ def stop_and_check(
 
 def check_owner(worker: CeleryWorker, stats: dict[str, Any]) -> None:
     """One flusher, started by the main worker process, never restarted, nothing dropped."""
-    assert worker.proc is not None
-    assert psutil.Process(stats["flusher_pid"]).ppid() == worker.proc.pid
+    assert psutil.Process(stats["flusher_pid"]).ppid() == worker.pid
     assert stats["flusher_restarts"] == 0
     assert stats["dropped"] == {}
 
@@ -267,7 +200,9 @@ APPS = ["tasks_import", "tasks_signals"]
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_prefork_pool_processes_share_one_flusher(app, producer, collector, start_worker):
+def test_prefork_pool_processes_share_one_flusher(
+    app: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """Both children feed the main process's flusher; batches fill across children."""
     worker = start_worker(app, "prefork", "--concurrency", "2")
     expected = send_track_tasks(producer, "task", 20, 3)
@@ -275,7 +210,7 @@ def test_prefork_pool_processes_share_one_flusher(app, producer, collector, star
     stats = pipeline_stats(producer)
     check_owner(worker, stats)
     pool_pids = {e["properties"]["pid"] for e in events}
-    assert len(pool_pids) == 2 and worker.proc.pid not in pool_pids
+    assert len(pool_pids) == 2 and worker.pid not in pool_pids
     assert {int(pid) for pid in stats["received_by_pid"]} == pool_pids
     # Long interval: only full batches so far, filled by both pool processes together.
     assert len(collector.batches()) == 60 // FLUSH_AT
@@ -286,7 +221,9 @@ def test_prefork_pool_processes_share_one_flusher(app, producer, collector, star
 
 @pytest.mark.parametrize("pool", ["threads", "solo"])
 @pytest.mark.parametrize("app", APPS)
-def test_threads_and_solo_pools_use_the_main_process(app, pool, producer, collector, start_worker):
+def test_threads_and_solo_pools_use_the_main_process(
+    app: str, pool: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """No pool process: the main process tracks and owns the flusher."""
     extra = ("--concurrency", "4") if pool == "threads" else ()
     worker = start_worker(app, pool, *extra)
@@ -294,14 +231,16 @@ def test_threads_and_solo_pools_use_the_main_process(app, pool, producer, collec
     events = wait_exactly_once(collector, expected)
     stats = pipeline_stats(producer)
     check_owner(worker, stats)
-    assert {e["properties"]["pid"] for e in events} == {worker.proc.pid}
+    assert {e["properties"]["pid"] for e in events} == {worker.pid}
     assert len(collector.batches()) == 60 // FLUSH_AT
     stop_and_check(worker, producer, collector, expected, stats)
     assert len(collector.batches()) == 60 // FLUSH_AT + 1
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_max_tasks_per_child_recycling(app, producer, collector, start_worker):
+def test_max_tasks_per_child_recycling(
+    app: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """Recycled children (``os._exit``) lose nothing; new ones join the same flusher."""
     worker = start_worker(app, "prefork", "--concurrency", "2", "--max-tasks-per-child", "3")
     expected = send_track_tasks(producer, "recycled", 12, 5)
@@ -316,7 +255,9 @@ def test_max_tasks_per_child_recycling(app, producer, collector, start_worker):
 
 
 @pytest.mark.parametrize("app", APPS)
-def test_hard_time_limit_kill_loses_nothing_tracked_before(app, producer, collector, start_worker):
+def test_hard_time_limit_kill_loses_nothing_tracked_before(
+    app: str, producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """billiard SIGKILLs children at the hard limit: what they tracked is delivered."""
     worker = start_worker(app, "prefork", "--concurrency", "2")
     hung = [producer.send_task(HANG, args=[f"hung-{i}", 5], time_limit=2) for i in range(2)]
@@ -332,12 +273,14 @@ def test_hard_time_limit_kill_loses_nothing_tracked_before(app, producer, collec
     assert len(killed) == 2
     assert len(collector.batches()) == 40 // FLUSH_AT
     stop_and_check(worker, producer, collector, expected, stats, "TimeLimitExceeded")
-    assert worker.output.count("Hard time limit (2s) exceeded") == 2
+    assert worker.output_text.count("Hard time limit (2s) exceeded") == 2
     for pid in killed:  # billiard's own report of each kill
-        assert f"pid:{pid} exited with 'signal" in worker.output, worker.output
+        assert f"pid:{pid} exited with 'signal" in worker.output_text, worker.output_text
 
 
-def test_sigterm_to_the_whole_process_group(producer, collector, start_worker):
+def test_sigterm_to_the_whole_process_group(
+    producer: Celery, collector: CollectorProcess, start_worker: StartWorker
+) -> None:
     """systemd's default: the flusher gets SIGTERM too, yet waits for the owner's close()."""
     worker = start_worker("tasks_signals", "prefork", "--concurrency", "2")
     expected = send_track_tasks(producer, "group", 20, 3)
@@ -348,7 +291,9 @@ def test_sigterm_to_the_whole_process_group(producer, collector, start_worker):
     assert len(collector.batches()) == 60 // FLUSH_AT + 1
 
 
-def test_a_flusher_started_by_a_pool_child_does_not_die_with_it(collector):
+def test_a_flusher_started_by_a_pool_child_does_not_die_with_it(
+    collector: CollectorProcess,
+) -> None:
     """Celery gives its children a parent-death signal of SIGKILL; the flusher a child
     starts (fork + exec) does not inherit it, and delivers after the child's ``os._exit``."""
     script = APPS_DIR / "pdeathsig_owner.py"
