@@ -73,7 +73,8 @@ class TrubricsMpPeer(Peer):
         self.client.close(timeout=timeout)
 
     def flusher_pid(self) -> Optional[int]:
-        return self.client.stats().flusher_pid
+        pid: Optional[int] = self.client.stats().flusher_pid
+        return pid
 
 
 class TrubricsPeer(Peer):

@@ -17,7 +17,7 @@ from support.collector import CollectorProcess
 
 from trubrics_mp import Trubrics
 
-SUPPORT = Path(__file__).resolve().parent / "support"
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 TIMEOUT_S = 120
 
 

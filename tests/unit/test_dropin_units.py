@@ -47,12 +47,20 @@ def test_a_record_crosses_the_wire_with_its_message_and_pid() -> None:
     assert back.lineno == 7 and back.created == record.created
 
 
+class Collect(logging.Handler):
+    def __init__(self, into: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record)
+
+
 def test_a_replayed_record_honours_the_level_and_a_bad_one_is_ignored() -> None:
     seen: list[logging.LogRecord] = []
     logger = logging.getLogger("dropin.units.replay")
     logger.setLevel(logging.WARNING)
-    handler = logging.Handler()
-    handler.emit = seen.append  # type: ignore[method-assign]
+    handler = Collect(seen)
     logger.addHandler(handler)
     try:
         for level in (logging.INFO, logging.ERROR):
