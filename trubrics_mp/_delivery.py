@@ -8,9 +8,12 @@ batch back at the head of the line and sets the pause, both under the lock,
 before any thread can take another batch.
 
 While the API fails, at most one batch per sender thread spends retries (the
-ones already in flight when the failure began); after that only one batch
-is in flight at a time (a probe) until an answer that is not a transient
-failure comes back. Every other batch waits untouched.
+head of each request in flight when the failure began; batches that shared
+that request go back in line untouched); after that only one batch is in
+flight at a time (a probe) until an answer that is not a transient failure
+comes back. Every other batch waits untouched. When batches wait in line
+(the API is slower than events arrive), several of one endpoint share a
+request, up to 100 events.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from ._batching import Batch
+from ._config import MAX_FLUSH_AT
 from ._http import Poster
 from ._retry import Decision, Outcome, RetryPolicy
+
+MAX_REQUEST_EVENTS = MAX_FLUSH_AT  # the API's (and the official SDK's) limit per request
+MAX_REQUEST_BYTES = 1024 * 1024  # batches join a request while its body stays under this
+BUNDLE_AFTER_S = 1.0  # batches share a request once the head has waited this long in line
+_SHARED_FATE = frozenset({"retries_exhausted", "unauthorized"})  # true of every batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +66,9 @@ class Delivery:
         wake: Callable[[], None],
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        bundle_after_s: float = BUNDLE_AFTER_S,
     ) -> None:
+        self._bundle_after_s = bundle_after_s
         self._poster = poster
         self._policy = policy
         self._wake = wake
@@ -83,6 +94,7 @@ class Delivery:
             thread.start()
 
     def put(self, batch: Batch) -> None:
+        batch.ready_at = self._clock()
         with self._cond:
             self._ready.append(batch)
             self._cond.notify()
@@ -106,35 +118,63 @@ class Delivery:
     # -- sender threads ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            bundle = self._take()
+            if not bundle:
                 return
-            outcome = self._post(batch)
+            outcome = self._post(bundle)
             decision = self._policy.decide(
-                outcome, batch.attempts, self._clock(), time.time(), random.random()
+                outcome, bundle[0].attempts, self._clock(), time.time(), random.random()
             )
-            self._record(batch, outcome, decision)
+            self._record(bundle, outcome, decision)
 
-    def _take(self) -> Optional[Batch]:
+    def _take(self) -> list[Batch]:
+        """The next batches to post in one request (none once closed)."""
         with self._cond:
             while not self._closed:
                 wait_s = self._paused_until - self._clock()
                 probing = self._failing and self._in_flight > 0
                 if self._ready and wait_s <= 0 and not probing:
                     self._in_flight += 1
-                    return self._ready.popleft()
+                    return self._bundle()
                 self._cond.wait(timeout=wait_s if wait_s > 0 and not probing else None)
-            return None
+            return []
 
-    def _post(self, batch: Batch) -> Outcome:
-        batch.attempts += 1
+    def _bundle(self) -> list[Batch]:
+        """The head batch, and the batches behind it for the same endpoint that fit.
+
+        Batches wait in line only when the API is slower than events arrive;
+        once the head has waited ``bundle_after_s``, up to
+        ``MAX_REQUEST_EVENTS`` of them travel in one request (the API's limit),
+        which the API handles far better than many small ones. Otherwise, and
+        while the API fails, the head batch goes alone (one request per
+        ``flush_at`` events, as with the official SDK).
+        """
+        bundle = [self._ready.popleft()]
+        waited_s = self._clock() - bundle[0].ready_at
+        if self._failing or bundle[0].alone or waited_s < self._bundle_after_s:
+            return bundle
+        events, nbytes = len(bundle[0]), bundle[0].nbytes
+        while self._ready and self._ready[0].endpoint == bundle[0].endpoint:
+            after = self._ready[0]
+            too_many = events + len(after) > MAX_REQUEST_EVENTS
+            if after.alone or too_many or nbytes + after.nbytes > MAX_REQUEST_BYTES:
+                break
+            bundle.append(self._ready.popleft())
+            events, nbytes = events + len(after), nbytes + after.nbytes
+        return bundle
+
+    def _post(self, bundle: list[Batch]) -> Outcome:
+        """POST every event of ``bundle``; only the head batch counts the attempt."""
+        head = bundle[0]
+        head.attempts += 1
+        body = head.body() if len(bundle) == 1 else Batch.join_bodies(bundle)
         try:
-            return self._poster.post(batch.endpoint, batch.body())
+            return self._poster.post(head.endpoint, body)
         except Exception as exc:  # a poster must not raise; a sender must not die
-            self._log.exception("unexpected error posting to /%s", batch.endpoint)
+            self._log.exception("unexpected error posting to /%s", head.endpoint)
             return Outcome(None, detail=repr(exc))
 
-    def _record(self, batch: Batch, outcome: Outcome, decision: Decision) -> None:
+    def _record(self, bundle: list[Batch], outcome: Outcome, decision: Decision) -> None:
         with self._cond:
             self.requests += 1
             self._in_flight -= 1
@@ -142,23 +182,31 @@ class Delivery:
                 self.retried_requests += 1
                 self._failing = True
                 self._paused_until = max(self._paused_until, decision.retry_at)
-                self._ready.appendleft(batch)
+                self._ready.extendleft(reversed(bundle))  # back in line, in order
+            elif (
+                decision.action == "drop"
+                and len(bundle) > 1
+                and decision.reason not in _SHARED_FATE
+            ):
+                for batch in bundle:  # refused: find out which batch it was, one by one
+                    batch.alone = True
+                self._ready.extendleft(reversed(bundle))
             else:
                 self._failing = self._failing and decision.reason == "retries_exhausted"
-                self._settled.append(Settled(batch, decision.reason, outcome))
+                self._settled.extend(Settled(b, decision.reason, outcome) for b in bundle)
             self._cond.notify_all()
         if decision.action == "retry":
-            self._log_retry(batch, outcome, decision.retry_at)
+            self._log_retry(bundle, outcome, decision.retry_at)
         else:
             self._wake()
 
-    def _log_retry(self, batch: Batch, outcome: Outcome, retry_at: float) -> None:
+    def _log_retry(self, bundle: list[Batch], outcome: Outcome, retry_at: float) -> None:
         self._log.warning(
             "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
-            batch.endpoint,
+            bundle[0].endpoint,
             outcome.summary,
-            batch.attempts,
+            bundle[0].attempts,
             self._policy.max_retries,
-            len(batch),
+            sum(map(len, bundle)),
             max(0.0, retry_at - self._clock()),
         )

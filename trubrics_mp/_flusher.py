@@ -97,7 +97,7 @@ class Flusher:
             listener, self.selector, self._on_message, proto.hello(generation), self.log
         )
         self.reader.on_close = self._on_close
-        self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_size)
+        self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
         self.lifetime = Lifetime(
             config.shutdown_timeout_s, owner_pid, exec_watch_fd, time.monotonic
@@ -194,6 +194,8 @@ class Flusher:
     def _take_outcomes(self) -> None:
         for settled in self.delivery.take_settled():
             self._settle(settled)
+        if self.reader.paused and not self.intake.full:
+            self.reader.resume()
         self._answer_waiters()
 
     def _dispatch_due(self, now: float) -> None:
@@ -219,14 +221,21 @@ class Flusher:
 
     def _add_event(self, conn: Conn, endpoint: str, payload: bytes) -> None:
         self.counters.count_received(conn.pid)
-        if self.intake.full:
+        if self.intake.full:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
             self.record_drop("queue_full", 1)
-            self._warn_once("queue_full", f"queue full ({self.intake.max_held} events held)")
+            self._warn_once("queue_full", f"queue full ({self.intake.max_bytes} bytes held)")
             return
         batch = self.intake.add(endpoint, payload, time.monotonic())
         if batch is not None:
             self._dispatch([batch])
+        if self.intake.full:
+            self.reader.pause()  # what comes next waits in the kernel, then in each process
+            self.log.warning(
+                "holding %d events (%d bytes, the bound): reading paused until some are sent",
+                self.intake.held,
+                self.intake.held_bytes,
+            )
 
     def _declare_level(self, conn: Conn, payload: bytes) -> None:
         """A client's logger level: it becomes the flusher's; the client takes records."""
@@ -302,7 +311,7 @@ class Flusher:
 
     def _exit(self) -> None:
         self._take_outcomes()
-        lost = self.intake.held
+        lost = self.intake.held + self.reader.discard_waiting()
         if lost:
             self.record_drop("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)

@@ -34,7 +34,7 @@ _RECONNECT_POLL_S = 0.05
 class Link:
     """This process's connection to the flusher, and what it counts of its own events.
 
-    Invariants: ``buffer`` holds at most ``process_buffer_size`` messages, in
+    Invariants: ``buffer`` holds at most ``process_buffer_bytes`` of messages, in
     the order they were tracked, and is always drained before a new message
     is sent; ``generation`` is the newest flusher generation heard of.
     """
@@ -46,6 +46,7 @@ class Link:
         self.counters = LocalCounters()
         self.sock: Optional[socket.socket] = None
         self.buffer: collections.deque[bytes] = collections.deque()
+        self.buffer_bytes = 0
         self.generation = 0
         self.debug = False  # the client's logger was at DEBUG at the last check
         self._declared_level: Optional[int] = None  # what the flusher was told
@@ -67,6 +68,7 @@ class Link:
         """
         self.disconnect()
         self.buffer.clear()
+        self.buffer_bytes = 0
         self.supervisor.forget_parent()
         self.counters = LocalCounters()
         self._lost_since_flush = 0
@@ -132,8 +134,9 @@ class Link:
         self._hold(message)
 
     def _hold(self, message: bytes) -> None:
-        if len(self.buffer) < self.config.process_buffer_size:
+        if self.buffer_bytes + len(message) <= self.config.process_buffer_bytes:
             self.buffer.append(message)
+            self.buffer_bytes += len(message)
         else:
             self.lose("buffer_full")
 
@@ -148,7 +151,7 @@ class Link:
             except OSError as exc:
                 self._lost(exc)
                 return False
-            self.buffer.popleft()
+            self.buffer_bytes -= len(self.buffer.popleft())
             self.counters.queued += 1
         return not self.buffer
 

@@ -58,6 +58,8 @@ class Reader:
         self._log = logger
         self._buffer = bytearray(proto.MAX_MESSAGE_BYTES)
         self.connections = 0
+        self.paused = False  # connections unregistered: their messages wait in the kernel
+        self._conns: set[Conn] = set()
         self.on_close: Callable[[Conn], None] = lambda conn: None
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, "accept")
@@ -80,7 +82,9 @@ class Reader:
                 continue
             sock.setblocking(False)
             conn = Conn(sock, pid)
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._conns.add(conn)
+            if not self.paused:
+                self._selector.register(sock, selectors.EVENT_READ, conn)
             self.connections += 1
             reply(conn, self._hello)
 
@@ -88,6 +92,8 @@ class Reader:
         """Read up to ``limit`` messages from ``conn``; close it at end of file."""
         view = memoryview(self._buffer)
         for _ in range(limit):
+            if self.paused:
+                return
             try:
                 size = conn.sock.recv_into(self._buffer)
             except (BlockingIOError, InterruptedError):
@@ -109,17 +115,49 @@ class Reader:
     def read_all(self, limit_per_connection: int) -> None:
         """Accept, then read every message already waiting on every connection."""
         self.accept()
-        for key in list(self._selector.get_map().values()):
-            if isinstance(key.data, Conn) and key.data.open:
-                self.read(key.data, limit_per_connection)
+        for conn in list(self._conns):
+            if conn.open:
+                self.read(conn, limit_per_connection)
 
     def close(self, conn: Conn) -> None:
         if not conn.open:
             return
-        self._selector.unregister(conn.sock)
+        if not self.paused:
+            self._selector.unregister(conn.sock)
+        self._conns.discard(conn)
         conn.sock.close()
         self.connections -= 1
         self.on_close(conn)
+
+    def pause(self) -> None:
+        """Stop reading connections (the flusher holds its bound): back-pressure."""
+        if not self.paused:
+            self.paused = True
+            for conn in self._conns:
+                self._selector.unregister(conn.sock)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            for conn in self._conns:
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def discard_waiting(self) -> int:
+        """Read and drop every event still waiting (at exit); the number of events."""
+        self.paused = False
+        dropped = 0
+        for conn in list(self._conns):
+            while conn.open:
+                try:
+                    message = conn.sock.recv(proto.MAX_MESSAGE_BYTES)
+                except ConnectionResetError:
+                    continue
+                except OSError:
+                    break
+                if not message:
+                    break
+                dropped += message[0] in proto.EVENT_KINDS
+        return dropped
 
     def stop_listening(self) -> None:
         """Close the listener: new processes can no longer connect (they start a new one)."""

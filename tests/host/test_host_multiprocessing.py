@@ -24,6 +24,8 @@ from support.checks import counts, expected_keys, wait_delivered
 from support.collector import CollectorProcess
 from support.pool_scenarios import PoolAppRunner
 
+from trubrics_mp._config import MIB
+
 START_METHODS = ["fork", "spawn", "forkserver"]
 Keys = set[tuple[str, int]]
 
@@ -146,7 +148,7 @@ def test_fork_pool_made_after_the_parent_used_the_client(
         per_task=per_task,
         buffered=200,
         n_after=10,
-        options={"flush_at": 100, "max_queue_size": 1_000_000, "process_buffer_size": 1_000},
+        options={"flush_at": 100, "max_queue_bytes": 256 * MIB, "process_buffer_bytes": 100_000},
     )
     assert result.get("parent_buffered") == 200  # the fork really copied a non-empty buffer
     assert result.get("closed") is True

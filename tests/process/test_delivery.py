@@ -18,6 +18,7 @@ from support.collector import CollectorProcess
 from support.processes import poll_until
 
 from trubrics_mp import Trubrics
+from trubrics_mp._config import MIB
 
 API_KEY = "sk-delivery-test-4d2b"
 ClientFactory = Callable[..., Trubrics]
@@ -127,17 +128,26 @@ def test_events_wait_while_the_api_is_down_and_arrive_once_when_it_is_back(
     wait_exactly_once(collector, {"patient": 50})
 
 
-def test_the_flusher_holds_a_bounded_number_of_events(
+def test_past_every_bound_the_process_that_lost_events_counts_them(
     collector: CollectorProcess, make_client: ClientFactory
 ) -> None:
+    """API down: the flusher holds its bound, then the kernel, then the process buffer."""
     collector.set_faults(down=True)
-    client = make_client(flush_at=100, max_queue_size=100)
-    track(client, "bounded", 300)
-    poll_until(lambda: client.stats().dropped.get("queue_full") == 200, 60, "200 drops")
-    assert client.stats().held == 100
+    client = make_client(flush_at=100, max_queue_bytes=MIB, process_buffer_bytes=100_000)
+    pad = "x" * 10_000
+    n = 1_500  # 15 MB: more than the flusher, the socket buffers and the process hold
+    for seq in range(n):
+        client.track(user_id="u", event="e", properties={"src": "bounded", "seq": seq, "p": pad})
+    local = client.stats(flusher=False)
+    assert local.dropped.get("buffer_full", 0) > 0 and "queue_full" not in local.dropped
+    assert local.buffered * 10_000 <= 100_000
+    # (stats() would wait here: the flusher reads no connection while it holds its bound)
     collector.clear_faults()
-    assert client.flush(timeout=120) is False  # 200 of this process's events were dropped
-    assert client.stats().delivered == 100
+    assert client.flush(timeout=120) is False  # some of this process's events were dropped
+    stats = client.stats()
+    assert stats.delivered is not None
+    assert stats.delivered + stats.dropped["buffer_full"] == n  # every event accounted for
+    assert len(collector.events()) == stats.delivered
 
 
 def test_flusher_logs_reach_the_users_logger_name_and_level(

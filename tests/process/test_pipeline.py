@@ -11,6 +11,8 @@ from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
 from support.scenarios import API_KEY, AppRunner
 
+from trubrics_mp._config import MIB
+
 START_METHODS = ["fork", "spawn", "forkserver"]
 MAX_TRACK_S = 1.0  # the slowest track() call allowed while the flusher is stopped
 
@@ -109,7 +111,7 @@ def test_forked_children_never_resend_the_parents_buffer(
         n_children=2,
         per_child=20,
         child_flush=True,
-        options={"max_queue_size": 1_000_000},  # the socket alone may hold over 10 000
+        options={"max_queue_bytes": 256 * MIB},  # the socket alone may hold over 10 000
     )
     assert result.get("parent_buffered") == 100  # the children got a copy of a full buffer
     assert result.get("exitcodes") == [0, 0]
@@ -131,14 +133,14 @@ def test_track_never_blocks_on_a_stalled_flusher(
 ) -> None:
     """The flusher is SIGSTOPped: track() returns, events buffer, overflow is counted."""
     n = 20_000  # more than any socket buffer holds (net.core.wmem_max)
-    options = {"process_buffer_size": 500, "max_queue_size": 100_000}
+    options = {"process_buffer_bytes": 50_000, "max_queue_bytes": 64 * MIB}
     result = app.run("stall", n=n, options=options)
     # A blocking track() would wait for the stopped flusher: for ever. A generous bound
     # (calls take microseconds) that a slow or loaded machine still meets.
     assert result.get("slowest_track_s") < MAX_TRACK_S
     queued, buffered = result.get("stalled"), result.get("buffered")
     dropped = result.get("dropped").get("buffer_full", 0)
-    assert buffered == 500
+    assert 0 < buffered <= 50_000 // 80  # each message is over 80 bytes
     assert queued + buffered + dropped == n
     assert dropped > 0
     assert result.get("flushed") is False  # some events were dropped: flush says so
@@ -181,7 +183,7 @@ def test_threads_of_one_process_neither_lose_nor_duplicate(
     app: AppRunner, collector: CollectorProcess
 ) -> None:
     """Several threads meet the buffered path at once (the flusher is stopped)."""
-    options = {"process_buffer_size": 100_000, "max_queue_size": 100_000, "flush_at": 100}
+    options = {"process_buffer_bytes": 64 * MIB, "max_queue_bytes": 64 * MIB, "flush_at": 100}
     result = app.run("threads", n_threads=4, per_thread=20_000, options=options)
     assert result.get("buffered") > 0  # the slow path was really taken
     assert result.get("flushed") is True

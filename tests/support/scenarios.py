@@ -389,6 +389,41 @@ def no_fork_warning(args: Args) -> None:
     finish("close", client)
 
 
+def _flusher_peak_rss_kib(client: Trubrics) -> int:
+    pid = client.stats().flusher_pid
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def burst(args: Args) -> None:
+    """Default settings; ``n`` events tracked back to back right after construction.
+
+    With ``processes`` > 1, that many forked children each track ``n`` at once
+    (released together through a pipe), then leave through ``sys.exit``.
+    """
+    client = Trubrics(API_KEY, args["url"])
+    processes = args.get("processes", 1)
+    if processes == 1:
+        track_many(client, "burst", args["n"])
+        emit(local=client.stats(flusher=False).as_dict())
+    else:
+        go_r, go_w = os.pipe()
+        pids = []
+        for index in range(processes):
+            pid = os.fork()
+            if pid == 0:
+                os.close(go_w)
+                os.read(go_r, 1)  # end of file: every child starts at once
+                track_many(client, f"child-{index}", args["n"])
+                sys.exit(0)  # atexit: the client hands over what it still buffers
+            pids.append(pid)
+        os.close(go_w)  # releases them all
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        emit(exitcodes=codes)
+    emit(flushed=client.flush(timeout=600), peak_rss_kib=_flusher_peak_rss_kib(client))
+    finish("close", client)
+
+
 SCENARIOS: dict[str, Callable[[Args], None]] = {
     f.__name__: f
     for f in (
@@ -404,6 +439,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
         kill_flusher,
         killed_producers,
         no_fork_warning,
+        burst,
     )
 }
 

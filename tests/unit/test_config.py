@@ -22,7 +22,7 @@ from trubrics_mp._config import Config
         ("flush_at", 2.5, TypeError),
         ("flush_at", True, TypeError),
         ("max_retries", -1, ValueError),
-        ("max_queue_size", 10, ValueError),
+        ("max_queue_bytes", 10, ValueError),
         ("max_event_bytes", 10_000_000, ValueError),
         ("request_timeout_s", float("nan"), ValueError),
         ("disabled", "yes", TypeError),

@@ -17,7 +17,7 @@ import pytest
 from support.fakes import ANSWER_200, FakePoster, Script, always
 
 from trubrics_mp import _protocol as proto
-from trubrics_mp._config import Config
+from trubrics_mp._config import MIB, Config
 from trubrics_mp._flusher import Flusher
 from trubrics_mp._retry import Outcome
 from trubrics_mp._servers import poll_until
@@ -123,22 +123,31 @@ def test_flush_says_false_when_a_batch_it_covers_is_dropped(harness: Any) -> Non
     assert h.ask(sock, proto.FLUSH).ok  # a later flush covers only later batches
 
 
-def test_events_past_the_bound_are_counted_and_flush_says_false(harness: Any) -> None:
+def test_at_the_bound_reading_pauses_and_events_wait_in_the_kernel(harness: Any) -> None:
     gate = threading.Event()
 
     def blocked(number: int, endpoint: str, events: list[dict[str, Any]]) -> Outcome:
         gate.wait(DEADLINE_S)
         return Outcome(200)
 
-    h = harness(blocked, max_queue_size=100, flush_at=10)
+    h = harness(blocked, max_queue_bytes=MIB, flush_at=10)
     sock = h.connect()
-    for seq in range(130):
-        h.track(sock, seq)
-    poll_until(lambda: h.stats(sock)["dropped"].get("queue_full") == 30, DEADLINE_S, "30 drops")
-    assert h.stats(sock)["held"] == 100
+    pad = "x" * 10_000
+
+    def produce() -> None:  # blocks while the flusher does not read: a thread
+        for seq in range(200):
+            sock.send(proto.EVENT + json.dumps({"src": "t", "seq": seq, "pad": pad}).encode())
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    poll_until(lambda: h.flusher.reader.paused, DEADLINE_S, "reading to pause at the bound")
+    intake = h.flusher.intake
+    assert MIB <= intake.held_bytes < MIB + 10_100 and intake.held < 200
     gate.set()
-    assert h.ask(sock, proto.FLUSH).ok is False
-    assert len(h.delivered()) == 100
+    producer.join(DEADLINE_S)
+    assert h.ask(sock, proto.FLUSH).ok  # nothing was dropped: it waited
+    assert sorted(seq for _, seq in h.delivered()) == list(range(200))
+    assert h.stats(sock)["dropped"] == {} and not h.flusher.reader.paused
 
 
 def test_shutdown_from_the_owner_delivers_everything_then_leaves(harness: Any) -> None:

@@ -51,7 +51,7 @@ class StandInSupervisor(Supervisor):
 
 @pytest.fixture
 def link() -> Iterator[tuple[Link, StandInSupervisor]]:
-    config = Config(api_key="unit-key", process_buffer_size=50)
+    config = Config(api_key="unit-key", process_buffer_bytes=50 * 6)
     supervisor = StandInSupervisor(config, proto.new_address())
     made = Link(config, supervisor, LOG)
     yield made, supervisor
@@ -73,7 +73,7 @@ def read_all(conn: socket.socket) -> list[bytes]:
 
 def fill(link: Link, count: int, start: int = 0) -> None:
     for seq in range(start, start + count):
-        link.send(b"E%d" % seq)
+        link.send(b"E%05d" % seq)  # 6 bytes each
 
 
 def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSupervisor]) -> None:
@@ -89,7 +89,7 @@ def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSup
     received = read_all(conn)
     assert ours.drain(deadline=None)
     received += read_all(conn)
-    assert received == [b"E%d" % seq for seq in range(sent)]
+    assert received == [b"E%05d" % seq for seq in range(sent)]
     assert ours.counters.queued == sent and ours.take_losses() == 0
 
 
@@ -122,14 +122,14 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     fill(ours, 1)
     first = supervisor.accept()
     first.send(proto.hello(4))
-    assert read_all(first) == [b"E0"]
+    assert read_all(first) == [b"E00000"]
     supervisor.die()
     first.close()
     fill(ours, 1, 1)  # notices the hang-up, restarts, reconnects, sends
     second = supervisor.accept()
     assert supervisor.restarts == [5] and ours.generation == 5
     assert ours.drain(deadline=None)
-    assert read_all(second) == [b"E1"]
+    assert read_all(second) == [b"E00001"]
 
 
 def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupervisor]) -> None:
@@ -142,7 +142,7 @@ def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupe
     conn.send(proto.ack(request_id_of_next, True))
     reply = ours.request(proto.FLUSH, deadline=None)
     assert reply is not None and reply.kind == proto.ACK and reply.ok
-    assert read_all(conn) == [b"E0", proto.request(proto.FLUSH, request_id_of_next)]
+    assert read_all(conn) == [b"E00000", proto.request(proto.FLUSH, request_id_of_next)]
 
 
 def test_a_request_times_out_when_no_answer_comes(link: tuple[Link, StandInSupervisor]) -> None:
