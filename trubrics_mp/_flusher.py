@@ -139,6 +139,7 @@ class Flusher:
         self._answer_requests()
         self._take_outcomes()
         now = time.monotonic()
+        self.reader.resume_accepting(now)
         self._dispatch_due(now)
         self._follow_lifetime(now)
 
@@ -155,7 +156,11 @@ class Flusher:
 
     # -- steps ---------------------------------------------------------------------------
     def _select_timeout(self) -> float:
-        candidates = (self.intake.next_due_at(), self.lifetime.next_deadline())
+        candidates = (
+            self.intake.next_due_at(),
+            self.lifetime.next_deadline(),
+            self.reader.accept_paused_until,
+        )
         deadlines = [d for d in candidates if d is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
 
@@ -250,6 +255,8 @@ class Flusher:
     def _on_close(self, conn: Conn) -> None:
         if self.log_handler is not None:
             self.log_handler.forget(conn)
+        if not self.reader.has_pid(conn.pid):
+            self.counters.process_gone(conn.pid)
 
     def _bad_message(self, conn: Conn, what: str) -> None:
         self.record_drop("bad_message", 1)

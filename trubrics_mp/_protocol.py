@@ -117,9 +117,14 @@ def bind_listener(address: bytes) -> socket.socket:
 
 
 def connect(address: bytes) -> socket.socket:
-    """A non-blocking connection to the flusher; raises ``OSError`` if none listens."""
+    """A non-blocking connection to the flusher; raises ``OSError`` if none listens.
+
+    Connecting never blocks: a flusher whose backlog is full makes it raise
+    ``BlockingIOError`` at once (the caller buffers and tries again later).
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
+        sock.setblocking(False)
         sock.connect(address)
         _pid, uid = peer_pid_uid(sock)
         if uid != os.getuid():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -114,3 +115,17 @@ def test_stats_merge_local_and_flusher_counters() -> None:
     assert merged.received_by_pid == {1234: 1} and merged.pipeline == "@p"
     alone = merge(local, 2, 1, "@p", None)
     assert alone.delivered is None and alone.flusher_restarts == 1 and alone.buffered == 2
+
+
+def test_processes_long_gone_are_forgotten_and_the_reply_stays_small() -> None:
+    from trubrics_mp._stats import MAX_GONE_PIDS
+
+    counters = FlusherCounters(pid=1, generation=0)
+    for pid in range(10, 30_010):  # a server that recycled 30,000 workers
+        counters.count_received(pid)
+        counters.process_gone(pid)
+    counters.count_received(5)  # a live one
+    snapshot = counters.snapshot(held=0)
+    assert len(snapshot["received_by_pid"]) == MAX_GONE_PIDS + 1
+    assert sum(snapshot["received_by_pid"].values()) + snapshot["received_from_forgotten"] == 30_001
+    assert len(proto.stats_reply(1, json.dumps(snapshot).encode())) < proto.MAX_MESSAGE_BYTES // 4

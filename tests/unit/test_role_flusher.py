@@ -6,6 +6,7 @@ through ``SOCK_SEQPACKET`` connections made as client processes make them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -215,3 +216,37 @@ def test_stats_count_by_pid_and_report_the_generation(harness: Any) -> None:
     stats = h.stats(sock)
     assert stats["generation"] == 3 and stats["delivered"] == 5 and stats["requests"] == 1
     assert stats["received_by_pid"] == {str(os.getpid()): 5} and stats["held"] == 0
+
+
+class _Exhausted(socket.socket):
+    """A listener whose first accepts fail as a process out of descriptors does."""
+
+    failures = 3
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if _Exhausted.failures > 0:
+            _Exhausted.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_out_of_descriptors_the_flusher_backs_off_and_serves_on() -> None:
+    config = Config(api_key="unit-key", host="http://127.0.0.1:9", flush_at=1)
+    address = proto.new_address()
+    listener = _Exhausted(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(address)
+    listener.listen(8)
+    poster = FakePoster()
+    flusher = Flusher(config, listener, os.getpid(), 0, poster=poster)
+    thread = threading.Thread(target=flusher.serve, daemon=True)
+    thread.start()
+    try:
+        sock = proto.connect(address)
+        sock.setblocking(True)
+        sock.send(proto.EVENT + b'{"src":"t","seq":0}')
+        poll_until(lambda: poster.count() == 1, DEADLINE_S, "the event, once accepted")
+        assert flusher.reader.accept_failures == 3 and thread.is_alive()
+    finally:
+        flusher.stop("test over")
+        thread.join(DEADLINE_S)
+        sock.close()

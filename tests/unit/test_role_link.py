@@ -165,3 +165,27 @@ def test_a_forked_child_forgets_the_parents_buffer_and_counters(
     ours.forget_parent()
     assert ours.sock is None and not ours.buffer
     assert ours.counters.queued == 0 and ours.take_losses() == 0
+
+
+def test_connecting_to_a_flusher_whose_backlog_is_full_never_blocks() -> None:
+    import time
+
+    config = Config(api_key="unit-key")
+    address = proto.new_address()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(address)
+    listener.listen(0)  # never accepted: the backlog fills at once
+    waiting = []
+    try:
+        with pytest.raises(BlockingIOError):
+            for _ in range(16):
+                waiting.append(proto.connect(address))
+        ours = Link(config, Supervisor(config, address, os.getpid(), LOG), LOG)
+        started = time.monotonic()
+        ours.send(b"E00000")
+        assert time.monotonic() - started < 1.0  # generous: a blocking connect waits forever
+        assert list(ours.buffer) == [b"E00000"] and ours.sock is None
+    finally:
+        for sock in waiting:
+            sock.close()
+        listener.close()
