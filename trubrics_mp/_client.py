@@ -318,7 +318,10 @@ class Trubrics(OfficialAttributes):
     def _stop_pipeline(self, link: Link, deadline: Optional[float]) -> bool:
         _PIPELINES.pop(self._config.fingerprint, None)
         lost = link.take_losses()
-        reply = link.request(proto.SHUTDOWN, deadline)
+        # The flusher leaves, counting what it could not deliver, a little before
+        # our deadline; past it, it is killed.
+        within = b"" if deadline is None else b"%.3f" % max(0.0, deadline - time.monotonic())
+        reply = link.request(proto.SHUTDOWN, deadline, within)
         self._supervisor.wait_exit(deadline)
         self._supervisor.release()
         return lost == 0 and reply is not None and reply.ok

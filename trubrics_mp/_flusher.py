@@ -64,6 +64,7 @@ _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_EN
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
 READ_ALL_LIMIT = 100_000  # per connection, for flush and shutdown
 SENDER_JOIN_S = 1.0
+EXIT_MARGIN_S = 0.5  # a shutdown with a deadline ends this much before it, to exit in time
 
 
 class Flusher:
@@ -190,6 +191,11 @@ class Flusher:
                 reply(conn, proto.stats_reply(request.request_id, body.encode()))
                 continue
             shutdown = request.kind == proto.SHUTDOWN and self._may_stop(conn)
+            within_s = proto.shutdown_within_s(request) if shutdown else None
+            if within_s is not None:  # the owner waits that long: leave before, say why
+                self.lifetime.request_end(
+                    "shutdown requested by the owner", max(0.0, within_s - EXIT_MARGIN_S)
+                )
             self.reader.read_all(READ_ALL_LIMIT)  # events queued before it leave now too
             self._dispatch(self.intake.cut_all())
             self.waiters.add(conn, request.request_id, conn.dropped == 0, shutdown)
@@ -322,6 +328,8 @@ class Flusher:
         if lost:
             self.record_drop("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
+        for waiter in self.waiters.abandon():  # nobody waits in vain: they lost events
+            reply(waiter.peer, proto.ack(waiter.request_id, False))
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
 

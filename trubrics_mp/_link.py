@@ -237,7 +237,9 @@ class Link:
                 return False
         return True
 
-    def request(self, kind: bytes, deadline: Optional[float]) -> Optional[proto.Reply]:
+    def request(
+        self, kind: bytes, deadline: Optional[float], body: bytes = b""
+    ) -> Optional[proto.Reply]:
         """Send a control request after all buffered events; its reply, or None."""
         with self._lock:
             for _attempt in range(2):  # again on a new connection if the flusher was replaced
@@ -245,7 +247,8 @@ class Link:
                     return None
                 request_id = next(self._request_ids)
                 try:
-                    if not _send_until(self.sock, proto.request(kind, request_id), deadline):
+                    message = proto.request(kind, request_id, body)
+                    if not _send_until(self.sock, message, deadline):
                         return None
                 except OSError as exc:  # the request never reached a flusher
                     self._lost(exc)

@@ -39,6 +39,7 @@ import os
 import secrets
 import socket
 import struct
+from typing import Optional
 
 EVENT = b"E"
 LLM_EVENT = b"L"
@@ -59,6 +60,7 @@ LISTEN_BACKLOG = 1024
 _CRED = struct.Struct("3i")
 _REQUEST_ID = struct.Struct("!Q")
 _HEADER_BYTES = 1 + _REQUEST_ID.size
+_MAX_SHUTDOWN_BODY = 32
 
 
 class ProtocolError(ValueError):
@@ -71,6 +73,7 @@ class Request:
 
     kind: bytes
     request_id: int
+    body: bytes = b""  # a shutdown's: the seconds the owner still waits, in ASCII
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +143,8 @@ def connect(address: bytes) -> socket.socket:
 
 
 # -- framing -------------------------------------------------------------------------
-def request(kind: bytes, request_id: int) -> bytes:
-    return kind + _REQUEST_ID.pack(request_id)
+def request(kind: bytes, request_id: int, body: bytes = b"") -> bytes:
+    return kind + _REQUEST_ID.pack(request_id) + body
 
 
 def ack(request_id: int, ok: bool) -> bytes:
@@ -167,9 +170,20 @@ def record(body: bytes) -> bytes:
 # -- parsing -------------------------------------------------------------------------
 def parse_request(message: bytes) -> Request:
     """A client's control request; :class:`ProtocolError` if it is not one."""
-    if len(message) != _HEADER_BYTES or message[0] not in REQUEST_KINDS:
-        raise ProtocolError(f"not a control request: {len(message)} bytes, kind {message[:1]!r}")
-    return Request(message[:1], _REQUEST_ID.unpack_from(message, 1)[0])
+    size, kind = len(message), message[:1]
+    body_allowed = _MAX_SHUTDOWN_BODY if kind == SHUTDOWN else 0
+    if not _HEADER_BYTES <= size <= _HEADER_BYTES + body_allowed or kind[0] not in REQUEST_KINDS:
+        raise ProtocolError(f"not a control request: {size} bytes, kind {kind!r}")
+    return Request(kind, _REQUEST_ID.unpack_from(message, 1)[0], message[_HEADER_BYTES:])
+
+
+def shutdown_within_s(request: Request) -> Optional[float]:
+    """The seconds a shutdown's owner still waits, or None (no limit, or unreadable)."""
+    try:
+        value = float(request.body) if request.body else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 else None
 
 
 def parse_reply(message: bytes) -> Reply:

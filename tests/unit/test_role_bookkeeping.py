@@ -25,6 +25,16 @@ def test_malformed_requests_are_refused(message: bytes) -> None:
         proto.parse_request(message)
 
 
+def test_a_shutdown_may_say_how_long_its_owner_waits() -> None:
+    request = proto.parse_request(proto.request(proto.SHUTDOWN, 3, b"2.500"))
+    assert proto.shutdown_within_s(request) == 2.5
+    assert proto.shutdown_within_s(proto.parse_request(proto.request(proto.SHUTDOWN, 3))) is None
+    bad = proto.parse_request(proto.request(proto.SHUTDOWN, 3, b"soon"))
+    assert proto.shutdown_within_s(bad) is None
+    with pytest.raises(proto.ProtocolError):
+        proto.parse_request(proto.request(proto.FLUSH, 3, b"2.5"))
+
+
 def test_replies_round_trip() -> None:
     ack = proto.parse_reply(proto.ack(7, True))
     assert (ack.kind, ack.request_id, ack.ok) == (proto.ACK, 7, True)
@@ -92,6 +102,15 @@ def test_an_end_request_begins_the_end_once_and_deadlines_only_move_earlier() ->
     assert not life.begin_end("again", 1.0) and life.phase.deadline == 6.0
     assert life.finished(2.0, unsettled=0) and not life.finished(2.0, unsettled=1)
     assert life.finished(6.0, unsettled=1)
+    life.close_watches()
+
+
+@pytest.mark.parametrize("within_s", [1.5, 30.0])
+def test_an_end_requested_within_a_time_takes_the_owners_deadline(within_s: float) -> None:
+    life = lifetime(timeout_s=5.0)
+    life.request_end("shutdown requested by the owner", within_s=within_s)
+    assert life.begin_end(life.due(10.0) or "", 10.0)
+    assert life.phase.deadline == 10.0 + within_s
     life.close_watches()
 
 
