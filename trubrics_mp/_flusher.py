@@ -56,6 +56,7 @@ from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
 from ._process import drain_pipe
 from ._reader import Conn, Reader, reply
+from ._redact import RedactingFilter, redact
 from ._stats import FlusherCounters
 from ._waiters import Waiters
 
@@ -251,10 +252,15 @@ class Flusher:
         self.record_drop(settled.reason, len(batch))
         last = settled.last
         if settled.reason == "unauthorized":
-            self._warn_once(settled.reason, f"the API key was rejected ({last.summary})")
+            rejected = f"the API key was rejected ({self._scrub(last.summary)})"
+            self._warn_once(settled.reason, rejected)
         what = f"{last.summary}: {last.detail}" if last.status is not None else last.detail
         self.log.error(
-            "dropped %d events for /%s (%s): %s", len(batch), batch.endpoint, settled.reason, what
+            "dropped %d events for /%s (%s): %s",
+            len(batch),
+            batch.endpoint,
+            settled.reason,
+            self._scrub(what),
         )
 
     def _answer_waiters(self) -> None:
@@ -292,6 +298,10 @@ class Flusher:
         """The one place the flusher counts lost events."""
         self.counters.dropped[reason] += count
 
+    def _scrub(self, text: str) -> str:
+        """Text from the API, a server or an exception, without the API key."""
+        return redact(text, self.config.api_key)
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -305,6 +315,7 @@ def _setup_logging(config: Config) -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(name)s %(levelname)s [flusher %(process)d] %(message)s")
     )
+    handler.addFilter(RedactingFilter(config.api_key))  # whatever a message or traceback holds
     logger.addHandler(handler)
     logger.propagate = False
 
