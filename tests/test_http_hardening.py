@@ -8,11 +8,12 @@ all on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from support.tiny_servers import ScriptedServer, Seen
+from support.tiny_servers import RawServer, ScriptedServer, Seen, cut_off, drip
 
 from trubrics_mp import Trubrics
 
@@ -59,3 +60,47 @@ def test_the_key_echoed_by_the_api_never_reaches_the_log(make_client, capfd, sta
     assert "dropped 1 events for /publish_events" in err
     assert "<api key>" in err
     assert API_KEY not in err
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_dropped_at_once_naming_the_location_and_the_key_stays_home(
+    make_client, capfd, status
+):
+    with ScriptedServer(lambda seen: (200, {}, b"{}")) as elsewhere:
+        location = f"{elsewhere.url}/publish_events"
+        with ScriptedServer(lambda seen: (status, {"Location": location}, b"")) as api:
+            client = make_client(api.url)
+            track(client, "redirected", 5)
+            assert client.flush(timeout=60) is False
+            assert len(api.seen) == 1  # not retried
+        assert elsewhere.seen == []  # neither a GET without body, nor the key
+    stats = client.stats()
+    assert stats.dropped == {"redirect": 5} and stats.delivered == 0
+    err = capfd.readouterr().err
+    assert f"dropped 5 events for /publish_events (redirect): HTTP {status}" in err
+    assert f"redirect to {location} not followed" in err
+
+
+def test_a_200_whose_body_is_cut_off_is_delivered_once(make_client):
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    with RawServer(cut_off(head, b'{"acc')) as api:
+        client = make_client(api.url, max_retries=10)
+        track(client, "cut", 5)
+        assert client.flush(timeout=60) is True
+        assert api.requests == 1  # no retry, so no duplicates
+    stats = client.stats()
+    assert stats.delivered == 5 and stats.retried_requests == 0
+
+
+def test_a_dripping_api_costs_each_attempt_request_timeout_at_most(make_client):
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with RawServer(drip(answer, 0.5)) as api:  # each byte well within a read timeout
+        client = make_client(api.url, request_timeout=1, max_retries=1)
+        track(client, "slow", 5)
+        started = time.monotonic()
+        assert client.flush(timeout=60) is False
+        elapsed = time.monotonic() - started
+        assert api.requests == 2
+    assert client.stats().dropped == {"retries_exhausted": 5}
+    # Two attempts of 1 s and a backoff under 1 s; dripping, the answer takes 20 s each.
+    assert elapsed < 10

@@ -4,6 +4,8 @@
 - No response (connection error, timeout), 408, 429 and 5xx: retried with
   exponential backoff and jitter, never sooner than ``Retry-After`` says,
   until ``max_retries`` retries are spent; then the batch is dropped.
+- 3xx: dropped at once (``redirect``): redirects are never followed, so the
+  API key never leaves for another origin; the log names the ``Location``.
 - Any other status: dropped at once (401 and 403 mean a bad API key).
 """
 
@@ -76,8 +78,7 @@ class RetryPolicy:
         if status is not None and 200 <= status <= 299:
             return Decision("delivered")
         if not is_retryable(status):
-            reason = "unauthorized" if status in (401, 403) else f"http_{status}"
-            return Decision("drop", reason=reason)
+            return Decision("drop", reason=_drop_reason(status))
         if attempts > self.max_retries:
             return Decision("drop", reason="retries_exhausted")
         delay = self.backoff_s(attempts, jitter)
@@ -85,3 +86,11 @@ class RetryPolicy:
         if server_asks is not None:
             delay = max(delay, server_asks)
         return Decision("retry", retry_at=now + delay)
+
+
+def _drop_reason(status: Optional[int]) -> str:
+    if status in (401, 403):
+        return "unauthorized"
+    if status is not None and 300 <= status <= 399:
+        return "redirect"
+    return f"http_{status}"

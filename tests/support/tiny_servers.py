@@ -30,12 +30,13 @@ Answer = tuple[int, dict[str, str], bytes]
 
 @dataclasses.dataclass(frozen=True)
 class Seen:
-    """One request a server got; header names are lower-case."""
+    """One request a server got; header names are lower-case; ``peer`` is the client's port."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
+    peer: int = 0
 
 
 class _Recorder:
@@ -67,7 +68,7 @@ class ScriptedServer(_Recorder):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                seen = Seen(self.command, self.path, headers, body)
+                seen = Seen(self.command, self.path, headers, body, self.client_address[1])
                 recorder.add(seen)
                 status, extra, payload = answer(seen)
                 self.send_response(status)
@@ -83,7 +84,9 @@ class ScriptedServer(_Recorder):
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -178,10 +181,14 @@ class RawServer:
             thread.join(10)
 
 
-def drip(data: bytes, every_s: float = 1.0) -> Callable[[socket.socket, threading.Event], None]:
-    """A ``RawServer`` reply: ``data`` one byte per ``every_s`` seconds."""
+def drip(
+    data: bytes, every_s: float = 1.0, first: bytes = b""
+) -> Callable[[socket.socket, threading.Event], None]:
+    """A ``RawServer`` reply: ``first`` at once, then ``data`` one byte per ``every_s`` s."""
 
     def reply(conn: socket.socket, stopping: threading.Event) -> None:
+        if first:
+            conn.sendall(first)
         for byte in data:
             if stopping.wait(every_s):
                 return
@@ -208,7 +215,9 @@ class ThreadedCollector:
         self._server = make_server(
             self.store, port=0, max_body_bytes=max_body_bytes, log=self.log.append
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     @property
     def url(self) -> str:
