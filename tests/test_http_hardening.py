@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from support.tiny_servers import RawServer, ScriptedServer, Seen, cut_off, drip
+from support.tiny_servers import RawServer, ScriptedServer, Seen, ThreadedCollector, cut_off, drip
 
 from trubrics_mp import Trubrics
 
@@ -104,3 +104,21 @@ def test_a_dripping_api_costs_each_attempt_request_timeout_at_most(make_client):
     assert client.stats().dropped == {"retries_exhausted": 5}
     # Two attempts of 1 s and a backoff under 1 s; dripping, the answer takes 20 s each.
     assert elapsed < 10
+
+
+def test_a_413_splits_the_batch_and_only_an_event_too_large_alone_is_dropped(
+    make_client, capfd, tmp_path
+):
+    with ThreadedCollector(tmp_path / "small.sqlite3", max_body_bytes=4096) as api:
+        client = make_client(api.url, flush_at=10, flush_interval=60)
+        track(client, "fits", 5, pad=700)  # about 800 bytes each
+        client.track(user_id="u", event="Sign up", properties={"src": "huge", "pad": "x" * 5000})
+        track(client, "fits-too", 4, pad=700)
+        assert client.flush(timeout=60) is False  # one event of this process was lost
+        stored = api.store.query()
+    assert sorted(e["properties"]["src"] for e in stored) == ["fits"] * 5 + ["fits-too"] * 4
+    stats = client.stats()
+    assert (stats.delivered, stats.dropped, stats.held) == (9, {"too_large": 1}, 0)
+    assert stats.retried_requests == 0
+    err = capfd.readouterr().err
+    assert "dropped 1 events for /publish_events (too_large): HTTP 413" in err

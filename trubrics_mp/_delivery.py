@@ -5,7 +5,10 @@ over with :meth:`Delivery.put` and later collects final outcomes with
 :meth:`Delivery.take_settled`: delivered, or dropped with a reason. Retries
 never reach the main loop: the sender that gets a retryable failure puts the
 batch back at the head of the line and sets the pause, both under the lock,
-before any thread can take another batch.
+before any thread can take another batch. Nor do splits: a batch refused as
+too large (413) is split in halves that go to the head of the line, with a
+fresh retry budget and no pause; the batch handed over settles once all its
+parts have (``_split``).
 
 While the API fails, at most one batch per sender thread spends retries (the
 ones already in flight when the failure began); after that only one batch
@@ -26,26 +29,47 @@ from typing import Callable, Optional
 from ._batching import Batch
 from ._http import Poster
 from ._retry import Decision, Outcome, RetryPolicy
+from ._split import Loss, Splits
 
 
 @dataclasses.dataclass(frozen=True)
 class Settled:
-    """The final outcome of a batch: ``reason`` is empty when it was delivered."""
+    """The final outcome of a batch handed over: ``losses`` is what was dropped.
+
+    A batch that was never split has no loss (delivered) or one loss of all
+    its events. A batch that was split has one loss per dropped part; its
+    other events were delivered.
+    """
 
     batch: Batch
-    reason: str = ""
-    last: Outcome = Outcome(200)
+    losses: tuple[Loss, ...] = ()
 
     @property
     def delivered(self) -> bool:
-        return not self.reason
+        """Every event of the batch was delivered."""
+        return not self.losses
+
+    @property
+    def lost(self) -> int:
+        return sum(loss.events for loss in self.losses)
+
+    @property
+    def reason(self) -> str:
+        """The first loss's reason; empty when delivered."""
+        return self.losses[0].reason if self.losses else ""
+
+    @property
+    def last(self) -> Outcome:
+        """The answer that decided the first loss (a 200 when delivered)."""
+        return self.losses[0].last if self.losses else Outcome(200)
 
 
 class Delivery:
     """Ready batches, oldest first, behind a pause gate, posted by ``senders`` threads.
 
     Invariants (all under ``_cond``): a batch is in exactly one place, the
-    ready line, a sender's hands, or ``_settled``; no batch is taken while
+    ready line, a sender's hands, ``_settled``, or open in ``_splits`` (then
+    each of its halves is in one of these places); no batch is taken while
     ``now < _paused_until``; while ``_failing``, at most one batch is in flight.
     """
 
@@ -70,8 +94,10 @@ class Delivery:
         self._failing = False
         self._in_flight = 0
         self._closed = False
+        self._splits = Splits()
         self.requests = 0
         self.retried_requests = 0
+        self.split_batches = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"trubrics-mp-sender-{i}", daemon=True)
             for i in range(senders)
@@ -111,7 +137,7 @@ class Delivery:
                 return
             outcome = self._post(batch)
             decision = self._policy.decide(
-                outcome, batch.attempts, self._clock(), time.time(), random.random()
+                outcome, batch.attempts, self._clock(), time.time(), random.random(), len(batch)
             )
             self._record(batch, outcome, decision)
 
@@ -135,6 +161,7 @@ class Delivery:
             return Outcome(None, detail=repr(exc))
 
     def _record(self, batch: Batch, outcome: Outcome, decision: Decision) -> None:
+        settled: Optional[Settled] = None
         with self._cond:
             self.requests += 1
             self._in_flight -= 1
@@ -143,14 +170,37 @@ class Delivery:
                 self._failing = True
                 self._paused_until = max(self._paused_until, decision.retry_at)
                 self._ready.appendleft(batch)
+            elif decision.action == "split":
+                self.split_batches += 1
+                self._failing = False  # the API answered: no transient failure
+                self._ready.extendleft(reversed(self._splits.split(batch)))
             else:
                 self._failing = self._failing and decision.reason == "retries_exhausted"
-                self._settled.append(Settled(batch, decision.reason, outcome))
+                settled = self._settle(batch, outcome, decision)
             self._cond.notify_all()
         if decision.action == "retry":
             self._log_retry(batch, outcome, decision.retry_at)
-        else:
+        elif decision.action == "split":
+            self._log.warning(
+                "POST /%s refused %d events as too large (%s): sending them in two halves",
+                batch.endpoint,
+                len(batch),
+                outcome.summary,
+            )
+        elif settled is not None:
             self._wake()
+
+    def _settle(self, batch: Batch, outcome: Outcome, decision: Decision) -> Optional[Settled]:
+        """Under the lock: settle ``batch``, or fold it into the batch it was split from."""
+        losses = (
+            () if decision.action == "delivered" else (Loss(len(batch), decision.reason, outcome),)
+        )
+        done = self._splits.settle(batch, losses)
+        if done is None:
+            return None
+        settled = Settled(*done)
+        self._settled.append(settled)
+        return settled
 
     def _log_retry(self, batch: Batch, outcome: Outcome, retry_at: float) -> None:
         self._log.warning(

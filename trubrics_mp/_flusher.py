@@ -57,6 +57,7 @@ from ._lifetime import Lifetime
 from ._process import drain_pipe
 from ._reader import Conn, Reader, reply
 from ._redact import RedactingFilter, redact
+from ._split import Loss
 from ._stats import FlusherCounters
 from ._waiters import Waiters
 
@@ -242,24 +243,27 @@ class Flusher:
             self.delivery.put(batch)
 
     def _settle(self, settled: Settled) -> None:
+        """Release a handed-over batch; count (and log) every part of it that was lost."""
         batch = settled.batch
         self.intake.settled(batch)
         self.waiters.settled(batch.id, settled.delivered)
-        if settled.delivered:
-            self.counters.delivered += len(batch)
-            return
+        self.counters.delivered += len(batch) - settled.lost
+        for loss in settled.losses:
+            self._count_loss(batch.endpoint, loss)
+
+    def _count_loss(self, endpoint: str, loss: Loss) -> None:
         self.counters.failed_batches += 1
-        self.record_drop(settled.reason, len(batch))
-        last = settled.last
-        if settled.reason == "unauthorized":
+        self.record_drop(loss.reason, loss.events)
+        last = loss.last
+        if loss.reason == "unauthorized":
             rejected = f"the API key was rejected ({self._scrub(last.summary)})"
-            self._warn_once(settled.reason, rejected)
+            self._warn_once(loss.reason, rejected)
         what = f"{last.summary}: {last.detail}" if last.status is not None else last.detail
         self.log.error(
             "dropped %d events for /%s (%s): %s",
-            len(batch),
-            batch.endpoint,
-            settled.reason,
+            loss.events,
+            endpoint,
+            loss.reason,
             self._scrub(what),
         )
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
-from support.fakes import FakePoster, Script
+from support.serving import ServingFlusher
 
 from trubrics_mp import Trubrics
-from trubrics_mp import _protocol as proto
 from trubrics_mp._config import Config
-from trubrics_mp._flusher import Flusher
 from trubrics_mp._redact import RedactingFilter, redact
 from trubrics_mp._retry import Outcome
 
@@ -59,37 +54,9 @@ def test_a_bad_host_is_quoted_with_the_key_redacted() -> None:
     assert "'app.trubrics.com/?key=<api key>'" in str(raised.value)
 
 
-class _Serving:
-    """A flusher serving in a thread with a fake poster (no HTTP, no signals)."""
-
-    def __init__(self, script: Script) -> None:
-        config = Config(api_key=KEY, host="http://127.0.0.1:9", flush_at=1, max_retries=0)
-        self.address = proto.new_address()
-        self.flusher = Flusher(
-            config, proto.bind_listener(self.address), os.getpid(), 1, poster=FakePoster(script)
-        )
-        self.thread = threading.Thread(target=self.flusher.serve, daemon=True)
-        self.thread.start()
-
-    def track_and_flush(self) -> bool:
-        sock = proto.connect(self.address)
-        sock.setblocking(True)
-        sock.settimeout(10)
-        sock.recv(proto.MAX_MESSAGE_BYTES)  # hello
-        sock.send(proto.EVENT + json.dumps({"seq": 0}).encode())
-        sock.send(proto.request(proto.FLUSH, 1))
-        ok = proto.parse_reply(sock.recv(proto.MAX_MESSAGE_BYTES)).ok
-        sock.close()
-        return ok
-
-    def stop(self) -> None:
-        self.flusher.stop("test over")
-        self.thread.join(10)
-
-
 @pytest.fixture
-def serving() -> Iterator[list[_Serving]]:
-    made: list[_Serving] = []
+def serving() -> Iterator[list[ServingFlusher]]:
+    made: list[ServingFlusher] = []
     yield made
     for each in made:
         each.stop()
@@ -104,12 +71,13 @@ def serving() -> Iterator[list[_Serving]]:
     ],
 )
 def test_the_flusher_logs_what_the_api_said_without_the_key(
-    serving: list[_Serving], caplog: pytest.LogCaptureFixture, outcome: Outcome
+    serving: list[ServingFlusher], caplog: pytest.LogCaptureFixture, outcome: Outcome
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trubrics_mp")
-    run = _Serving(lambda number, endpoint, events: outcome)
+    run = ServingFlusher(lambda n, e, ev: outcome, api_key=KEY, flush_at=1, max_retries=0)
     serving.append(run)
-    assert run.track_and_flush() is False
+    run.track({"seq": 0})
+    assert run.flush() is False
     dropped = [r.getMessage() for r in caplog.records if "dropped 1 events" in r.getMessage()]
     assert dropped and "<api key>" in dropped[0]
     assert KEY not in caplog.text
