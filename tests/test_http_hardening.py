@@ -7,6 +7,7 @@ all on 127.0.0.1.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -122,3 +123,20 @@ def test_a_413_splits_the_batch_and_only_an_event_too_large_alone_is_dropped(
     assert stats.retried_requests == 0
     err = capfd.readouterr().err
     assert "dropped 1 events for /publish_events (too_large): HTTP 413" in err
+
+
+def test_the_collector_answers_an_oversized_body_with_a_413_the_client_can_read(tmp_path):
+    body = b"[" + b" " * 4_000_000 + b"]"  # more than the socket buffers hold
+    headers = {"Content-Type": "application/json", "x-api-key": API_KEY}
+    with ThreadedCollector(tmp_path / "small.sqlite3", max_body_bytes=1024) as api:
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", int(api.url.rsplit(":", 1)[1]), 30)
+            try:
+                conn.request("POST", "/publish_events", body, headers)  # sends it all first
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+            finally:
+                conn.close()
+            assert response.status == 413
+            assert answer["detail"] == f"body of {len(body)} bytes exceeds 1024 bytes"
+            assert response.getheader("Connection") == "close"
