@@ -21,7 +21,7 @@ class Batch:
     shared one that the API refused: which batch caused it is unknown).
     """
 
-    __slots__ = ("endpoint", "events", "nbytes", "id", "attempts", "alone", "ready_at")
+    __slots__ = ("endpoint", "events", "nbytes", "id", "attempts", "alone", "ready_at", "sources")
 
     def __init__(self, endpoint: str, events: list[bytes], nbytes: int = -1) -> None:
         self.endpoint = endpoint
@@ -31,6 +31,7 @@ class Batch:
         self.attempts = 0
         self.alone = False
         self.ready_at = 0.0  # when delivery took it (monotonic seconds)
+        self.sources: set[object] = set()  # who sent its events (told if it is lost)
 
     def body(self) -> bytes:
         return b"[" + b",".join(self.events) + b"]"
@@ -48,9 +49,10 @@ class Batch:
 
 
 class _Pending:
-    __slots__ = ("events", "nbytes", "oldest_at")
+    __slots__ = ("events", "nbytes", "oldest_at", "sources")
 
     def __init__(self, now: float) -> None:
+        self.sources: set[object] = set()
         self.events: list[bytes] = []
         self.nbytes = 0
         self.oldest_at = now
@@ -70,13 +72,16 @@ class Batcher:
     def __len__(self) -> int:
         return sum(len(p.events) for p in self._pending.values())
 
-    def add(self, endpoint: str, event: bytes, now: float) -> Optional[Batch]:
-        """Queue ``event``; return a batch if this event filled one."""
+    def add(
+        self, endpoint: str, event: bytes, now: float, source: object = None
+    ) -> Optional[Batch]:
+        """Queue ``event`` (sent by ``source``); return a batch if this event filled one."""
         pending = self._pending.get(endpoint)
         if pending is None:
             pending = self._pending[endpoint] = _Pending(now)
         pending.events.append(event)
         pending.nbytes += len(event)
+        pending.sources.add(source)
         if len(pending.events) >= self._flush_at:
             return self._cut(endpoint)
         return None
@@ -99,7 +104,9 @@ class Batcher:
 
     def _cut(self, endpoint: str) -> Batch:
         pending = self._pending.pop(endpoint)
-        return Batch(endpoint, pending.events, pending.nbytes)
+        batch = Batch(endpoint, pending.events, pending.nbytes)
+        batch.sources = pending.sources
+        return batch
 
 
 class Intake(Batcher):
@@ -122,10 +129,12 @@ class Intake(Batcher):
     def full(self) -> bool:
         return self.held_bytes >= self.max_bytes
 
-    def add(self, endpoint: str, event: bytes, now: float) -> Optional[Batch]:
+    def add(
+        self, endpoint: str, event: bytes, now: float, source: object = None
+    ) -> Optional[Batch]:
         self.held += 1
         self.held_bytes += len(event)
-        return super().add(endpoint, event, now)
+        return super().add(endpoint, event, now, source)
 
     def settled(self, batch: Batch) -> None:
         """``batch`` was delivered or dropped: its events are no longer held."""

@@ -12,6 +12,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._redact import redact
 from ._retry import RetryPolicy
 
 LOGGER_NAME = "trubrics"  # the official SDK's logger name, kept so its configuration applies
@@ -52,7 +53,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_str("api_key", self.api_key)
-        _check_host(self.host)
+        _check_host(self.host, self.api_key)
         _check_number("flush_interval", self.flush_interval_s, 1.0, 3600.0)
         _check_int("flush_at", self.flush_at, 1, MAX_FLUSH_AT)
         _check_number("request_timeout", self.request_timeout_s, 0.0, 600.0, low_open=True)
@@ -91,12 +92,26 @@ def _check_str(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a non-empty string")
 
 
-def _check_host(host: object) -> None:
+def _check_host(host: object, api_key: object) -> None:
+    """An http(s) URL with a host name; the error never shows the API key.
+
+    When ``api_key`` is a URL the arguments were most likely swapped and
+    ``host`` holds the key, so the message says so instead of quoting ``host``;
+    otherwise it quotes ``host`` with the key redacted.
+    """
     if not isinstance(host, str):
         raise TypeError(f"host must be a string, got {type(host).__name__}")
     parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"host must be an http(s) URL such as {DEFAULT_HOST!r}, got {host!r}")
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return
+    expected = f"host must be an http(s) URL such as {DEFAULT_HOST!r}"
+    if isinstance(api_key, str) and urlsplit(api_key.strip()).scheme in ("http", "https"):
+        raise ValueError(
+            f"{expected}, and api_key looks like one: are api_key and host swapped?"
+            " (host is not shown: it may be the key)"
+        )
+    secret = api_key if isinstance(api_key, str) else ""
+    raise ValueError(f"{expected}, got {redact(repr(host), secret)}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

@@ -5,7 +5,10 @@ over with :meth:`Delivery.put` and later collects final outcomes with
 :meth:`Delivery.take_settled`: delivered, or dropped with a reason. Retries
 never reach the main loop: the sender that gets a retryable failure puts the
 batch back at the head of the line and sets the pause, both under the lock,
-before any thread can take another batch.
+before any thread can take another batch. Nor do splits: a batch refused as
+too large (413) is split in halves that go to the head of the line, with a
+fresh retry budget and no pause; the batch handed over settles once all its
+parts have (``_split``).
 
 While the API fails, at most one batch per sender thread spends retries (the
 head of each request in flight when the failure began; batches that shared
@@ -24,12 +27,13 @@ import logging
 import random
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 from ._batching import Batch
 from ._config import MAX_FLUSH_AT
 from ._http import Poster
 from ._retry import Decision, Outcome, RetryPolicy
+from ._split import Loss, Splits
 
 MAX_REQUEST_EVENTS = MAX_FLUSH_AT  # the API's (and the official SDK's) limit per request
 MAX_REQUEST_BYTES = 1024 * 1024  # batches join a request while its body stays under this
@@ -39,22 +43,42 @@ _SHARED_FATE = frozenset({"retries_exhausted", "unauthorized"})  # true of every
 
 @dataclasses.dataclass(frozen=True)
 class Settled:
-    """The final outcome of a batch: ``reason`` is empty when it was delivered."""
+    """The final outcome of a batch handed over: ``losses`` is what was dropped.
+
+    A batch that was never split has no loss (delivered) or one loss of all
+    its events. A batch that was split has one loss per dropped part; its
+    other events were delivered.
+    """
 
     batch: Batch
-    reason: str = ""
-    last: Outcome = Outcome(200)
+    losses: tuple[Loss, ...] = ()
 
     @property
     def delivered(self) -> bool:
-        return not self.reason
+        """Every event of the batch was delivered."""
+        return not self.losses
+
+    @property
+    def lost(self) -> int:
+        return sum(loss.events for loss in self.losses)
+
+    @property
+    def reason(self) -> str:
+        """The first loss's reason; empty when delivered."""
+        return self.losses[0].reason if self.losses else ""
+
+    @property
+    def last(self) -> Outcome:
+        """The answer that decided the first loss (a 200 when delivered)."""
+        return self.losses[0].last if self.losses else Outcome(200)
 
 
 class Delivery:
     """Ready batches, oldest first, behind a pause gate, posted by ``senders`` threads.
 
     Invariants (all under ``_cond``): a batch is in exactly one place, the
-    ready line, a sender's hands, or ``_settled``; no batch is taken while
+    ready line, a sender's hands, ``_settled``, or open in ``_splits`` (then
+    each of its halves is in one of these places); no batch is taken while
     ``now < _paused_until``; while ``_failing``, at most one batch is in flight.
     """
 
@@ -81,8 +105,10 @@ class Delivery:
         self._failing = False
         self._in_flight = 0
         self._closed = False
+        self._splits = Splits()
         self.requests = 0
         self.retried_requests = 0
+        self.split_batches = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"trubrics-mp-sender-{i}", daemon=True)
             for i in range(senders)
@@ -123,7 +149,12 @@ class Delivery:
                 return
             outcome = self._post(bundle)
             decision = self._policy.decide(
-                outcome, bundle[0].attempts, self._clock(), time.time(), random.random()
+                outcome,
+                bundle[0].attempts,
+                self._clock(),
+                time.time(),
+                random.random(),
+                sum(map(len, bundle)),
             )
             self._record(bundle, outcome, decision)
 
@@ -175,6 +206,7 @@ class Delivery:
             return Outcome(None, detail=repr(exc))
 
     def _record(self, bundle: list[Batch], outcome: Outcome, decision: Decision) -> None:
+        settled_any = False
         with self._cond:
             self.requests += 1
             self._in_flight -= 1
@@ -184,21 +216,48 @@ class Delivery:
                 self._paused_until = max(self._paused_until, decision.retry_at)
                 self._ready.extendleft(reversed(bundle))  # back in line, in order
             elif (
-                decision.action == "drop"
-                and len(bundle) > 1
-                and decision.reason not in _SHARED_FATE
+                len(bundle) > 1
+                and decision.action in ("drop", "split")
+                and (decision.reason not in _SHARED_FATE)
             ):
                 for batch in bundle:  # refused: find out which batch it was, one by one
                     batch.alone = True
                 self._ready.extendleft(reversed(bundle))
+            elif decision.action == "split":
+                self.split_batches += 1
+                self._failing = False  # the API answered: no transient failure
+                halves = self._splits.split(bundle[0])
+                for half in halves:
+                    half.alone = True  # too large already: it travels on its own
+                self._ready.extendleft(reversed(halves))
             else:
                 self._failing = self._failing and decision.reason == "retries_exhausted"
-                self._settled.extend(Settled(b, decision.reason, outcome) for b in bundle)
+                for batch in bundle:
+                    settled_any = self._settle(batch, outcome, decision) is not None or settled_any
             self._cond.notify_all()
         if decision.action == "retry":
             self._log_retry(bundle, outcome, decision.retry_at)
-        else:
+        elif decision.action == "split" and len(bundle) == 1:
+            self._log.warning(
+                "POST /%s refused %d events as too large (%s): sending them in two halves",
+                bundle[0].endpoint,
+                len(bundle[0]),
+                outcome.summary,
+            )
+        elif settled_any:
             self._wake()
+
+    def _settle(self, batch: Batch, outcome: Outcome, decision: Decision) -> Optional[Settled]:
+        """Under the lock: settle ``batch``, or fold it into the batch it was split from."""
+        losses = (
+            () if decision.action == "delivered" else (Loss(len(batch), decision.reason, outcome),)
+        )
+        done = self._splits.settle(batch, losses)
+        if done is None:
+            return None
+        settled = Settled(*done)
+        self._settled.append(settled)
+        return settled
 
     def _log_retry(self, bundle: list[Batch], outcome: Outcome, retry_at: float) -> None:
         self._log.warning(

@@ -57,6 +57,8 @@ from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
 from ._process import drain_pipe
 from ._reader import Conn, Reader, reply
+from ._redact import RedactingFilter, redact
+from ._split import Loss
 from ._stats import FlusherCounters
 from ._waiters import Waiters
 
@@ -237,7 +239,7 @@ class Flusher:
             self.record_drop("queue_full", 1)
             self._warn_once("queue_full", f"queue full ({self.intake.max_bytes} bytes held)")
             return
-        batch = self.intake.add(endpoint, payload, time.monotonic())
+        batch = self.intake.add(endpoint, payload, time.monotonic(), conn)
         if batch is not None:
             self._dispatch([batch])
         if self.intake.full:
@@ -284,21 +286,35 @@ class Flusher:
             self.delivery.put(batch)
 
     def _settle(self, settled: Settled) -> None:
+        """Release a handed-over batch; count (and log) every part of it that was lost."""
         batch = settled.batch
         self.intake.settled(batch)
+        if settled.losses:  # the next flush() of each process whose events these were says so
+            for source in batch.sources:
+                if isinstance(source, Conn) and not self.waiters.covers(source, batch.id):
+                    source.dropped += 1
         self.waiters.settled(batch.id, settled.delivered)
-        if settled.delivered:
-            self.counters.delivered += len(batch)
-            self.log.info("%d events sent to Trubrics (/%s).", len(batch), batch.endpoint)
-            return
+        delivered = len(batch) - settled.lost
+        self.counters.delivered += delivered
+        if delivered:
+            self.log.info("%d events sent to Trubrics (/%s).", delivered, batch.endpoint)
+        for loss in settled.losses:
+            self._count_loss(batch.endpoint, loss)
+
+    def _count_loss(self, endpoint: str, loss: Loss) -> None:
         self.counters.failed_batches += 1
-        self.record_drop(settled.reason, len(batch))
-        last = settled.last
-        if settled.reason == "unauthorized":
-            self._warn_once(settled.reason, f"the API key was rejected ({last.summary})")
+        self.record_drop(loss.reason, loss.events)
+        last = loss.last
+        if loss.reason == "unauthorized":
+            rejected = f"the API key was rejected ({self._scrub(last.summary)})"
+            self._warn_once(loss.reason, rejected)
         what = f"{last.summary}: {last.detail}" if last.status is not None else last.detail
         self.log.error(
-            "dropped %d events for /%s (%s): %s", len(batch), batch.endpoint, settled.reason, what
+            "dropped %d events for /%s (%s): %s",
+            loss.events,
+            endpoint,
+            loss.reason,
+            self._scrub(what),
         )
 
     def _answer_waiters(self) -> None:
@@ -338,6 +354,10 @@ class Flusher:
         """The one place the flusher counts lost events."""
         self.counters.dropped[reason] += count
 
+    def _scrub(self, text: str) -> str:
+        """Text from the API, a server or an exception, without the API key."""
+        return redact(text, self.config.api_key)
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -348,6 +368,7 @@ def main(boot: dict[str, Any]) -> None:
     """Entry point of the flusher interpreter (see ``_spawn.BOOTSTRAP``)."""
     config = Config.from_wire(boot["config"])
     handler = _logs.setup_flusher_logging(config.logger_name, config.log_level)
+    handler.addFilter(RedactingFilter(config.api_key))  # whatever a message or traceback holds
     listener = socket.socket(fileno=boot["listener_fd"])
     watch = boot.get("exec_watch_fd")
     Flusher(config, listener, boot["owner_pid"], boot["generation"], watch, None, handler).run()

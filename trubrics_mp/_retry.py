@@ -4,6 +4,11 @@
 - No response (connection error, timeout), 408, 429 and 5xx: retried with
   exponential backoff and jitter, never sooner than ``Retry-After`` says,
   until ``max_retries`` retries are spent; then the batch is dropped.
+- 413 (too large): a batch of several events is split in two (``split``),
+  each half sent on its own (see ``_split``); one event alone is dropped as
+  ``too_large``. A ``Retry-After`` on a 413 is ignored.
+- 3xx: dropped at once (``redirect``): redirects are never followed, so the
+  API key never leaves for another origin; the log names the ``Location``.
 - Any other status: dropped at once (401 and 403 mean a bad API key).
 """
 
@@ -31,7 +36,7 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    action: str  # "delivered", "retry" or "drop"
+    action: str  # "delivered", "retry", "split" or "drop"
     retry_at: float = 0.0
     reason: str = ""
 
@@ -69,15 +74,23 @@ class RetryPolicy:
         return ceiling * (0.5 + jitter / 2)
 
     def decide(
-        self, outcome: Outcome, attempts: int, now: float, now_epoch_s: float, jitter: float
+        self,
+        outcome: Outcome,
+        attempts: int,
+        now: float,
+        now_epoch_s: float,
+        jitter: float,
+        events: int = 1,
     ) -> Decision:
-        """What to do after attempt number ``attempts`` (1-based) came back with ``outcome``."""
+        """What to do after attempt number ``attempts`` (1-based) of a batch of ``events``
+        came back with ``outcome``."""
         status = outcome.status
         if status is not None and 200 <= status <= 299:
             return Decision("delivered")
+        if status == 413:
+            return Decision("split") if events > 1 else Decision("drop", reason="too_large")
         if not is_retryable(status):
-            reason = "unauthorized" if status in (401, 403) else f"http_{status}"
-            return Decision("drop", reason=reason)
+            return Decision("drop", reason=_drop_reason(status))
         if attempts > self.max_retries:
             return Decision("drop", reason="retries_exhausted")
         delay = self.backoff_s(attempts, jitter)
@@ -85,3 +98,11 @@ class RetryPolicy:
         if server_asks is not None:
             delay = max(delay, server_asks)
         return Decision("retry", retry_at=now + delay)
+
+
+def _drop_reason(status: Optional[int]) -> str:
+    if status in (401, 403):
+        return "unauthorized"
+    if status is not None and 300 <= status <= 399:
+        return "redirect"
+    return f"http_{status}"

@@ -250,3 +250,13 @@ def test_out_of_descriptors_the_flusher_backs_off_and_serves_on() -> None:
         flusher.stop("test over")
         thread.join(DEADLINE_S)
         sock.close()
+
+
+def test_flush_says_false_for_a_batch_dropped_before_it_was_asked(harness: Any) -> None:
+    h = harness(always(400), flush_at=1)
+    sock, other = h.connect(), h.connect()
+    h.track(sock, 0)
+    poll_until(lambda: h.stats(other)["dropped"] == {"http_400": 1}, DEADLINE_S, "the drop")
+    assert h.ask(sock, proto.FLUSH).ok is False  # settled before the flush came: still told
+    assert h.ask(other, proto.FLUSH).ok is True  # none of its events were lost
+    assert h.ask(sock, proto.FLUSH).ok is True  # told once

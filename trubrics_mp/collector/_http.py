@@ -4,13 +4,18 @@
 sends; ``GET /events``, ``GET /batches`` and ``GET /health`` read the store back.
 Every response is JSON with a Content-Length, so HTTP/1.1 keep-alive works. When a
 request body is left unread (413, 411, a bad Content-Length), the connection is
-closed after the response instead.
+closed after the response instead, with a lingering close: the answer is sent at
+once, then what the client still sends is read and dropped (until it stops, for at
+most ``LINGER_S`` seconds and ``LINGER_BYTES`` bytes, or ``LINGER_IDLE_S`` seconds
+without data) so that a client still sending its body can read the answer. Closing
+with unread data would make the kernel reset the connection under that client.
 
 Caveats: plain HTTP on one IPv4 address, no TLS; the ``x-api-key`` header must be
 present but its value is never checked (nor logged).
 """
 
 import json
+import socket
 import time
 import traceback
 from http import HTTPStatus
@@ -29,6 +34,9 @@ LogFn = Callable[[str], None]
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 IDLE_TIMEOUT_S = 300.0
 """An idle keep-alive connection is closed after this long (frees its thread)."""
+LINGER_S = 30.0
+LINGER_IDLE_S = 2.0
+LINGER_BYTES = 256 * 1024 * 1024
 
 POST_KINDS = {"/publish_events": KIND_EVENT, "/publish_llm_events": KIND_LLM_EVENT}
 EVENT_QUERY_KEYS = ("user_id", "event", "since", "limit")
@@ -94,6 +102,9 @@ class CollectorHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "trubrics-mp-collector"
     timeout = IDLE_TIMEOUT_S
+
+    linger = False
+    """Set when the request body is left unread: the answer is followed by a lingering close."""
 
     @property
     def collector(self) -> CollectorServer:
@@ -163,17 +174,17 @@ class CollectorHandler(BaseHTTPRequestHandler):
         """The declared body length; 411, 400 or 413 (closing the connection) if unusable."""
         raw = self.headers.get("Content-Length")
         if raw is None:
-            self.close_connection = True
+            self.close_connection = self.linger = True
             raise _RequestError(411, "Content-Length header required")
         try:
             length = int(raw)
         except ValueError:
             length = -1
         if length < 0:
-            self.close_connection = True
+            self.close_connection = self.linger = True
             raise _RequestError(400, "invalid Content-Length header")
         if length > self.collector.max_body_bytes:
-            self.close_connection = True
+            self.close_connection = self.linger = True
             raise _RequestError(
                 413, f"body of {length} bytes exceeds {self.collector.max_body_bytes} bytes"
             )
@@ -236,6 +247,25 @@ class CollectorHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:
             self.close_connection = True
+            return
+        if self.linger:
+            self._linger_close()
+
+    def _linger_close(self) -> None:
+        """End the answer (FIN), then read and drop what the client still sends."""
+        sock = self.connection
+        deadline = time.monotonic() + LINGER_S
+        dropped = 0
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(LINGER_IDLE_S)
+            while dropped < LINGER_BYTES and time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+        except OSError:
+            return  # idle too long, or the client reset: either way it had the answer
 
     def send_error(
         self, code: int, message: Optional[str] = None, explain: Optional[str] = None

@@ -1,0 +1,234 @@
+"""Tiny HTTP servers in threads of the test process, on 127.0.0.1 and free ports.
+
+- :class:`ScriptedServer`: ``http.server`` answering every request as a
+  function says (redirects, an API that echoes the key...) and recording each
+  request it got (method, path, headers, body).
+- :class:`RawServer`: a socket server that reads one request, then lets a
+  function write whatever bytes it likes, however slowly (a status line one
+  byte per second, a 200 whose body is cut off...).
+- :class:`ThreadedCollector`: the real collector (``make_server``) in a
+  thread, for settings the subprocess fixture does not offer (a small
+  ``max_body_bytes``).
+
+Each is a context manager; leaving it stops its threads and closes its sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from trubrics_mp.collector import make_server
+from trubrics_mp.collector._store import EventStore
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    """One request a server got; header names are lower-case; ``peer`` is the client's port."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    peer: int = 0
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[Seen] = []
+
+    def add(self, seen: Seen) -> None:
+        with self._lock:
+            self._seen.append(seen)
+
+    @property
+    def seen(self) -> list[Seen]:
+        with self._lock:
+            return list(self._seen)
+
+
+class ScriptedServer(_Recorder):
+    """Answers each request with ``answer(seen)``: (status, headers, body)."""
+
+    def __init__(self, answer: Callable[[Seen], Answer]) -> None:
+        super().__init__()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                seen = Seen(self.command, self.path, headers, body, self.client_address[1])
+                recorder.add(seen)
+                status, extra, payload = answer(seen)
+                self.send_response(status)
+                for name, value in {"Content-Length": str(len(payload)), **extra}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_HEAD = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+def read_request(conn: socket.socket) -> Optional[bytes]:
+    """Read one request (headers and a Content-Length body); None if the peer left."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return head
+
+
+class RawServer:
+    """Reads each request, then calls ``reply(conn, stopping)`` to write raw bytes.
+
+    ``reply`` should return soon once ``stopping`` is set (the server sets it
+    when leaving); the connection is closed after ``reply`` returns.
+    """
+
+    def __init__(self, reply: Callable[[socket.socket, threading.Event], None]) -> None:
+        self._reply = reply
+        self.stopping = threading.Event()
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            try:
+                if read_request(conn) is None:
+                    return
+                with self._lock:
+                    self.requests += 1
+                self._reply(conn, self.stopping)
+            except OSError:
+                pass
+
+    def __enter__(self) -> RawServer:
+        self._acceptor.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopping.set()
+        self._acceptor.join(10)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def drip(
+    data: bytes, every_s: float = 1.0, first: bytes = b""
+) -> Callable[[socket.socket, threading.Event], None]:
+    """A ``RawServer`` reply: ``first`` at once, then ``data`` one byte per ``every_s`` s."""
+
+    def reply(conn: socket.socket, stopping: threading.Event) -> None:
+        if first:
+            conn.sendall(first)
+        for byte in data:
+            if stopping.wait(every_s):
+                return
+            conn.sendall(bytes((byte,)))
+
+    return reply
+
+
+def cut_off(head: bytes, partial_body: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """A ``RawServer`` reply: the status and headers, part of the body, then close."""
+
+    def reply(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.sendall(head + partial_body)
+
+    return reply
+
+
+class ThreadedCollector:
+    """The real collector in a thread, storing into ``db_path``."""
+
+    def __init__(self, db_path: Path, max_body_bytes: int) -> None:
+        self.store = EventStore(db_path)
+        self.log: list[str] = []
+        self._server = make_server(
+            self.store, port=0, max_body_bytes=max_body_bytes, log=self.log.append
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.port}"
+
+    def __enter__(self) -> ThreadedCollector:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+        self.store.close()

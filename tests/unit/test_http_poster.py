@@ -1,0 +1,225 @@
+"""The real poster, in process, against tiny misbehaving servers on 127.0.0.1.
+
+Timing assertions are generous upper bounds only, where the point is that an
+attempt is bounded (``request_timeout=1`` must settle it well within 5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from support.tiny_servers import RawServer, ScriptedServer, Seen, cut_off, drip
+
+from trubrics_mp._config import Config
+from trubrics_mp._deadline import Deadline, Resolver, Watchdog
+from trubrics_mp._http import RequestsPoster
+from trubrics_mp._retry import Outcome
+
+KEY = "sk-poster-test-5e0b"
+LOG = logging.getLogger("trubrics_mp.tests")
+BODY = b'[{"user_id":"u","event":"e","properties":{},"timestamp":"2026-01-01T00:00:00+00:00"}]'
+BOUND_S = 5.0  # "bounded": far above request_timeout=1, far below what a hang costs
+OK = (200, {"Content-Type": "application/json"}, b'{"accepted": 1}')
+
+
+@pytest.fixture
+def poster() -> Iterator[Callable[..., RequestsPoster]]:
+    made: list[RequestsPoster] = []
+
+    def make(host: str, **settings: Any) -> RequestsPoster:
+        made.append(RequestsPoster(Config(api_key=KEY, host=host, **settings), LOG))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def timed_post(poster: RequestsPoster, limit_s: float = BOUND_S) -> tuple[Outcome, float]:
+    """Post from a helper thread; fail (without hanging the suite) past ``limit_s``."""
+    result: list[Outcome] = []
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: result.append(poster.post("publish_events", BODY)))
+    thread.start()
+    thread.join(limit_s)
+    elapsed = time.monotonic() - started
+    assert result, f"the post was still running after {limit_s} s"
+    return result[0], elapsed
+
+
+# -- redirects and the API key -------------------------------------------------------------
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("target_host", ["127.0.0.1", "localhost"])
+def test_a_redirect_is_not_followed_and_names_the_location(
+    poster: Callable[..., RequestsPoster], status: int, target_host: str
+) -> None:
+    with ScriptedServer(lambda seen: OK) as target:
+        location = target.url.replace("127.0.0.1", target_host) + "/elsewhere"
+        with ScriptedServer(lambda seen: (status, {"Location": location}, b"")) as origin:
+            outcome = poster(origin.url).post("publish_events", BODY)
+            assert [(s.method, s.headers["x-api-key"]) for s in origin.seen] == [("POST", KEY)]
+        assert target.seen == []  # neither the events nor the key went there
+    assert outcome.status == status
+    assert f"redirect to {location} not followed" in outcome.detail
+
+
+def test_a_relative_location_is_named_in_full(poster: Callable[..., RequestsPoster]) -> None:
+    with ScriptedServer(lambda seen: (302, {"Location": "/v2/publish_events"}, b"")) as origin:
+        outcome = poster(origin.url).post("publish_events", BODY)
+    assert f"redirect to {origin.url}/v2/publish_events not followed" in outcome.detail
+
+
+# -- a 2xx status line means delivered -----------------------------------------------------
+def test_a_2xx_whose_body_is_cut_off_is_delivered(poster: Callable[..., RequestsPoster]) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    with RawServer(cut_off(head, b'{"acc')) as server:
+        outcome = poster(server.url).post("publish_events", BODY)
+    assert outcome.status == 200 and server.requests == 1
+
+
+def test_a_2xx_whose_body_never_ends_is_delivered_within_the_timeout(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+    with RawServer(drip(b"x" * 1000, 0.5, first=head)) as server:
+        outcome, _ = timed_post(poster(server.url, request_timeout_s=1.0))
+    assert outcome.status == 200
+
+
+def test_a_2xx_keeps_the_connection_for_the_next_request(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    with ScriptedServer(lambda seen: OK) as server:
+        made = poster(server.url)
+        assert [made.post("publish_events", BODY).status for _ in range(3)] == [200] * 3
+        assert len({s.peer for s in server.seen}) == 1
+
+
+def test_an_error_detail_is_read_with_the_key_redacted(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    def answer(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        return 422, {}, b'{"detail": "key ' + seen.headers["x-api-key"].encode() + b' refused"}'
+
+    with ScriptedServer(answer) as server:
+        outcome = poster(server.url).post("publish_events", BODY)
+    assert (outcome.status, outcome.detail) == (422, "key <api key> refused")
+
+
+# -- request_timeout bounds the whole request ----------------------------------------------
+def test_a_status_line_dripping_two_bytes_a_second_is_cut_at_request_timeout(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with RawServer(drip(answer, 0.5)) as server:  # each byte well within a read timeout
+        outcome, elapsed = timed_post(poster(server.url, request_timeout_s=1.0))
+    assert outcome.status is None and "request_timeout (1 s)" in outcome.detail
+    assert elapsed < BOUND_S
+
+
+def test_an_error_body_dripping_is_cut_at_request_timeout_with_its_status(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n"
+    with RawServer(drip(b"y" * 100, 0.5, first=head)) as server:
+        outcome, _ = timed_post(poster(server.url, request_timeout_s=1.0))
+    assert outcome.status == 503
+
+
+def test_a_server_that_never_reads_the_body_is_cut_at_request_timeout(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # never accepts
+        made = poster(f"http://127.0.0.1:{listener.getsockname()[1]}", request_timeout_s=1.0)
+        result: list[Outcome] = []
+        body = b"[" + b" " * 50_000_000 + b"]"
+        thread = threading.Thread(target=lambda: result.append(made.post("publish_events", body)))
+        thread.start()
+        thread.join(BOUND_S)
+        assert result and result[0].status is None
+
+
+@pytest.fixture
+def stuck_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """``stuck.test`` never resolves (until the test ends); other names resolve as usual."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+    lookups: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stuck.test":
+            lookups.append(host)
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield lookups
+    release.set()
+
+
+def test_a_resolver_that_never_answers_is_cut_at_request_timeout(
+    poster: Callable[..., RequestsPoster], stuck_resolver: list[str]
+) -> None:
+    made = poster("http://stuck.test:9", request_timeout_s=1.0)
+    first, elapsed = timed_post(made)
+    second, _ = timed_post(made)
+    assert first.status is None and "request_timeout (1 s)" in first.detail
+    assert second.status is None
+    assert elapsed < BOUND_S
+    assert stuck_resolver == ["stuck.test"]  # the second attempt waited for the same lookup
+
+
+# -- the deadline's pieces -------------------------------------------------------------------
+class _Conn:
+    """What a Deadline needs of a connection: an owner and a socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.owner: Any = None
+        self.sock = sock
+
+
+def test_a_deadline_shuts_down_only_the_connections_it_still_owns() -> None:
+    watchdog = Watchdog()
+    left, right = socket.socketpair()
+    conn: Any = _Conn(left)
+    try:
+        with Deadline(watchdog, Resolver(), 3600.0) as earlier:
+            earlier.watch(conn)
+        with Deadline(watchdog, Resolver(), 3600.0) as later:
+            later.watch(conn)  # the pool handed the connection to another request
+            earlier._expire()  # a late alarm of the first request
+            right.sendall(b"x")
+            assert left.recv(1) == b"x"  # still open
+            later._expire()
+            assert left.recv(1) == b""  # shut down: a blocked reader wakes up
+            assert later.passed
+    finally:
+        watchdog.close()
+        left.close()
+        right.close()
+
+
+def test_the_watchdog_runs_due_alarms_and_never_cancelled_ones() -> None:
+    watchdog = Watchdog()
+    fired: list[str] = []
+    done = threading.Event()
+    try:
+        cancelled = watchdog.arm(time.monotonic() + 0.05, lambda: fired.append("cancelled"))
+        watchdog.cancel(cancelled)
+
+        def due() -> None:
+            fired.append("due")
+            done.set()
+
+        watchdog.arm(time.monotonic() + 0.1, due)
+        assert done.wait(BOUND_S)
+    finally:
+        watchdog.close()
+    assert fired == ["due"]
