@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from typing import Any, Callable
 
-from trubrics_mp._retry import Outcome
+from trubrics_mp._delivery import Delivery, Settled
+from trubrics_mp._retry import Outcome, RetryPolicy
 
 Script = Callable[[int, str, list[dict[str, Any]]], Outcome]  # (call number, endpoint, events)
 
@@ -62,3 +64,35 @@ class FakePoster:
     def count(self) -> int:
         with self._lock:
             return len(self.calls)
+
+
+_LOG = logging.getLogger("trubrics_mp.tests")
+
+
+class RunningDelivery:
+    """A started Delivery whose settled outcomes are collected on each wake."""
+
+    def __init__(
+        self,
+        poster: FakePoster,
+        policy: RetryPolicy,
+        senders: int = 4,
+        bundle_after_s: float = 0.0,
+    ) -> None:
+        self.settled: list[Settled] = []
+        self._lock = threading.Lock()
+        self.delivery = Delivery(
+            poster, policy, senders, self._wake, _LOG, bundle_after_s=bundle_after_s
+        )
+        self.delivery.start()
+
+    def _wake(self) -> None:
+        with self._lock:
+            self.settled.extend(self.delivery.take_settled())
+
+    def outcomes(self) -> list[Settled]:
+        with self._lock:
+            return list(self.settled)
+
+    def stop(self) -> None:
+        self.delivery.stop(timeout_s=5.0)

@@ -7,10 +7,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from support.fakes import Call, FakePoster, always
+from support.fakes import Call, FakePoster, RunningDelivery, always
 
 from trubrics_mp._batching import Batch
-from trubrics_mp._delivery import Delivery, Settled
 from trubrics_mp._retry import Outcome, RetryPolicy
 from trubrics_mp._servers import poll_until
 
@@ -22,48 +21,19 @@ def batch(n: int, tag: str = "b") -> Batch:
     return Batch("publish_events", [b'{"src":"%s","seq":%d}' % (tag.encode(), n)])
 
 
-class Running:
-    """A started Delivery whose settled outcomes are collected on each wake."""
-
-    def __init__(
-        self,
-        poster: FakePoster,
-        policy: RetryPolicy = FAST,
-        senders: int = 4,
-        bundle_after_s: float = 0.0,
-    ) -> None:
-        self.settled: list[Settled] = []
-        self._lock = threading.Lock()
-        self.delivery = Delivery(
-            poster, policy, senders, self._wake, LOG, bundle_after_s=bundle_after_s
-        )
-        self.delivery.start()
-
-    def _wake(self) -> None:
-        with self._lock:
-            self.settled.extend(self.delivery.take_settled())
-
-    def outcomes(self) -> list[Settled]:
-        with self._lock:
-            return list(self.settled)
-
-    def stop(self) -> None:
-        self.delivery.stop(timeout_s=5.0)
-
-
 @pytest.fixture
-def running() -> Iterator[list[Running]]:
-    started: list[Running] = []
+def running() -> Iterator[list[RunningDelivery]]:
+    started: list[RunningDelivery] = []
     yield started
     for each in started:
         each.stop()
 
 
 def test_while_the_api_fails_at_most_one_batch_per_sender_spends_retries(
-    running: list[Running],
+    running: list[RunningDelivery],
 ) -> None:
     poster = FakePoster(always(503))
-    run = Running(poster, senders=4)
+    run = RunningDelivery(poster, FAST, senders=4)
     running.append(run)
     batches = [batch(i) for i in range(8)]
     for each in batches:
@@ -75,7 +45,9 @@ def test_while_the_api_fails_at_most_one_batch_per_sender_spends_retries(
     assert run.outcomes() == []  # retries never reach the main loop
 
 
-def test_after_the_first_failure_only_one_batch_is_in_flight(running: list[Running]) -> None:
+def test_after_the_first_failure_only_one_batch_is_in_flight(
+    running: list[RunningDelivery],
+) -> None:
     in_flight = 0
     most = 0
     lock = threading.Lock()
@@ -93,7 +65,7 @@ def test_after_the_first_failure_only_one_batch_is_in_flight(running: list[Runni
         return Outcome(503)
 
     poster = FakePoster(script)
-    run = Running(poster, senders=4)
+    run = RunningDelivery(poster, FAST, senders=4)
     running.append(run)
     for i in range(8):
         run.delivery.put(batch(i))
@@ -101,9 +73,9 @@ def test_after_the_first_failure_only_one_batch_is_in_flight(running: list[Runni
     assert most == 1
 
 
-def test_a_recovered_api_gets_every_batch_delivered_once(running: list[Running]) -> None:
+def test_a_recovered_api_gets_every_batch_delivered_once(running: list[RunningDelivery]) -> None:
     poster = FakePoster(always(503))
-    run = Running(poster, senders=2)
+    run = RunningDelivery(poster, FAST, senders=2)
     running.append(run)
     batches = [batch(i) for i in range(6)]
     for each in batches:
@@ -117,10 +89,10 @@ def test_a_recovered_api_gets_every_batch_delivered_once(running: list[Running])
     assert run.delivery.retried_requests >= 10
 
 
-def test_a_spent_budget_settles_the_batch_as_dropped(running: list[Running]) -> None:
+def test_a_spent_budget_settles_the_batch_as_dropped(running: list[RunningDelivery]) -> None:
     poster = FakePoster(always(500))
     policy = RetryPolicy(max_retries=3, backoff_base_s=0.001, backoff_cap_s=0.001)
-    run = Running(poster, policy, senders=1)
+    run = RunningDelivery(poster, policy, senders=1)
     running.append(run)
     run.delivery.put(batch(0))
     poll_until(lambda: run.outcomes(), 10, "the batch to settle")
@@ -132,10 +104,10 @@ def test_a_spent_budget_settles_the_batch_as_dropped(running: list[Running]) -> 
 
 @pytest.mark.parametrize(("status", "reason"), [(400, "http_400"), (422, "http_422")])
 def test_a_client_error_is_dropped_at_once_and_does_not_pause(
-    running: list[Running], status: int, reason: str
+    running: list[RunningDelivery], status: int, reason: str
 ) -> None:
     poster = FakePoster(lambda n, e, events: Outcome(status if events[0]["seq"] == 0 else 200))
-    run = Running(poster, senders=1)
+    run = RunningDelivery(poster, FAST, senders=1)
     running.append(run)
     for i in range(3):
         run.delivery.put(batch(i))
@@ -145,9 +117,9 @@ def test_a_client_error_is_dropped_at_once_and_does_not_pause(
     assert poster.count() == 4 and [len(c.events) for c in poster.calls] == [3, 1, 1, 1]
 
 
-def test_a_refused_key_drops_every_batch_of_its_request(running: list[Running]) -> None:
+def test_a_refused_key_drops_every_batch_of_its_request(running: list[RunningDelivery]) -> None:
     poster = FakePoster(always(401))
-    run = Running(poster, senders=1)
+    run = RunningDelivery(poster, FAST, senders=1)
     running.append(run)
     for i in range(3):
         run.delivery.put(batch(i))
@@ -156,9 +128,9 @@ def test_a_refused_key_drops_every_batch_of_its_request(running: list[Running]) 
     assert poster.count() <= 3
 
 
-def test_batches_that_did_not_wait_go_one_per_request(running: list[Running]) -> None:
+def test_batches_that_did_not_wait_go_one_per_request(running: list[RunningDelivery]) -> None:
     poster = FakePoster()
-    run = Running(poster, senders=1, bundle_after_s=3600)
+    run = RunningDelivery(poster, FAST, senders=1, bundle_after_s=3600)
     running.append(run)
     for i in range(5):
         run.delivery.put(batch(i))
@@ -167,7 +139,7 @@ def test_batches_that_did_not_wait_go_one_per_request(running: list[Running]) ->
 
 
 def test_waiting_batches_of_one_endpoint_share_a_request_up_to_100_events(
-    running: list[Running],
+    running: list[RunningDelivery],
 ) -> None:
     gate = threading.Event()
 
@@ -176,7 +148,7 @@ def test_waiting_batches_of_one_endpoint_share_a_request_up_to_100_events(
         return Outcome(200)
 
     poster = FakePoster(script)
-    run = Running(poster, senders=1)
+    run = RunningDelivery(poster, FAST, senders=1)
     running.append(run)
     run.delivery.put(Batch("publish_events", [b'{"seq":-1}']))
     poll_until(lambda: poster.count() == 1, 10, "the first request")
@@ -194,13 +166,13 @@ def test_waiting_batches_of_one_endpoint_share_a_request_up_to_100_events(
     ]
 
 
-def test_retry_after_holds_every_sender_until_it_passes(running: list[Running]) -> None:
+def test_retry_after_holds_every_sender_until_it_passes(running: list[RunningDelivery]) -> None:
     pause_s = 0.3
     policy = RetryPolicy(
         max_retries=5, backoff_base_s=0.001, backoff_cap_s=0.001, retry_after_cap_s=pause_s
     )
     poster = FakePoster(lambda n, e, ev: Outcome(429, retry_after="60") if n == 1 else Outcome(200))
-    run = Running(poster, policy, senders=4)
+    run = RunningDelivery(poster, policy, senders=4)
     running.append(run)
     run.delivery.put(batch(0))
     poll_until(lambda: poster.count() >= 1, 10, "the first post")
@@ -215,13 +187,15 @@ def test_retry_after_holds_every_sender_until_it_passes(running: list[Running]) 
 
 
 @pytest.mark.internal_errors_allowed
-def test_a_poster_that_raises_is_a_failed_attempt_not_a_dead_sender(running: list[Running]) -> None:
+def test_a_poster_that_raises_is_a_failed_attempt_not_a_dead_sender(
+    running: list[RunningDelivery],
+) -> None:
     def script(number: int, endpoint: str, events: list[dict[str, object]]) -> Outcome:
         if number == 1:
             raise RuntimeError("boom")
         return Outcome(200)
 
-    run = Running(FakePoster(script), senders=1)
+    run = RunningDelivery(FakePoster(script), FAST, senders=1)
     running.append(run)
     run.delivery.put(batch(0))
     poll_until(lambda: run.outcomes(), 10, "the batch to settle")
@@ -230,7 +204,7 @@ def test_a_poster_that_raises_is_a_failed_attempt_not_a_dead_sender(running: lis
 
 def test_stop_closes_the_poster_and_ends_every_thread() -> None:
     poster = FakePoster()
-    run = Running(poster, senders=3)
+    run = RunningDelivery(poster, FAST, senders=3)
     run.stop()
     assert poster.closed
     assert not [t for t in threading.enumerate() if t.name.startswith("trubrics-mp-sender")]

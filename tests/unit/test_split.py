@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.fakes import FakePoster, Script
+from support.fakes import FakePoster, RunningDelivery, Script
 from support.serving import ServingFlusher
 
 from trubrics_mp._batching import Batch
-from trubrics_mp._delivery import Delivery, Settled
+from trubrics_mp._delivery import BUNDLE_AFTER_S, Settled
 from trubrics_mp._retry import Outcome, RetryPolicy
 from trubrics_mp._servers import poll_until
 from trubrics_mp._split import Loss, Splits
@@ -80,25 +79,9 @@ def test_a_redirect_is_dropped_at_once(status: int) -> None:
 
 
 # -- delivery ----------------------------------------------------------------------------------
-class Running:
-    def __init__(self, poster: FakePoster, senders: int = 2) -> None:
-        self.settled: list[Settled] = []
-        self._lock = threading.Lock()
-        self.delivery = Delivery(poster, FAST, senders, self._wake, LOG)
-        self.delivery.start()
-
-    def _wake(self) -> None:
-        with self._lock:
-            self.settled.extend(self.delivery.take_settled())
-
-    def outcomes(self) -> list[Settled]:
-        with self._lock:
-            return list(self.settled)
-
-
 @pytest.fixture
-def split_running() -> Iterator[list[Running]]:
-    made: list[Running] = []
+def split_running() -> Iterator[list[RunningDelivery]]:
+    made: list[RunningDelivery] = []
     yield made
     for each in made:
         each.delivery.stop(timeout_s=5.0)
@@ -111,10 +94,10 @@ def accepted(poster: FakePoster, limit: int) -> list[int]:
 
 
 def test_a_refused_batch_is_delivered_in_parts_and_settles_once(
-    split_running: list[Running],
+    split_running: list[RunningDelivery],
 ) -> None:
     poster = FakePoster(too_large_over(2))
-    run = Running(poster)
+    run = RunningDelivery(poster, FAST, senders=2, bundle_after_s=BUNDLE_AFTER_S)
     split_running.append(run)
     batch = Batch("publish_events", events(*range(7)))
     run.delivery.put(batch)
@@ -125,9 +108,9 @@ def test_a_refused_batch_is_delivered_in_parts_and_settles_once(
     assert run.delivery.split_batches == 3  # 7 -> 3 + 4 -> (1 + 2) + (2 + 2)
 
 
-def test_only_the_event_too_large_alone_is_lost(split_running: list[Running]) -> None:
+def test_only_the_event_too_large_alone_is_lost(split_running: list[RunningDelivery]) -> None:
     poster = FakePoster(too_large_over(2))
-    run = Running(poster)
+    run = RunningDelivery(poster, FAST, senders=2, bundle_after_s=BUNDLE_AFTER_S)
     split_running.append(run)
     batch = Batch("publish_events", events(*range(6), big=(4,)))
     run.delivery.put(batch)
@@ -141,14 +124,14 @@ def test_only_the_event_too_large_alone_is_lost(split_running: list[Running]) ->
 
 
 def test_a_part_can_be_lost_for_another_reason_and_is_counted_as_such(
-    split_running: list[Running],
+    split_running: list[RunningDelivery],
 ) -> None:
     def script(number: int, endpoint: str, posted: list[dict[str, Any]]) -> Outcome:
         if len(posted) > 2:
             return Outcome(413)
         return Outcome(503) if posted[0]["seq"] == 0 else Outcome(200)
 
-    run = Running(FakePoster(script), senders=1)
+    run = RunningDelivery(FakePoster(script), FAST, senders=1, bundle_after_s=BUNDLE_AFTER_S)
     split_running.append(run)
     run.delivery.put(Batch("publish_events", events(0, 1, 2, 3)))
     poll_until(lambda: run.outcomes(), 10, "the batch to settle")
