@@ -17,6 +17,7 @@ import pytest
 from support.tiny_servers import RawServer, ScriptedServer, Seen, ThreadedCollector, cut_off, drip
 
 from trubrics_mp import Trubrics
+from trubrics_mp.doctor import WARN, check_host
 
 API_KEY = "sk-hardening-test-91c4"
 ClientFactory = Callable[..., Trubrics]
@@ -140,3 +141,13 @@ def test_the_collector_answers_an_oversized_body_with_a_413_the_client_can_read(
             assert response.status == 413
             assert answer["detail"] == f"body of {len(body)} bytes exceeds 1024 bytes"
             assert response.getheader("Connection") == "close"
+
+
+def test_the_doctor_does_not_follow_a_redirect_with_the_key():
+    with ScriptedServer(lambda seen: (200, {}, b"{}")) as elsewhere:
+        location = f"{elsewhere.url}/publish_events"
+        with ScriptedServer(lambda seen: (307, {"Location": location}, b"")) as api:
+            check = check_host(api.url, API_KEY)
+        assert elsewhere.seen == []
+    assert check.verdict == WARN
+    assert f"a redirect to {location}: set --host to that URL" in check.detail
