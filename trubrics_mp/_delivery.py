@@ -81,8 +81,10 @@ class Delivery:
         wake: Callable[[], None],
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self._poster = poster
+        self._scrub = scrub  # applied to what the API or an error said, before logging it
         self._policy = policy
         self._wake = wake
         self._log = logger
@@ -185,7 +187,7 @@ class Delivery:
                 "POST /%s refused %d events as too large (%s): sending them in two halves",
                 batch.endpoint,
                 len(batch),
-                outcome.summary,
+                self._scrub(outcome.summary),
             )
         elif settled is not None:
             self._wake()
@@ -206,7 +208,7 @@ class Delivery:
         self._log.warning(
             "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
             batch.endpoint,
-            outcome.summary,
+            self._scrub(outcome.summary),
             batch.attempts,
             self._policy.max_retries,
             len(batch),
