@@ -28,7 +28,8 @@ def make_client() -> Iterator[ClientFactory]:
     made: list[Trubrics] = []
 
     def factory(host: str, **options: Any) -> Trubrics:
-        settings = {"flush_at": 5, "flush_interval": 0.2, "max_retries": 2, **options}
+        # Nothing leaves before flush(), so every batch is one flush() waits for.
+        settings = {"flush_at": 100, "flush_interval": 60, "max_retries": 2, **options}
         client = Trubrics(API_KEY, host, **settings)
         made.append(client)
         return client
@@ -55,7 +56,7 @@ def echo_the_key(status: int) -> Callable[[Seen], tuple[int, dict[str, str], byt
 @pytest.mark.parametrize("status", [401, 422, 503])
 def test_the_key_echoed_by_the_api_never_reaches_the_log(make_client, capfd, status):
     with ScriptedServer(echo_the_key(status)) as server:
-        client = make_client(server.url, flush_at=1, max_retries=1)
+        client = make_client(server.url, max_retries=1)
         track(client, "echoed", 1)
         assert client.flush(timeout=60) is False
     err = capfd.readouterr().err
@@ -112,7 +113,7 @@ def test_a_413_splits_the_batch_and_only_an_event_too_large_alone_is_dropped(
     make_client, capfd, tmp_path
 ):
     with ThreadedCollector(tmp_path / "small.sqlite3", max_body_bytes=4096) as api:
-        client = make_client(api.url, flush_at=10, flush_interval=60)
+        client = make_client(api.url)
         track(client, "fits", 5, pad=700)  # about 800 bytes each
         client.track(user_id="u", event="Sign up", properties={"src": "huge", "pad": "x" * 5000})
         track(client, "fits-too", 4, pad=700)

@@ -165,7 +165,7 @@ def serving() -> Iterator[list[ServingFlusher]]:
 
 
 def test_flush_is_true_when_every_part_arrived(serving: list[ServingFlusher]) -> None:
-    run = ServingFlusher(too_large_over(3), flush_at=10)
+    run = ServingFlusher(too_large_over(3), flush_at=20)  # leaves on flush()
     serving.append(run)
     for seq in range(10):
         run.track({"seq": seq, "big": False})
@@ -177,7 +177,7 @@ def test_flush_is_true_when_every_part_arrived(serving: list[ServingFlusher]) ->
 def test_an_event_too_large_alone_is_counted_and_flush_says_false(
     serving: list[ServingFlusher],
 ) -> None:
-    run = ServingFlusher(too_large_over(3), flush_at=10)
+    run = ServingFlusher(too_large_over(3), flush_at=20)  # leaves on flush()
     serving.append(run)
     for seq in range(10):
         run.track({"seq": seq, "big": seq == 7})
