@@ -11,6 +11,7 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -54,7 +55,9 @@ def echo_the_key(status: int) -> Callable[[Seen], tuple[int, dict[str, str], byt
 
 
 @pytest.mark.parametrize("status", [401, 422, 503])
-def test_the_key_echoed_by_the_api_never_reaches_the_log(make_client, capfd, status):
+def test_the_key_echoed_by_the_api_never_reaches_the_log(
+    make_client: ClientFactory, capfd: pytest.CaptureFixture[str], status: int
+) -> None:
     with ScriptedServer(echo_the_key(status)) as server:
         client = make_client(server.url, max_retries=1)
         track(client, "echoed", 1)
@@ -67,8 +70,8 @@ def test_the_key_echoed_by_the_api_never_reaches_the_log(make_client, capfd, sta
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_is_dropped_at_once_naming_the_location_and_the_key_stays_home(
-    make_client, capfd, status
-):
+    make_client: ClientFactory, capfd: pytest.CaptureFixture[str], status: int
+) -> None:
     with ScriptedServer(lambda seen: (200, {}, b"{}")) as elsewhere:
         location = f"{elsewhere.url}/publish_events"
         with ScriptedServer(lambda seen: (status, {"Location": location}, b"")) as api:
@@ -84,7 +87,7 @@ def test_a_redirect_is_dropped_at_once_naming_the_location_and_the_key_stays_hom
     assert f"redirect to {location} not followed" in err
 
 
-def test_a_200_whose_body_is_cut_off_is_delivered_once(make_client):
+def test_a_200_whose_body_is_cut_off_is_delivered_once(make_client: ClientFactory) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     with RawServer(cut_off(head, b'{"acc')) as api:
         client = make_client(api.url, max_retries=10)
@@ -95,7 +98,9 @@ def test_a_200_whose_body_is_cut_off_is_delivered_once(make_client):
     assert stats.delivered == 5 and stats.retried_requests == 0
 
 
-def test_a_dripping_api_costs_each_attempt_request_timeout_at_most(make_client):
+def test_a_dripping_api_costs_each_attempt_request_timeout_at_most(
+    make_client: ClientFactory,
+) -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     with RawServer(drip(answer, 0.5)) as api:  # each byte well within a read timeout
         client = make_client(api.url, request_timeout=1, max_retries=1)
@@ -110,8 +115,8 @@ def test_a_dripping_api_costs_each_attempt_request_timeout_at_most(make_client):
 
 
 def test_a_413_splits_the_batch_and_only_an_event_too_large_alone_is_dropped(
-    make_client, capfd, tmp_path
-):
+    make_client: ClientFactory, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     with ThreadedCollector(tmp_path / "small.sqlite3", max_body_bytes=4096) as api:
         client = make_client(api.url)
         track(client, "fits", 5, pad=700)  # about 800 bytes each
@@ -127,7 +132,9 @@ def test_a_413_splits_the_batch_and_only_an_event_too_large_alone_is_dropped(
     assert "dropped 1 events for /publish_events (too_large): HTTP 413" in err
 
 
-def test_the_collector_answers_an_oversized_body_with_a_413_the_client_can_read(tmp_path):
+def test_the_collector_answers_an_oversized_body_with_a_413_the_client_can_read(
+    tmp_path: Path,
+) -> None:
     body = b"[" + b" " * 4_000_000 + b"]"  # more than the socket buffers hold
     headers = {"Content-Type": "application/json", "x-api-key": API_KEY}
     with ThreadedCollector(tmp_path / "small.sqlite3", max_body_bytes=1024) as api:
@@ -144,7 +151,7 @@ def test_the_collector_answers_an_oversized_body_with_a_413_the_client_can_read(
             assert response.getheader("Connection") == "close"
 
 
-def test_the_doctor_does_not_follow_a_redirect_with_the_key():
+def test_the_doctor_does_not_follow_a_redirect_with_the_key() -> None:
     with ScriptedServer(lambda seen: (200, {}, b"{}")) as elsewhere:
         location = f"{elsewhere.url}/publish_events"
         with ScriptedServer(lambda seen: (307, {"Location": location}, b"")) as api:
