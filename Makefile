@@ -26,17 +26,19 @@ lint: venv
 	$(BIN)/ruff format --check trubrics_mp tests benchmarks
 
 typecheck: venv
-	$(BIN)/mypy trubrics_mp
+	$(BIN)/mypy trubrics_mp tests benchmarks
 
 docs: venv
 	$(BIN)/mkdocs build --strict --site-dir site
 
-# The oldest and newest supported Pythons run the process tests too.
+# The oldest and newest supported Pythons run the unit layer and the process tests too.
 test-other-pythons:
 	PYTEST_WORKERS=2 tests/other_pythons.sh $(OTHER_PYTHONS)
 
+# The unit layer first (in-process, a few seconds), then the process and host layers.
 test: lint typecheck system-deps docs
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests
+	$(BIN)/pytest --durations=5 tests/unit
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests/process tests/host
 	$(MAKE) test-other-pythons
 
 bench: venv

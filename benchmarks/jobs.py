@@ -39,7 +39,7 @@ def percentiles_us(samples_ns: list[int]) -> dict[str, float]:
 
 def tree_cpu_s() -> float:
     """CPU seconds (user + system) of this process, its live descendants and reaped children."""
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     me = psutil.Process()
     total = sum(me.cpu_times()[:2])

@@ -73,7 +73,8 @@ class TrubricsMpPeer(Peer):
         self.client.close(timeout=timeout)
 
     def flusher_pid(self) -> Optional[int]:
-        return self.client.stats().flusher_pid
+        pid: Optional[int] = self.client.stats().flusher_pid
+        return pid
 
 
 class TrubricsPeer(Peer):
@@ -134,7 +135,7 @@ def _make_trubrics_mp(host: str, shutdown_timeout: float) -> Peer:
 
 
 def _make_trubrics(host: str, shutdown_timeout: float) -> Peer:
-    from trubrics import Trubrics  # type: ignore[import-untyped]
+    from trubrics import Trubrics
 
     return TrubricsPeer(Trubrics(API_KEY, host=host, flush_interval=1, flush_batch_size=BATCH_SIZE))
 
@@ -147,7 +148,7 @@ def _make_posthog(host: str, shutdown_timeout: float) -> Peer:
 
 
 def _make_segment(host: str, shutdown_timeout: float) -> Peer:
-    from segment.analytics import Client  # type: ignore[import-untyped]
+    from segment.analytics import Client
 
     client = Client(API_KEY, host=host, upload_size=BATCH_SIZE, upload_interval=0.5)
     return SegmentPeer(client)

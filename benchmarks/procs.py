@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Optional
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 TAG_VAR = "BENCH_RUN_TAG"
 STOP_DEADLINE_S = 10.0

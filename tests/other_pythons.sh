@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the fork, pool and executor tests on the oldest and the newest supported Python.
+# Run the unit layer, and the fork, pool and executor tests, on the oldest and the newest
+# supported Python.
 #
 #   tests/other_pythons.sh              # 3.9 and 3.13
 #   tests/other_pythons.sh 3.12         # any list of X.Y versions
@@ -9,14 +10,16 @@
 # skipped), keeps a light venv in .venv-X.Y (re-created when missing, broken, or
 # when pyproject.toml, the interpreter or the requirement list changed) with just
 # the test runner and `-e .` (no host servers: nothing to compile), then runs
-# tests/test_pipeline.py and tests/test_host_multiprocessing.py with xdist.
+# tests/unit (serially), then tests/process/test_pipeline.py and
+# tests/host/test_host_multiprocessing.py with xdist.
 # A version with no interpreter is an error, never a silent skip.
 # Environment: PYTEST_WORKERS (default 2), PYTEST_ARGS (extra pytest arguments).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REQUIREMENTS=("pytest>=7" "pytest-xdist>=3" "pytest-timeout>=2" "psutil>=5.9" "requests>=2.25")
-TEST_FILES=(tests/test_pipeline.py tests/test_host_multiprocessing.py)
+REQUIREMENTS=("pytest>=7" "pytest-xdist>=3" "pytest-timeout>=2" "psutil>=5.9" "requests>=2.25" "PyYAML>=6")
+UNIT_TESTS=(tests/unit)
+PROCESS_TESTS=(tests/process/test_pipeline.py tests/host/test_host_multiprocessing.py)
 WORKERS="${PYTEST_WORKERS:-2}"
 
 # Prints the path of a working interpreter of version $1 (X.Y), or nothing.
@@ -53,7 +56,7 @@ ensure_venv() {
     local version=$1 python=$2 venv=".venv-$1" wanted
     wanted=$(fingerprint "$python")
     if [[ -x $venv/bin/python && -f $venv/.stamp && $(cat "$venv/.stamp") == "$wanted" ]] \
-        && "$venv/bin/python" -c 'import pytest, xdist, psutil, trubrics_mp' 2>/dev/null; then
+        && "$venv/bin/python" -c 'import pytest, xdist, psutil, yaml, trubrics_mp' 2>/dev/null; then
         echo "$venv/bin/python"
         return 0
     fi
@@ -79,8 +82,9 @@ main() {
         venv_python=$(ensure_venv "$version" "$python")
         echo "== Python ${version}: $("$venv_python" -V 2>&1) ($python)"
         # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
-        if ! "$venv_python" -m pytest -n "$WORKERS" -p no:cacheprovider --durations=5 \
-            ${PYTEST_ARGS:-} "${TEST_FILES[@]}"; then
+        if ! "$venv_python" -m pytest -p no:cacheprovider ${PYTEST_ARGS:-} "${UNIT_TESTS[@]}" \
+            || ! "$venv_python" -m pytest -n "$WORKERS" -p no:cacheprovider --durations=5 \
+                ${PYTEST_ARGS:-} "${PROCESS_TESTS[@]}"; then
             failed+=("$version")
         fi
     done

@@ -15,18 +15,31 @@ _batch_ids = itertools.count(1)
 
 
 class Batch:
-    """Events bound for one endpoint in one request; ``attempts`` counts its POSTs."""
+    """Events bound for one endpoint; ``attempts`` counts its POSTs.
 
-    __slots__ = ("endpoint", "events", "id", "attempts")
+    ``alone`` marks a batch that must travel in a request of its own (it
+    shared one that the API refused: which batch caused it is unknown).
+    """
 
-    def __init__(self, endpoint: str, events: list[bytes]) -> None:
+    __slots__ = ("endpoint", "events", "nbytes", "id", "attempts", "alone", "ready_at", "sources")
+
+    def __init__(self, endpoint: str, events: list[bytes], nbytes: int = -1) -> None:
         self.endpoint = endpoint
         self.events = events
+        self.nbytes = sum(map(len, events)) if nbytes < 0 else nbytes
         self.id = next(_batch_ids)
         self.attempts = 0
+        self.alone = False
+        self.ready_at = 0.0  # when delivery took it (monotonic seconds)
+        self.sources: set[object] = set()  # who sent its events (told if it is lost)
 
     def body(self) -> bytes:
         return b"[" + b",".join(self.events) + b"]"
+
+    @staticmethod
+    def join_bodies(batches: list[Batch]) -> bytes:
+        """One JSON list of every event of ``batches`` (all for one endpoint)."""
+        return b"[" + b",".join(event for batch in batches for event in batch.events) + b"]"
 
     def __len__(self) -> int:
         return len(self.events)
@@ -36,10 +49,12 @@ class Batch:
 
 
 class _Pending:
-    __slots__ = ("events", "oldest_at")
+    __slots__ = ("events", "nbytes", "oldest_at", "sources")
 
     def __init__(self, now: float) -> None:
+        self.sources: set[object] = set()
         self.events: list[bytes] = []
+        self.nbytes = 0
         self.oldest_at = now
 
 
@@ -57,12 +72,16 @@ class Batcher:
     def __len__(self) -> int:
         return sum(len(p.events) for p in self._pending.values())
 
-    def add(self, endpoint: str, event: bytes, now: float) -> Optional[Batch]:
-        """Queue ``event``; return a batch if this event filled one."""
+    def add(
+        self, endpoint: str, event: bytes, now: float, source: object = None
+    ) -> Optional[Batch]:
+        """Queue ``event`` (sent by ``source``); return a batch if this event filled one."""
         pending = self._pending.get(endpoint)
         if pending is None:
             pending = self._pending[endpoint] = _Pending(now)
         pending.events.append(event)
+        pending.nbytes += len(event)
+        pending.sources.add(source)
         if len(pending.events) >= self._flush_at:
             return self._cut(endpoint)
         return None
@@ -84,30 +103,40 @@ class Batcher:
         return min(times) if times else None
 
     def _cut(self, endpoint: str) -> Batch:
-        return Batch(endpoint, self._pending.pop(endpoint).events)
+        pending = self._pending.pop(endpoint)
+        batch = Batch(endpoint, pending.events, pending.nbytes)
+        batch.sources = pending.sources
+        return batch
 
 
 class Intake(Batcher):
     """A :class:`Batcher` that also keeps the bound on what the flusher holds.
 
-    Invariant: ``held`` is the number of events taken in and not yet settled
-    (waiting in a batch, or in a batch being delivered); it never exceeds
-    ``max_held``: the caller checks :attr:`full` before :meth:`add`.
+    Invariants: ``held`` and ``held_bytes`` count the events taken in and not
+    yet settled (waiting in a batch, or in a batch being delivered), and their
+    JSON bytes; ``held_bytes`` exceeds ``max_bytes`` by less than one event:
+    the caller stops taking events once :attr:`full` (it leaves them in the
+    kernel) and checks it before each :meth:`add`.
     """
 
-    def __init__(self, flush_at: int, flush_interval_s: float, max_held: int) -> None:
+    def __init__(self, flush_at: int, flush_interval_s: float, max_bytes: int) -> None:
         super().__init__(flush_at, flush_interval_s)
-        self.max_held = max_held
+        self.max_bytes = max_bytes
         self.held = 0
+        self.held_bytes = 0
 
     @property
     def full(self) -> bool:
-        return self.held >= self.max_held
+        return self.held_bytes >= self.max_bytes
 
-    def add(self, endpoint: str, event: bytes, now: float) -> Optional[Batch]:
+    def add(
+        self, endpoint: str, event: bytes, now: float, source: object = None
+    ) -> Optional[Batch]:
         self.held += 1
-        return super().add(endpoint, event, now)
+        self.held_bytes += len(event)
+        return super().add(endpoint, event, now, source)
 
     def settled(self, batch: Batch) -> None:
         """``batch`` was delivered or dropped: its events are no longer held."""
         self.held -= len(batch)
+        self.held_bytes -= batch.nbytes

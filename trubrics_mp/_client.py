@@ -22,14 +22,17 @@ import weakref
 from typing import Any, Callable, Optional
 
 from . import _protocol as proto
+from ._compat import OfficialAttributes, clamp_like_official
 from ._config import DEFAULT_HOST, LOGGER_NAME, Config
 from ._link import Link
+from ._logs import AnyLogger, effective_level, underlying
 from ._process import pid_alive
 from ._serialize import InvalidEvent, encode_event, encode_llm_event
 from ._stats import Stats, merge
 from ._supervisor import Supervisor
 
 _STATS_TIMEOUT_S = 5.0
+_QUEUED = "Event `%s` by user `%s` has been added to queue."  # 1.8.5's words, at DEBUG
 
 # Pipelines started in this process or inherited from a forking parent, by
 # settings fingerprint: (flusher address, owner pid). A client made with the
@@ -39,7 +42,7 @@ _STATS_TIMEOUT_S = 5.0
 _PIPELINES: dict[str, tuple[bytes, int]] = {}
 
 
-class Trubrics:
+class Trubrics(OfficialAttributes):
     """Send Trubrics events from every process of an application through one flusher.
 
     The positional order of the arguments is that of the official ``trubrics``
@@ -61,37 +64,39 @@ class Trubrics:
         flush_interval: float = Config.flush_interval_s,
         flush_batch_size: Optional[int] = None,
         flush_periodic_check: Optional[float] = None,
-        logger: Optional[logging.Logger] = None,
+        logger: Optional[AnyLogger] = None,
         *,
         flush_at: Optional[int] = None,
         request_timeout: float = Config.request_timeout_s,
         max_retries: int = Config.max_retries,
-        max_queue_size: int = Config.max_queue_size,
-        process_buffer_size: int = Config.process_buffer_size,
+        max_queue_bytes: int = Config.max_queue_bytes,
+        process_buffer_bytes: int = Config.process_buffer_bytes,
         max_event_bytes: int = Config.max_event_bytes,
         shutdown_timeout: float = Config.shutdown_timeout_s,
         disabled: bool = False,
     ) -> None:
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(f"logger must be a logging.Logger, got {type(logger).__name__}")
-        self.logger = logger if logger is not None else _default_logger()
+        self.logger: AnyLogger = _checked_logger(logger)
+        clamped = clamp_like_official(
+            flush_interval, _batch_size(flush_at, flush_batch_size), flush_periodic_check
+        )
+        for warning in clamped.warnings:
+            self.logger.warning("%s", warning)
         config = Config(
             api_key=api_key,
             host=host,
-            flush_interval_s=flush_interval,
-            flush_at=_batch_size(flush_at, flush_batch_size),
+            flush_interval_s=clamped.flush_interval,
+            flush_at=clamped.flush_batch_size,
             request_timeout_s=request_timeout,
             max_retries=max_retries,
-            max_queue_size=max_queue_size,
-            process_buffer_size=process_buffer_size,
+            max_queue_bytes=max_queue_bytes,
+            process_buffer_bytes=process_buffer_bytes,
             max_event_bytes=max_event_bytes,
             shutdown_timeout_s=shutdown_timeout,
             disabled=disabled,
-            logger_name=self.logger.name,
-            log_level=self.logger.getEffectiveLevel(),
+            logger_name=underlying(self.logger).name,
+            log_level=effective_level(self.logger),
         )
-        if flush_periodic_check is not None:
-            self.logger.debug("flush_periodic_check is ignored: the flusher process batches")
+        self.flush_periodic_check = clamped.flush_periodic_check
         self._join_or_start(config)
 
     def _join_or_start(self, config: Config) -> None:
@@ -109,6 +114,9 @@ class Trubrics:
         self._pid = os.getpid()
         self._owner_pid = owner_pid
         self._closed = False
+        self._said_closed = False
+        self.last_flush_time = datetime.datetime.now(datetime.timezone.utc)
+        self.is_flushing = False
         self._supervisor = Supervisor(config, address, owner_pid, self.logger)
         self._link = Link(config, self._supervisor, self.logger)
         ref = weakref.ref(self)
@@ -151,11 +159,13 @@ class Trubrics:
             "config": self._config.to_wire(),
             "address": self._supervisor.address,
             "owner_pid": self._owner_pid,
+            "flush_periodic_check": self.flush_periodic_check,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         config = Config.from_wire(state["config"])
         self.logger = logging.getLogger(config.logger_name)
+        self.flush_periodic_check = state["flush_periodic_check"]
         self._setup(config, state["address"], state["owner_pid"])
 
     def __repr__(self) -> str:
@@ -185,7 +195,10 @@ class Trubrics:
             link = self._current_link()
             link.counters.tracked += 1
             data = encode_event(user_id, event, properties, timestamp, self._config.max_event_bytes)
-            self._send(link, proto.EVENT + data)
+            if self._send(link, proto.EVENT + data):
+                self.logger.debug(
+                    "Event `%s` by user `%s` has been added to queue.", event, user_id
+                )
         except InvalidEvent as exc:
             self._reject("track", exc)
         except Exception:
@@ -221,7 +234,8 @@ class Trubrics:
                 thread_id=thread_id,
                 max_bytes=self._config.max_event_bytes,
             )
-            self._send(link, proto.LLM_EVENT + data)
+            if self._send(link, proto.LLM_EVENT + data):
+                self.logger.debug("LLM event by user `%s` has been added to queue.", user_id)
         except InvalidEvent as exc:
             self._reject("track_llm", exc)
         except Exception:
@@ -232,11 +246,23 @@ class Trubrics:
             self.after_fork()
         return self._link
 
-    def _send(self, link: Link, message: bytes) -> None:
+    def _send(self, link: Link, message: bytes) -> bool:
+        """Hand over one event; True if it was (then at DEBUG the caller says so)."""
         if self._closed or self._config.disabled:
-            link.reject("closed" if self._closed else "disabled")
-            return
+            self._refuse(link, "closed" if self._closed else "disabled")
+            return False
         link.send(message)
+        if link.logging_check_due():
+            link.check_logging(effective_level(self.logger))
+        return link.debug
+
+    def _refuse(self, link: Link, reason: str) -> None:
+        link.reject(reason)
+        if reason == "closed" and not self._said_closed:
+            self._said_closed = True
+            self.logger.warning(
+                "trubrics_mp: track() after close(): events are dropped (counted as 'closed')"
+            )
 
     def _reject(self, method: str, exc: InvalidEvent) -> None:
         self._link.reject(exc.reason)
@@ -255,11 +281,16 @@ class Trubrics:
         link = self._current_link()
         if self._config.disabled:
             return True
-        lost = link.take_losses()
-        if not link.buffer and link.counters.queued == 0:
-            return lost == 0  # nothing of this process's to wait for
-        reply = link.request(proto.FLUSH, _deadline(timeout))
-        return lost == 0 and reply is not None and reply.ok
+        self.is_flushing = True
+        try:
+            lost = link.take_losses()
+            if self._closed or (not link.buffer and link.counters.queued == 0):
+                return lost == 0  # nothing of this process's to wait for (or no flusher)
+            reply = link.request(proto.FLUSH, _deadline(timeout))
+            return lost == 0 and reply is not None and reply.ok
+        finally:
+            self.is_flushing = False
+            self.last_flush_time = datetime.datetime.now(datetime.timezone.utc)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Stop the pipeline if this process owns it, else hand over what is buffered.
@@ -287,7 +318,10 @@ class Trubrics:
     def _stop_pipeline(self, link: Link, deadline: Optional[float]) -> bool:
         _PIPELINES.pop(self._config.fingerprint, None)
         lost = link.take_losses()
-        reply = link.request(proto.SHUTDOWN, deadline)
+        # The flusher leaves, counting what it could not deliver, a little before
+        # our deadline; past it, it is killed.
+        within = b"" if deadline is None else b"%.3f" % max(0.0, deadline - time.monotonic())
+        reply = link.request(proto.SHUTDOWN, deadline, within)
         self._supervisor.wait_exit(deadline)
         self._supervisor.release()
         return lost == 0 and reply is not None and reply.ok
@@ -319,10 +353,17 @@ def _batch_size(flush_at: Optional[int], flush_batch_size: Optional[int]) -> int
     return Config.flush_at if chosen is None else chosen
 
 
-def _default_logger() -> logging.Logger:
-    logger = logging.getLogger(LOGGER_NAME)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.ERROR)
+def _checked_logger(logger: Optional[AnyLogger]) -> AnyLogger:
+    """``logger``, or the default one: ``trubrics`` at ERROR unless configured already."""
+    if logger is None:
+        default = logging.getLogger(LOGGER_NAME)
+        if default.level == logging.NOTSET:
+            default.setLevel(logging.ERROR)
+        return default
+    if not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+        raise TypeError(
+            f"logger must be a logging.Logger or LoggerAdapter, got {type(logger).__name__}"
+        )
     return logger
 
 

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 from ._redact import redact
 from ._retry import RetryPolicy
 
-LOGGER_NAME = "trubrics_mp"  # the default logger's name, in clients and flushers
+LOGGER_NAME = "trubrics"  # the official SDK's logger name, kept so its configuration applies
+MIB = 1024 * 1024
 DEFAULT_HOST = "https://app.trubrics.com/api/ingestion"
 MAX_FLUSH_AT = 100
 MAX_EVENT_BYTES_LIMIT = 131_072  # what one SOCK_SEQPACKET message carries comfortably
@@ -41,8 +42,8 @@ class Config:
     flush_at: int = 20
     request_timeout_s: float = 10.0
     max_retries: int = 10
-    max_queue_size: int = 10_000
-    process_buffer_size: int = 1_000
+    max_queue_bytes: int = 64 * MIB  # events (their JSON) the flusher holds
+    process_buffer_bytes: int = 8 * MIB  # events one process holds while the queue is full
     max_event_bytes: int = 65_536
     shutdown_timeout_s: float = 10.0
     senders: int = 4
@@ -53,12 +54,12 @@ class Config:
     def __post_init__(self) -> None:
         _check_str("api_key", self.api_key)
         _check_host(self.host, self.api_key)
-        _check_number("flush_interval", self.flush_interval_s, 0.0, 3600.0, low_open=True)
+        _check_number("flush_interval", self.flush_interval_s, 1.0, 3600.0)
         _check_int("flush_at", self.flush_at, 1, MAX_FLUSH_AT)
         _check_number("request_timeout", self.request_timeout_s, 0.0, 600.0, low_open=True)
         _check_int("max_retries", self.max_retries, 0, 100)
-        _check_int("max_queue_size", self.max_queue_size, 100, 10_000_000)
-        _check_int("process_buffer_size", self.process_buffer_size, 0, 1_000_000)
+        _check_int("max_queue_bytes", self.max_queue_bytes, MIB, 4096 * MIB)
+        _check_int("process_buffer_bytes", self.process_buffer_bytes, 0, 1024 * MIB)
         _check_int("max_event_bytes", self.max_event_bytes, 1_024, MAX_EVENT_BYTES_LIMIT)
         _check_number("shutdown_timeout", self.shutdown_timeout_s, 0.0, 3600.0)
         _check_int("senders", self.senders, 1, 16)

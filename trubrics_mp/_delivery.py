@@ -11,9 +11,12 @@ fresh retry budget and no pause; the batch handed over settles once all its
 parts have (``_split``).
 
 While the API fails, at most one batch per sender thread spends retries (the
-ones already in flight when the failure began); after that only one batch
-is in flight at a time (a probe) until an answer that is not a transient
-failure comes back. Every other batch waits untouched.
+head of each request in flight when the failure began; batches that shared
+that request go back in line untouched); after that only one batch is in
+flight at a time (a probe) until an answer that is not a transient failure
+comes back. Every other batch waits untouched. When batches wait in line
+(the API is slower than events arrive), several of one endpoint share a
+request, up to 100 events.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ import time
 from typing import Callable, Optional
 
 from ._batching import Batch
+from ._config import MAX_FLUSH_AT
 from ._http import Poster
 from ._retry import Decision, Outcome, RetryPolicy
 from ._split import Loss, Splits
+
+MAX_REQUEST_EVENTS = MAX_FLUSH_AT  # the API's (and the official SDK's) limit per request
+MAX_REQUEST_BYTES = 1024 * 1024  # batches join a request while its body stays under this
+BUNDLE_AFTER_S = 1.0  # batches share a request once the head has waited this long in line
+_SHARED_FATE = frozenset({"retries_exhausted", "unauthorized"})  # true of every batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +90,10 @@ class Delivery:
         wake: Callable[[], None],
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        bundle_after_s: float = BUNDLE_AFTER_S,
         scrub: Callable[[str], str] = str,
     ) -> None:
+        self._bundle_after_s = bundle_after_s
         self._poster = poster
         self._scrub = scrub  # applied to what the API or an error said, before logging it
         self._policy = policy
@@ -111,6 +122,7 @@ class Delivery:
             thread.start()
 
     def put(self, batch: Batch) -> None:
+        batch.ready_at = self._clock()
         with self._cond:
             self._ready.append(batch)
             self._cond.notify()
@@ -134,36 +146,69 @@ class Delivery:
     # -- sender threads ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            bundle = self._take()
+            if not bundle:
                 return
-            outcome = self._post(batch)
+            outcome = self._post(bundle)
             decision = self._policy.decide(
-                outcome, batch.attempts, self._clock(), time.time(), random.random(), len(batch)
+                outcome,
+                bundle[0].attempts,
+                self._clock(),
+                time.time(),
+                random.random(),
+                sum(map(len, bundle)),
             )
-            self._record(batch, outcome, decision)
+            self._record(bundle, outcome, decision)
 
-    def _take(self) -> Optional[Batch]:
+    def _take(self) -> list[Batch]:
+        """The next batches to post in one request (none once closed)."""
         with self._cond:
             while not self._closed:
                 wait_s = self._paused_until - self._clock()
                 probing = self._failing and self._in_flight > 0
                 if self._ready and wait_s <= 0 and not probing:
                     self._in_flight += 1
-                    return self._ready.popleft()
+                    return self._bundle()
                 self._cond.wait(timeout=wait_s if wait_s > 0 and not probing else None)
-            return None
+            return []
 
-    def _post(self, batch: Batch) -> Outcome:
-        batch.attempts += 1
+    def _bundle(self) -> list[Batch]:
+        """The head batch, and the batches behind it for the same endpoint that fit.
+
+        Batches wait in line only when the API is slower than events arrive;
+        once the head has waited ``bundle_after_s``, up to
+        ``MAX_REQUEST_EVENTS`` of them travel in one request (the API's limit),
+        which the API handles far better than many small ones. Otherwise, and
+        while the API fails, the head batch goes alone (one request per
+        ``flush_at`` events, as with the official SDK).
+        """
+        bundle = [self._ready.popleft()]
+        waited_s = self._clock() - bundle[0].ready_at
+        if self._failing or bundle[0].alone or waited_s < self._bundle_after_s:
+            return bundle
+        events, nbytes = len(bundle[0]), bundle[0].nbytes
+        while self._ready and self._ready[0].endpoint == bundle[0].endpoint:
+            after = self._ready[0]
+            too_many = events + len(after) > MAX_REQUEST_EVENTS
+            if after.alone or too_many or nbytes + after.nbytes > MAX_REQUEST_BYTES:
+                break
+            bundle.append(self._ready.popleft())
+            events, nbytes = events + len(after), nbytes + after.nbytes
+        return bundle
+
+    def _post(self, bundle: list[Batch]) -> Outcome:
+        """POST every event of ``bundle``; only the head batch counts the attempt."""
+        head = bundle[0]
+        head.attempts += 1
+        body = head.body() if len(bundle) == 1 else Batch.join_bodies(bundle)
         try:
-            return self._poster.post(batch.endpoint, batch.body())
+            return self._poster.post(head.endpoint, body)
         except Exception as exc:  # a poster must not raise; a sender must not die
-            self._log.exception("unexpected error posting to /%s", batch.endpoint)
+            self._log.exception("unexpected error posting to /%s", head.endpoint)
             return Outcome(None, detail=repr(exc))
 
-    def _record(self, batch: Batch, outcome: Outcome, decision: Decision) -> None:
-        settled: Optional[Settled] = None
+    def _record(self, bundle: list[Batch], outcome: Outcome, decision: Decision) -> None:
+        settled_any = False
         with self._cond:
             self.requests += 1
             self._in_flight -= 1
@@ -171,25 +216,37 @@ class Delivery:
                 self.retried_requests += 1
                 self._failing = True
                 self._paused_until = max(self._paused_until, decision.retry_at)
-                self._ready.appendleft(batch)
+                self._ready.extendleft(reversed(bundle))  # back in line, in order
+            elif (
+                len(bundle) > 1
+                and decision.action in ("drop", "split")
+                and (decision.reason not in _SHARED_FATE)
+            ):
+                for batch in bundle:  # refused: find out which batch it was, one by one
+                    batch.alone = True
+                self._ready.extendleft(reversed(bundle))
             elif decision.action == "split":
                 self.split_batches += 1
                 self._failing = False  # the API answered: no transient failure
-                self._ready.extendleft(reversed(self._splits.split(batch)))
+                halves = self._splits.split(bundle[0])
+                for half in halves:
+                    half.alone = True  # too large already: it travels on its own
+                self._ready.extendleft(reversed(halves))
             else:
                 self._failing = self._failing and decision.reason == "retries_exhausted"
-                settled = self._settle(batch, outcome, decision)
+                for batch in bundle:
+                    settled_any = self._settle(batch, outcome, decision) is not None or settled_any
             self._cond.notify_all()
         if decision.action == "retry":
-            self._log_retry(batch, outcome, decision.retry_at)
-        elif decision.action == "split":
+            self._log_retry(bundle, outcome, decision.retry_at)
+        elif decision.action == "split" and len(bundle) == 1:
             self._log.warning(
                 "POST /%s refused %d events as too large (%s): sending them in two halves",
-                batch.endpoint,
-                len(batch),
+                bundle[0].endpoint,
+                len(bundle[0]),
                 self._scrub(outcome.summary),
             )
-        elif settled is not None:
+        elif settled_any:
             self._wake()
 
     def _settle(self, batch: Batch, outcome: Outcome, decision: Decision) -> Optional[Settled]:
@@ -204,13 +261,13 @@ class Delivery:
         self._settled.append(settled)
         return settled
 
-    def _log_retry(self, batch: Batch, outcome: Outcome, retry_at: float) -> None:
+    def _log_retry(self, bundle: list[Batch], outcome: Outcome, retry_at: float) -> None:
         self._log.warning(
             "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
-            batch.endpoint,
+            bundle[0].endpoint,
             self._scrub(outcome.summary),
-            batch.attempts,
+            bundle[0].attempts,
             self._policy.max_retries,
-            len(batch),
+            sum(map(len, bundle)),
             max(0.0, retry_at - self._clock()),
         )

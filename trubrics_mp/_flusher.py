@@ -44,16 +44,17 @@ import os
 import selectors
 import signal
 import socket
-import sys
 import time
 from typing import Any, Optional
 
+from . import _logs
 from . import _protocol as proto
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
 from ._delivery import Delivery, Settled
 from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
+from ._logs import ForwardingHandler
 from ._process import drain_pipe
 from ._reader import Conn, Reader, reply
 from ._redact import RedactingFilter, redact
@@ -65,6 +66,7 @@ _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_EN
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
 READ_ALL_LIMIT = 100_000  # per connection, for flush and shutdown
 SENDER_JOIN_S = 1.0
+EXIT_MARGIN_S = 0.5  # a shutdown with a deadline ends this much before it, to exit in time
 
 
 class Flusher:
@@ -82,8 +84,10 @@ class Flusher:
         generation: int,
         exec_watch_fd: Optional[int] = None,
         poster: Optional[Poster] = None,
+        log_handler: Optional[ForwardingHandler] = None,
     ) -> None:
         self.config = config
+        self.log_handler = log_handler
         self.log = logging.getLogger(config.logger_name)
         self.owner_pid = owner_pid
         self.counters = FlusherCounters(pid=os.getpid(), generation=generation)
@@ -95,7 +99,8 @@ class Flusher:
         self.reader = Reader(
             listener, self.selector, self._on_message, proto.hello(generation), self.log
         )
-        self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_size)
+        self.reader.on_close = self._on_close
+        self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
         self.lifetime = Lifetime(
             config.shutdown_timeout_s, owner_pid, exec_watch_fd, time.monotonic
@@ -138,6 +143,7 @@ class Flusher:
         self._answer_requests()
         self._take_outcomes()
         now = time.monotonic()
+        self.reader.resume_accepting(now)
         self._dispatch_due(now)
         self._follow_lifetime(now)
 
@@ -154,7 +160,11 @@ class Flusher:
 
     # -- steps ---------------------------------------------------------------------------
     def _select_timeout(self) -> float:
-        candidates = (self.intake.next_due_at(), self.lifetime.next_deadline())
+        candidates = (
+            self.intake.next_due_at(),
+            self.lifetime.next_deadline(),
+            self.reader.accept_paused_until,
+        )
         deadlines = [d for d in candidates if d is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
 
@@ -184,6 +194,11 @@ class Flusher:
                 reply(conn, proto.stats_reply(request.request_id, body.encode()))
                 continue
             shutdown = request.kind == proto.SHUTDOWN and self._may_stop(conn)
+            within_s = proto.shutdown_within_s(request) if shutdown else None
+            if within_s is not None:  # the owner waits that long: leave before, say why
+                self.lifetime.request_end(
+                    "shutdown requested by the owner", max(0.0, within_s - EXIT_MARGIN_S)
+                )
             self.reader.read_all(READ_ALL_LIMIT)  # events queued before it leave now too
             self._dispatch(self.intake.cut_all())
             self.waiters.add(conn, request.request_id, conn.dropped == 0, shutdown)
@@ -193,6 +208,8 @@ class Flusher:
     def _take_outcomes(self) -> None:
         for settled in self.delivery.take_settled():
             self._settle(settled)
+        if self.reader.paused and not self.intake.full:
+            self.reader.resume()
         self._answer_waiters()
 
     def _dispatch_due(self, now: float) -> None:
@@ -211,19 +228,44 @@ class Flusher:
             self._add_event(conn, endpoint, payload)
         elif kind in proto.REQUEST_KINDS:
             self._requests.append((conn, bytes((kind,)) + payload))
+        elif kind == proto.LEVEL[0]:
+            self._declare_level(conn, payload)
         else:
             self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
 
     def _add_event(self, conn: Conn, endpoint: str, payload: bytes) -> None:
         self.counters.count_received(conn.pid)
-        if self.intake.full:
+        if self.intake.full:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
             self.record_drop("queue_full", 1)
-            self._warn_once("queue_full", f"queue full ({self.intake.max_held} events held)")
+            self._warn_once("queue_full", f"queue full ({self.intake.max_bytes} bytes held)")
             return
-        batch = self.intake.add(endpoint, payload, time.monotonic())
+        batch = self.intake.add(endpoint, payload, time.monotonic(), conn)
         if batch is not None:
             self._dispatch([batch])
+        if self.intake.full:
+            self.reader.pause()  # what comes next waits in the kernel, then in each process
+            self.log.warning(
+                "holding %d events (%d bytes, the bound): reading paused until some are sent",
+                self.intake.held,
+                self.intake.held_bytes,
+            )
+
+    def _declare_level(self, conn: Conn, payload: bytes) -> None:
+        """A client's logger level: it becomes the flusher's; the client takes records."""
+        level = _logs.declared_level(payload)
+        if level is None:
+            self._bad_message(conn, f"a level of {payload[:20]!r}")
+            return
+        self.log.setLevel(level)
+        if self.log_handler is not None:
+            self.log_handler.declare(conn, lambda message: reply(conn, message))
+
+    def _on_close(self, conn: Conn) -> None:
+        if self.log_handler is not None:
+            self.log_handler.forget(conn)
+        if not self.reader.has_pid(conn.pid):
+            self.counters.process_gone(conn.pid)
 
     def _bad_message(self, conn: Conn, what: str) -> None:
         self.record_drop("bad_message", 1)
@@ -240,6 +282,7 @@ class Flusher:
     # -- delivery and waiters --------------------------------------------------------------
     def _dispatch(self, batches: list[Batch]) -> None:
         for batch in batches:
+            self.log.debug("sending %d events to /%s", len(batch), batch.endpoint)
             self.waiters.dispatched(batch.id)
             self.delivery.put(batch)
 
@@ -247,8 +290,15 @@ class Flusher:
         """Release a handed-over batch; count (and log) every part of it that was lost."""
         batch = settled.batch
         self.intake.settled(batch)
+        if settled.losses:  # the next flush() of each process whose events these were says so
+            for source in batch.sources:
+                if isinstance(source, Conn) and not self.waiters.covers(source, batch.id):
+                    source.dropped += 1
         self.waiters.settled(batch.id, settled.delivered)
-        self.counters.delivered += len(batch) - settled.lost
+        delivered = len(batch) - settled.lost
+        self.counters.delivered += delivered
+        if delivered:
+            self.log.info("%d events sent to Trubrics (/%s).", delivered, batch.endpoint)
         for loss in settled.losses:
             self._count_loss(batch.endpoint, loss)
 
@@ -291,10 +341,12 @@ class Flusher:
 
     def _exit(self) -> None:
         self._take_outcomes()
-        lost = self.intake.held
+        lost = self.intake.held + self.reader.discard_waiting()
         if lost:
             self.record_drop("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
+        for waiter in self.waiters.abandon():  # nobody waits in vain: they lost events
+            reply(waiter.peer, proto.ack(waiter.request_id, False))
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
 
@@ -313,22 +365,11 @@ class Flusher:
             self.log.error("%s", message)
 
 
-def _setup_logging(config: Config) -> None:
-    logger = logging.getLogger(config.logger_name)
-    logger.setLevel(config.log_level)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(name)s %(levelname)s [flusher %(process)d] %(message)s")
-    )
-    handler.addFilter(RedactingFilter(config.api_key))  # whatever a message or traceback holds
-    logger.addHandler(handler)
-    logger.propagate = False
-
-
 def main(boot: dict[str, Any]) -> None:
     """Entry point of the flusher interpreter (see ``_spawn.BOOTSTRAP``)."""
     config = Config.from_wire(boot["config"])
-    _setup_logging(config)
+    handler = _logs.setup_flusher_logging(config.logger_name, config.log_level)
+    handler.addFilter(RedactingFilter(config.api_key))  # whatever a message or traceback holds
     listener = socket.socket(fileno=boot["listener_fd"])
     watch = boot.get("exec_watch_fd")
-    Flusher(config, listener, boot["owner_pid"], boot["generation"], watch).run()
+    Flusher(config, listener, boot["owner_pid"], boot["generation"], watch, None, handler).run()

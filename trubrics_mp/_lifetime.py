@@ -56,6 +56,7 @@ class Lifetime:
         self._clock = clock
         self._sigterm = False
         self._requested: Optional[str] = None
+        self._within_s: Optional[float] = None
         self._owner_checked_at = 0.0
         owner_fd = watch_exit(owner_pid)
         self._poll_owner = owner_fd is None
@@ -73,8 +74,12 @@ class Lifetime:
     def on_sigterm(self, *_args: object) -> None:
         self._sigterm = True
 
-    def request_end(self, reason: str) -> None:
+    def request_end(self, reason: str, within_s: Optional[float] = None) -> None:
+        """Leave, delivering for ``within_s`` (the owner's own deadline) if given, else
+        for ``shutdown_timeout``."""
         self._requested = self._requested or reason
+        if within_s is not None:
+            self._within_s = within_s
 
     # -- the main loop -------------------------------------------------------------------
     def due(self, now: float) -> Optional[str]:
@@ -93,7 +98,7 @@ class Lifetime:
 
     def begin_end(self, reason: str, now: float) -> bool:
         """Enter the ending phase; True the first time (the caller then stops listening)."""
-        deadline = now + self._timeout_s
+        deadline = now + (self._timeout_s if self._within_s is None else self._within_s)
         if self.ending:
             assert self.phase.deadline is not None
             earlier = min(deadline, self.phase.deadline)

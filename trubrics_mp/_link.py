@@ -20,31 +20,37 @@ import threading
 import time
 from typing import Optional
 
+from . import _logs
 from . import _protocol as proto
 from ._config import Config
 from ._stats import LocalCounters
 from ._supervisor import Supervisor
 
 _NO_LISTENER = (errno.ECONNREFUSED, errno.ENOENT)
+_ANSWERS = (proto.ACK, proto.STATS)
 _RECONNECT_POLL_S = 0.05
 
 
 class Link:
     """This process's connection to the flusher, and what it counts of its own events.
 
-    Invariants: ``buffer`` holds at most ``process_buffer_size`` messages, in
+    Invariants: ``buffer`` holds at most ``process_buffer_bytes`` of messages, in
     the order they were tracked, and is always drained before a new message
     is sent; ``generation`` is the newest flusher generation heard of.
     """
 
-    def __init__(self, config: Config, supervisor: Supervisor, logger: logging.Logger) -> None:
+    def __init__(self, config: Config, supervisor: Supervisor, logger: _logs.AnyLogger) -> None:
         self.config = config
         self.supervisor = supervisor
         self.log = logger
         self.counters = LocalCounters()
         self.sock: Optional[socket.socket] = None
         self.buffer: collections.deque[bytes] = collections.deque()
+        self.buffer_bytes = 0
         self.generation = 0
+        self.debug = False  # the client's logger was at DEBUG at the last check
+        self._declared_level: Optional[int] = None  # what the flusher was told
+        self._next_logging_check = 0.0  # monotonic seconds
         self._lost_since_flush = 0
         self._request_ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -62,9 +68,12 @@ class Link:
         """
         self.disconnect()
         self.buffer.clear()
+        self.buffer_bytes = 0
         self.supervisor.forget_parent()
         self.counters = LocalCounters()
         self._lost_since_flush = 0
+        self._declared_level = None
+        self._next_logging_check = 0.0
         self._lock = threading.RLock()  # a thread of the parent may have held it
 
     # -- counting: the one place this process counts events it did not hand over ----------
@@ -125,8 +134,9 @@ class Link:
         self._hold(message)
 
     def _hold(self, message: bytes) -> None:
-        if len(self.buffer) < self.config.process_buffer_size:
+        if self.buffer_bytes + len(message) <= self.config.process_buffer_bytes:
             self.buffer.append(message)
+            self.buffer_bytes += len(message)
         else:
             self.lose("buffer_full")
 
@@ -141,9 +151,35 @@ class Link:
             except OSError as exc:
                 self._lost(exc)
                 return False
-            self.buffer.popleft()
+            self.buffer_bytes -= len(self.buffer.popleft())
             self.counters.queued += 1
         return not self.buffer
+
+    # -- logging: the level goes to the flusher, its records come back (see _logs) ---------
+    def logging_check_due(self) -> bool:
+        return time.monotonic() >= self._next_logging_check
+
+    def check_logging(self, level: int) -> None:
+        """Tell the flusher a changed level; replay the records it sent us. Never blocks."""
+        self._next_logging_check = time.monotonic() + _logs.LEVEL_CHECK_S
+        self.debug = level <= logging.DEBUG
+        sock = self.sock
+        if sock is None:
+            return
+        if level != self._declared_level:
+            try:
+                sock.send(proto.level(level), proto.SEND_FLAGS)
+                self._declared_level = level
+            except OSError:
+                pass  # full or gone: told at a later check
+        self._read_waiting(sock)
+
+    def _read_waiting(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                self._heard(sock.recv(proto.MAX_MESSAGE_BYTES, socket.MSG_DONTWAIT))
+            except (OSError, proto.ProtocolError):
+                return
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> Optional[socket.socket]:
@@ -166,12 +202,8 @@ class Link:
 
     def _lost(self, exc: OSError) -> None:
         self.log.warning("lost the connection to the flusher (%s)", exc.strerror or exc)
-        sock = self.sock
-        while sock is not None:  # a hello still waiting tells which flusher this was
-            try:
-                self._heard(sock.recv(proto.MAX_MESSAGE_BYTES, socket.MSG_DONTWAIT))
-            except (OSError, proto.ProtocolError):
-                break
+        if self.sock is not None:  # a hello still waiting tells which flusher this was
+            self._read_waiting(self.sock)
         self.disconnect()
 
     def disconnect(self) -> None:
@@ -187,6 +219,8 @@ class Link:
         reply = proto.parse_reply(message)
         if reply.kind == proto.HELLO:
             self.generation = max(self.generation, proto.hello_generation(reply))
+        elif reply.kind == proto.RECORD:
+            _logs.replay(self.log, reply.body)
         return reply
 
     # -- blocking requests: flush, stats, shutdown -------------------------------------------
@@ -203,7 +237,9 @@ class Link:
                 return False
         return True
 
-    def request(self, kind: bytes, deadline: Optional[float]) -> Optional[proto.Reply]:
+    def request(
+        self, kind: bytes, deadline: Optional[float], body: bytes = b""
+    ) -> Optional[proto.Reply]:
         """Send a control request after all buffered events; its reply, or None."""
         with self._lock:
             for _attempt in range(2):  # again on a new connection if the flusher was replaced
@@ -211,7 +247,8 @@ class Link:
                     return None
                 request_id = next(self._request_ids)
                 try:
-                    if not _send_until(self.sock, proto.request(kind, request_id), deadline):
+                    message = proto.request(kind, request_id, body)
+                    if not _send_until(self.sock, message, deadline):
                         return None
                 except OSError as exc:  # the request never reached a flusher
                     self._lost(exc)
@@ -229,7 +266,7 @@ class Link:
             except (OSError, proto.ProtocolError):  # reset or end: the flusher died
                 self.disconnect()
                 return None
-            if reply.kind != proto.HELLO and reply.request_id == request_id:
+            if reply.kind in _ANSWERS and reply.request_id == request_id:
                 return reply
         return None  # timed out; a late reply is skipped by its request id
 

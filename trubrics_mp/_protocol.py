@@ -21,11 +21,14 @@ kind       sent by                                    rest of the message
 ``F``      a client: flush request                    request id (8 bytes)
 ``S``      a client: stats request                    request id
 ``Q``      the owner: shutdown request                request id
+``V``      a client: its logger's effective level     the level in ASCII
 ``A``      the flusher: flush/shutdown answer         request id, ``1`` (all
                                                       delivered) or ``0``
 ``S``      the flusher: stats answer                  request id, stats JSON
 ``H``      the flusher: hello, on every new           request id 0, its
            connection                                 generation in ASCII
+``R``      the flusher: a log record for the          request id 0, the record
+           application's logger                       as JSON (see ``_logs``)
 =========  =========================================  ==============================
 """
 
@@ -36,6 +39,7 @@ import os
 import secrets
 import socket
 import struct
+from typing import Optional
 
 EVENT = b"E"
 LLM_EVENT = b"L"
@@ -44,6 +48,8 @@ STATS = b"S"
 SHUTDOWN = b"Q"
 ACK = b"A"
 HELLO = b"H"
+LEVEL = b"V"
+RECORD = b"R"
 
 EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
 REQUEST_KINDS = frozenset({FLUSH[0], STATS[0], SHUTDOWN[0]})
@@ -54,6 +60,7 @@ LISTEN_BACKLOG = 1024
 _CRED = struct.Struct("3i")
 _REQUEST_ID = struct.Struct("!Q")
 _HEADER_BYTES = 1 + _REQUEST_ID.size
+_MAX_SHUTDOWN_BODY = 32
 
 
 class ProtocolError(ValueError):
@@ -66,6 +73,7 @@ class Request:
 
     kind: bytes
     request_id: int
+    body: bytes = b""  # a shutdown's: the seconds the owner still waits, in ASCII
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,9 +120,14 @@ def bind_listener(address: bytes) -> socket.socket:
 
 
 def connect(address: bytes) -> socket.socket:
-    """A non-blocking connection to the flusher; raises ``OSError`` if none listens."""
+    """A non-blocking connection to the flusher; raises ``OSError`` if none listens.
+
+    Connecting never blocks: a flusher whose backlog is full makes it raise
+    ``BlockingIOError`` at once (the caller buffers and tries again later).
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
+        sock.setblocking(False)
         sock.connect(address)
         _pid, uid = peer_pid_uid(sock)
         if uid != os.getuid():
@@ -130,8 +143,8 @@ def connect(address: bytes) -> socket.socket:
 
 
 # -- framing -------------------------------------------------------------------------
-def request(kind: bytes, request_id: int) -> bytes:
-    return kind + _REQUEST_ID.pack(request_id)
+def request(kind: bytes, request_id: int, body: bytes = b"") -> bytes:
+    return kind + _REQUEST_ID.pack(request_id) + body
 
 
 def ack(request_id: int, ok: bool) -> bytes:
@@ -146,12 +159,31 @@ def hello(generation: int) -> bytes:
     return HELLO + _REQUEST_ID.pack(0) + str(generation).encode()
 
 
+def level(value: int) -> bytes:
+    return LEVEL + str(value).encode()
+
+
+def record(body: bytes) -> bytes:
+    return RECORD + _REQUEST_ID.pack(0) + body
+
+
 # -- parsing -------------------------------------------------------------------------
 def parse_request(message: bytes) -> Request:
     """A client's control request; :class:`ProtocolError` if it is not one."""
-    if len(message) != _HEADER_BYTES or message[0] not in REQUEST_KINDS:
-        raise ProtocolError(f"not a control request: {len(message)} bytes, kind {message[:1]!r}")
-    return Request(message[:1], _REQUEST_ID.unpack_from(message, 1)[0])
+    size, kind = len(message), message[:1]
+    body_allowed = _MAX_SHUTDOWN_BODY if kind == SHUTDOWN else 0
+    if not _HEADER_BYTES <= size <= _HEADER_BYTES + body_allowed or kind[0] not in REQUEST_KINDS:
+        raise ProtocolError(f"not a control request: {size} bytes, kind {kind!r}")
+    return Request(kind, _REQUEST_ID.unpack_from(message, 1)[0], message[_HEADER_BYTES:])
+
+
+def shutdown_within_s(request: Request) -> Optional[float]:
+    """The seconds a shutdown's owner still waits, or None (no limit, or unreadable)."""
+    try:
+        value = float(request.body) if request.body else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 else None
 
 
 def parse_reply(message: bytes) -> Reply:

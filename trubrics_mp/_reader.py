@@ -8,13 +8,18 @@ handing each to a callback. It does not interpret messages: the flusher does.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import selectors
 import socket
+import time
 from typing import Callable, Optional
 
 from . import _protocol as proto
+
+ACCEPT_BACKOFF_S = 0.1
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @dataclasses.dataclass(eq=False)
@@ -58,6 +63,11 @@ class Reader:
         self._log = logger
         self._buffer = bytearray(proto.MAX_MESSAGE_BYTES)
         self.connections = 0
+        self.paused = False  # connections unregistered: their messages wait in the kernel
+        self.accept_paused_until: Optional[float] = None  # out of descriptors: backing off
+        self.accept_failures = 0
+        self._conns: set[Conn] = set()
+        self.on_close: Callable[[Conn], None] = lambda conn: None
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, "accept")
 
@@ -66,11 +76,16 @@ class Reader:
         return self._listener is not None
 
     def accept(self) -> None:
-        """Accept every waiting connection."""
-        while self._listener is not None:
+        """Accept every waiting connection; out of descriptors, back off and serve on."""
+        while self._listener is not None and self.accept_paused_until is None:
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self._back_off(exc)
                 return
             pid, uid = proto.peer_pid_uid(sock)
             if uid != os.getuid():
@@ -79,14 +94,41 @@ class Reader:
                 continue
             sock.setblocking(False)
             conn = Conn(sock, pid)
-            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._conns.add(conn)
+            if not self.paused:
+                self._selector.register(sock, selectors.EVENT_READ, conn)
             self.connections += 1
             reply(conn, self._hello)
+
+    def _back_off(self, exc: OSError) -> None:
+        """Stop accepting for ``ACCEPT_BACKOFF_S`` (the waiting peers stay in the backlog)."""
+        assert self._listener is not None
+        self._selector.unregister(self._listener)
+        self.accept_paused_until = time.monotonic() + ACCEPT_BACKOFF_S
+        self.accept_failures += 1
+        if self.accept_failures == 1 or self.accept_failures % 1000 == 0:
+            self._log.error(
+                "cannot accept a connection (%s, %d times so far): retrying in %.1f s",
+                exc.strerror,
+                self.accept_failures,
+                ACCEPT_BACKOFF_S,
+            )
+
+    def resume_accepting(self, now: float) -> None:
+        """Accept again once the back-off has passed (called by the main loop)."""
+        until = self.accept_paused_until
+        if until is not None and now >= until:
+            self.accept_paused_until = None
+            if self._listener is not None:
+                self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+                self.accept()
 
     def read(self, conn: Conn, limit: int) -> None:
         """Read up to ``limit`` messages from ``conn``; close it at end of file."""
         view = memoryview(self._buffer)
         for _ in range(limit):
+            if self.paused:
+                return
             try:
                 size = conn.sock.recv_into(self._buffer)
             except (BlockingIOError, InterruptedError):
@@ -108,28 +150,70 @@ class Reader:
     def read_all(self, limit_per_connection: int) -> None:
         """Accept, then read every message already waiting on every connection."""
         self.accept()
-        for key in list(self._selector.get_map().values()):
-            if isinstance(key.data, Conn) and key.data.open:
-                self.read(key.data, limit_per_connection)
+        for conn in list(self._conns):
+            if conn.open:
+                self.read(conn, limit_per_connection)
 
     def close(self, conn: Conn) -> None:
         if not conn.open:
             return
-        self._selector.unregister(conn.sock)
+        if not self.paused:
+            self._selector.unregister(conn.sock)
+        self._conns.discard(conn)
         conn.sock.close()
         self.connections -= 1
+        self.on_close(conn)
+
+    def has_pid(self, pid: int) -> bool:
+        """Whether a connection of process ``pid`` is open."""
+        return any(conn.pid == pid for conn in self._conns)
+
+    def pause(self) -> None:
+        """Stop reading connections (the flusher holds its bound): back-pressure."""
+        if not self.paused:
+            self.paused = True
+            for conn in self._conns:
+                self._selector.unregister(conn.sock)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            for conn in self._conns:
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def discard_waiting(self) -> int:
+        """Read and drop every event still waiting (at exit); the number of events."""
+        self.paused = False
+        dropped = 0
+        for conn in list(self._conns):
+            while conn.open:
+                try:
+                    message = conn.sock.recv(proto.MAX_MESSAGE_BYTES)
+                except ConnectionResetError:
+                    continue
+                except OSError:
+                    break
+                if not message:
+                    break
+                dropped += message[0] in proto.EVENT_KINDS
+        return dropped
 
     def stop_listening(self) -> None:
         """Close the listener: new processes can no longer connect (they start a new one)."""
         if self._listener is not None:
-            self._selector.unregister(self._listener)
+            if self.accept_paused_until is None:
+                self._selector.unregister(self._listener)
             self._listener.close()
             self._listener = None
 
 
-def reply(conn: Conn, message: bytes) -> None:
-    """Send ``message`` to ``conn`` without blocking; a peer that is gone is no error."""
+def reply(conn: Conn, message: bytes) -> bool:
+    """Send ``message`` to ``conn`` without blocking; False if it could not take it.
+
+    A peer that is gone or not reading is no error: there is nobody to tell.
+    """
     try:
         conn.sock.send(message, proto.SEND_FLAGS)
     except OSError:
-        pass  # the process that asked is gone or not reading: nothing to tell
+        return False
+    return True

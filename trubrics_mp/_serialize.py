@@ -5,9 +5,9 @@ a clear message, and can never poison the batch of another event.
 
 Conversions (nested values too):
 
-- ``datetime`` -> ISO 8601 in UTC. A *naive* datetime is taken to be UTC
-  (the convention of ``datetime.utcnow()`` and of servers that run in UTC);
-  the wire timestamp always carries its offset.
+- ``datetime`` -> ISO 8601 in UTC. A *naive* datetime is read as local time
+  (Python's convention, and what ``datetime.now()`` returns), as the official
+  SDK's wall-clock value meant; the wire timestamp always carries its offset.
 - ``date`` -> ``YYYY-MM-DD``; ``UUID`` -> its string; ``Decimal`` -> a JSON
   number (finite values only); ``set``/``frozenset`` -> a list (sorted when the
   items can be sorted); ``tuple`` -> a list.
@@ -38,9 +38,7 @@ class InvalidEvent(ValueError):
 
 
 def iso_utc(value: _dt.datetime) -> str:
-    """ISO 8601 with an explicit offset, in UTC; naive values are taken as UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=_UTC).isoformat()
+    """ISO 8601 in UTC with its offset; a naive value is local time (``datetime.now()``)."""
     return value.astimezone(_UTC).isoformat()
 
 

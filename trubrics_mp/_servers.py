@@ -281,9 +281,10 @@ class ServerProcess:
         self.proc.wait()
 
     def stop(
-        self, deadline_s: float = STOP_DEADLINE_S, *, sig: int = signal.SIGTERM
+        self, deadline_s: float = STOP_DEADLINE_S, *, sig: Optional[int] = signal.SIGTERM
     ) -> Optional[int]:
-        """Send ``sig``, wait up to ``deadline_s``, then SIGKILL the group; idempotent.
+        """Send ``sig`` (None: it was already asked to stop), wait up to ``deadline_s``,
+        then SIGKILL the group; idempotent.
 
         Anything raised while waiting (a second Ctrl-C) kills the group first.
         Sets :attr:`stop_seconds` and :attr:`killed`; returns the exit status
@@ -295,7 +296,8 @@ class ServerProcess:
         if self.returncode is None:
             started = time.monotonic()
             try:
-                self.send_signal(sig)
+                if sig is not None:
+                    self.send_signal(sig)
                 self.proc.wait(timeout=deadline_s)
             except subprocess.TimeoutExpired:
                 self.killed = True

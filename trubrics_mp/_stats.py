@@ -6,6 +6,8 @@ import collections
 import dataclasses
 from typing import Any, Optional, Protocol
 
+MAX_GONE_PIDS = 1024
+
 
 class _DeliveryCounts(Protocol):
     requests: int
@@ -29,10 +31,25 @@ class FlusherCounters:
     received_by_pid: collections.Counter[int] = dataclasses.field(
         default_factory=collections.Counter
     )
+    received_from_forgotten: int = 0  # events of processes gone long enough to be forgotten
+
+    def __post_init__(self) -> None:
+        self._gone: collections.deque[int] = collections.deque()
 
     def count_received(self, pid: int) -> None:
         self.received += 1
         self.received_by_pid[pid] += 1
+
+    def process_gone(self, pid: int) -> None:
+        """``pid`` has no connection left: past ``MAX_GONE_PIDS`` gone, the oldest is
+        forgotten (its count folded into ``received_from_forgotten``), so that a
+        server recycling workers for months keeps a bounded state and reply."""
+        if pid not in self.received_by_pid:
+            return
+        self._gone.append(pid)
+        while len(self._gone) > MAX_GONE_PIDS:
+            oldest = self._gone.popleft()
+            self.received_from_forgotten += self.received_by_pid.pop(oldest, 0)
 
     def snapshot(self, held: int, delivery: Optional[_DeliveryCounts] = None) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -61,8 +78,10 @@ class Stats:
     (waiting in this process for room in the queue) are this process's own;
     ``pipeline`` is the address of the flusher it talks to. ``delivered``,
     ``requests``, ``retried_requests``, ``failed_batches``, ``held`` and
-    ``received_by_pid`` are the whole pipeline's, as the flusher counts them;
-    they are None when the flusher was not asked or could not be.
+    ``received_by_pid`` (the processes connected and the last 1,024 gone;
+    older ones add up in ``received_from_forgotten``) are the whole
+    pipeline's, as the flusher counts them; they are None when the flusher was
+    not asked or could not be.
     ``flusher_restarts`` is the flusher's own count of replacements (what this
     process last heard of it when the flusher was not asked). ``dropped`` adds
     both: reasons counted here (bad events, a full buffer) and in the flusher
@@ -82,6 +101,7 @@ class Stats:
     failed_batches: Optional[int] = None
     held: Optional[int] = None
     received_by_pid: dict[int, int] = dataclasses.field(default_factory=dict)
+    received_from_forgotten: Optional[int] = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,4 +133,5 @@ def merge(
         failed_batches=flusher["failed_batches"],
         held=flusher["held"],
         received_by_pid={int(k): v for k, v in flusher["received_by_pid"].items()},
+        received_from_forgotten=flusher["received_from_forgotten"],
     )

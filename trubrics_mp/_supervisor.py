@@ -9,13 +9,13 @@ that started a flusher can reap it.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import subprocess
 import time
 from typing import Optional
 
 from ._config import Config
+from ._logs import AnyLogger
 from ._process import pid_alive
 from ._spawn import FlusherStartError, start_flusher
 
@@ -30,9 +30,7 @@ class Supervisor:
     from the owner's first start until it stops the pipeline.
     """
 
-    def __init__(
-        self, config: Config, address: bytes, owner_pid: int, logger: logging.Logger
-    ) -> None:
+    def __init__(self, config: Config, address: bytes, owner_pid: int, logger: AnyLogger) -> None:
         self.config = config
         self.address = address
         self.owner_pid = owner_pid

@@ -51,6 +51,15 @@ class Waiters(Generic[Peer]):
         """Wait for every batch unsettled now; ``ok`` False if the peer lost events already."""
         self._waiting.append(Waiter(peer, request_id, set(self.unsettled), ok, shutdown))
 
+    def covers(self, peer: Peer, batch_id: int) -> bool:
+        """Whether a waiter of ``peer`` waits for ``batch_id`` (it will hear of its loss)."""
+        return any(w.peer is peer and batch_id in w.batch_ids for w in self._waiting)
+
+    def abandon(self) -> list[Waiter[Peer]]:
+        """Remove and return every waiter (the flusher is leaving without settling)."""
+        waiting, self._waiting = self._waiting, []
+        return waiting
+
     def answerable(self) -> list[Waiter[Peer]]:
         """Remove and return the waiters whose batches are all settled, oldest first."""
         done = [w for w in self._waiting if not w.batch_ids]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import collections
-import time
 from typing import Any
 
 from support.collector import CollectorProcess
+from support.processes import poll_until
 
 
 def counts(events: list[dict[str, Any]]) -> collections.Counter[tuple[str, int]]:
@@ -36,19 +36,21 @@ def wait_delivered(
     timeout: float = 90.0,
 ) -> list[dict[str, Any]]:
     """Every required event stored once; optional ones at most once; nothing else."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = collector.events()
-        seen = counts(events)
-        missing = required - set(seen)
-        if not missing:
-            break
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"{len(missing)} of {len(required)} events never arrived,"
-                f" e.g. {sorted(missing)[:5]}"
-            )
-        time.sleep(0.1)
+    events: list[dict[str, Any]] = []
+
+    def missing() -> set[tuple[str, int]]:
+        return required - set(counts(events))
+
+    def all_arrived() -> bool:
+        events[:] = collector.events()
+        return not missing()
+
+    def state() -> str:
+        gone = missing()
+        return f"{len(required)} events: {len(gone)} never arrived, e.g. {sorted(gone)[:5]}"
+
+    poll_until(all_arrived, timeout, state, interval=0.1)
+    seen = counts(events)
     duplicated = {key: n for key, n in seen.items() if n > 1}
     assert not duplicated, f"events stored more than once: {sorted(duplicated.items())[:10]}"
     unexpected = set(seen) - required - optional

@@ -15,17 +15,20 @@ it runs ``trubrics_mp.collector.serve`` with ``FaultInjectingHandler``, whose
 - ``retry_after``: sent as a ``Retry-After`` header with injected failures.
 - ``delay_s``: sleep before answering every POST (failures included).
 
+On its first POST it prints ``POST latency: S s``, the ``--latency-ms`` setting
+the server runs with.
+
 Imported, it provides ``CollectorProcess`` (start/stop that process from a test) and
-``ListeningProcess`` (any command that prints a ``listening on http://HOST:PORT`` line).
+``ListeningProcess`` (any command that prints a ``listening on http://HOST:PORT`` line),
+both ``support.processes.ServerProcess``.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
 import os
-import queue
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,16 +37,13 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Sequence, TypeVar
+from typing import Any, Optional, Sequence
 
-import psutil
-
+from trubrics_mp._servers import ServerProcess, poll_until
 from trubrics_mp.collector import CollectorHandler, Response, error_response, serve
 
 SCRIPT = Path(__file__).resolve()
 LISTENING = re.compile(r"listening on (http://[^\s:]+:(\d+))")
-START_DEADLINE_S = 60.0
-STOP_DEADLINE_S = 20.0
 DEFAULT_API_KEY = "test-api-key"
 HTTP_TIMEOUT_S = 30.0
 FAULT_KEYS = {"fail_status", "fail_count", "retry_after", "delay_s", "down"}
@@ -55,6 +55,7 @@ class _FaultState:
 
     lock = threading.Lock()
     consumed: dict[str, int] = {}
+    announced = False
 
 
 def _injected(control: dict[str, Any], detail: str) -> Response:
@@ -70,6 +71,10 @@ class FaultInjectingHandler(CollectorHandler):
     control_path: Optional[Path] = None
 
     def before_post(self, path: str) -> Optional[Response]:
+        with _FaultState.lock:
+            if not _FaultState.announced:  # the setting the server really has, once
+                _FaultState.announced = True
+                self.collector.log(f"POST latency: {self.collector.latency_s:g} s")
         raw = self._read_control()
         if raw is None:
             return None
@@ -114,7 +119,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 # ---- test side --------------------------------------------------------------------
-P = TypeVar("P", bound="ListeningProcess")
 HttpResult = tuple[int, dict[str, str], Any]
 """Status, response headers (lower-case names), decoded JSON body (None if empty)."""
 
@@ -142,121 +146,22 @@ def post_events(
     return http_request(base_url + path, events, headers, method="POST")
 
 
-def child_processes() -> list[psutil.Process]:
-    """Live (non-zombie) descendants of this process."""
-    children = psutil.Process().children(recursive=True)
-    return [c for c in children if _is_alive(c)]
-
-
-def _is_alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
-class ListeningProcess:
-    """A server subprocess that prints ``listening on http://HOST:PORT`` when ready.
-
-    stdout and stderr are merged and drained by a thread (so the server never blocks
-    on a full pipe); every line is kept in ``output``.
-    """
+class ListeningProcess(ServerProcess):
+    """A server subprocess that prints ``listening on http://HOST:PORT`` when ready."""
 
     def __init__(self, argv: Sequence[str], cwd: Optional[Path] = None) -> None:
-        self.argv = list(argv)
-        self.cwd = cwd
-        self.proc: Optional[subprocess.Popen[str]] = None
-        self.output: list[str] = []
-        self.returncode: Optional[int] = None
-        self._url: Optional[str] = None
-        self._lines: queue.Queue[Optional[str]] = queue.Queue()
-        self._reader: Optional[threading.Thread] = None
-
-    def start(self: P) -> P:
-        """Spawn the process and wait (up to a minute) for its listening line."""
-        if self.proc is not None:
-            raise RuntimeError("already started")
-        self.output, self._url, self._lines = [], None, queue.Queue()
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        try:
-            self._url = self._wait_for_listening()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip("\n"))
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _wait_for_listening(self) -> str:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while time.monotonic() < deadline:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                raise RuntimeError(f"server exited before listening:\n{self.output_text}")
-            match = LISTENING.search(line)
-            if match:
-                return match.group(1)
-        raise RuntimeError(f"no listening line within {START_DEADLINE_S}s:\n{self.output_text}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
-        """Signal the process, wait, kill it if overdue; idempotent. Returns its status."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return self.returncode
-        try:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout=STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        finally:
-            if self._reader is not None:
-                self._reader.join(timeout=STOP_DEADLINE_S)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self.returncode = proc.returncode
-        return self.returncode
-
-    @property
-    def output_text(self) -> str:
-        return "\n".join(self.output)
+        super().__init__(argv, ready=LISTENING.pattern, cwd=cwd)
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT`` of the running server."""
-        if self._url is None or self.proc is None:
-            raise RuntimeError("server is not running")
-        return self._url
+        if self.poll() is not None or self.returncode is not None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.ready_match.group(1)
 
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
-
-    def __enter__(self: P) -> P:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 class CollectorProcess(ListeningProcess):
@@ -321,22 +226,20 @@ class CollectorProcess(ListeningProcess):
         self, n: int, timeout: float = 60.0, **filters: Any
     ) -> list[dict[str, Any]]:
         """Poll ``GET /events`` until at least ``n`` (matching) events are stored."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                raise AssertionError(f"collector is not running:\n{self.output_text}")
-            found = self.events(**filters)
-            if len(found) >= n:
-                return found
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"expected at least {n} event(s) matching {filters or 'anything'} within"
-                    f" {timeout}s, the collector has {len(found)}"
-                )
-            time.sleep(0.05)
+        found: list[dict[str, Any]] = []
 
-    def __enter__(self) -> "CollectorProcess":
-        return self.start()
+        def enough() -> bool:
+            if self.poll() is not None or self.returncode is not None:
+                raise AssertionError(f"collector is not running:\n{self.output_text}")
+            found[:] = self.events(**filters)
+            return len(found) >= n
+
+        def state() -> str:
+            matching = filters or "anything"
+            return f"at least {n} event(s) matching {matching}, the collector has {len(found)}"
+
+        poll_until(enough, timeout, state)
+        return found
 
 
 if __name__ == "__main__":

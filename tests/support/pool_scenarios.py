@@ -6,9 +6,9 @@ reports with JSON lines on stdout. Every pool task tracks ``per_task`` events
 labelled ``{"src": <label>, "seq": task * per_task + k}`` and returns its pid, so
 a test knows which events a *completed* task sent and which worker sent them.
 
-Before returning, each scenario waits (60 s at most) until the flusher's
-``received_by_pid`` covers every worker pid that completed a task: a worker's
-messages may still sit unread in its socket when the owner asks for stats.
+Before returning, each scenario waits (60 s at most, else it fails) until the
+flusher's ``received_by_pid`` covers every worker pid that completed a task: a
+worker's messages may still sit unread in its socket when the owner asks for stats.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+from support.processes import poll_until
 from support.scenarios import AppRunner, Args, emit, flusher_pid, make_client, track_many
-from trubrics_mp import Trubrics
+from trubrics_mp import Stats, Trubrics
 
 STATS_DEADLINE_S = 60.0
 
@@ -63,15 +64,15 @@ def report(client: Trubrics, done: list[tuple[int, int]], received: int = 0) -> 
 def wait_stats(client: Trubrics, pids: list[int], received: int = 0) -> None:
     """Flush, then emit stats once they list every pid of ``pids`` (60 s at most)."""
     client.flush(timeout=60)
-    deadline = time.monotonic() + STATS_DEADLINE_S
-    while True:
-        stats = client.stats()
-        heard = set(pids) <= set(stats.received_by_pid)
-        enough = sum(stats.received_by_pid.values()) >= received
-        if (heard and enough) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    emit(stats=stats.as_dict(), flusher_pid=flusher_pid(client))
+    seen: list[Stats] = []
+
+    def heard_all() -> bool:
+        seen[:] = [client.stats()]
+        by_pid = seen[0].received_by_pid
+        return set(pids) <= set(by_pid) and sum(by_pid.values()) >= received
+
+    poll_until(heard_all, STATS_DEADLINE_S, lambda: f"{received} events from {pids}: {seen}")
+    emit(stats=seen[0].as_dict(), flusher_pid=flusher_pid(client))
 
 
 # -- scenarios ----------------------------------------------------------------------
@@ -201,9 +202,8 @@ def executor_cancel(args: Args) -> None:
     emit(full_pids=sorted({pid for _, pid in done_full}))
     emit(done=sorted(task for task, _ in done), worker_pids=sorted({pid for _, pid in done}))
     wait_stats(client, sorted({pid for _, pid in done_full + done}))
-    deadline = time.monotonic() + STATS_DEADLINE_S  # the manager thread cancels: wait for it
-    while not any(f.cancelled() for f in futures) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # The executor's manager thread cancels the pending futures: wait for it.
+    poll_until(lambda: any(f.cancelled() for f in futures), STATS_DEADLINE_S, "cancellations")
     emit(cancelled=sum(f.cancelled() for f in futures))
 
 

@@ -1,10 +1,11 @@
 """Test helper: a real ``redis-server`` (Debian's package) on a free port.
 
 ``RedisServer(tmp_path)`` starts ``redis-server --port N --bind 127.0.0.1 --save ''
---appendonly no --dir tmp_path`` and waits until it answers ``PING``; ``stop()``
-sends SIGTERM, then SIGKILL after a deadline. It never skips: a missing
-``redis-server`` fails with a message saying how to install it (``make test``
-runs ``make system-deps``, which does).
+--appendonly no --dir tmp_path`` (a ``support.processes.ServerProcess``, its log
+on its stdout), waits for its "Ready to accept connections" line and checks that
+it answers ``PING``; ``stop()`` sends SIGTERM, then SIGKILL after a deadline. It
+never skips: a missing ``redis-server`` fails with a message saying how to
+install it (``make test`` runs ``make system-deps``, which does).
 
 Caveat: the free port is found by binding port 0 and closing the socket, so
 another process may take it before Redis binds it; the start is then retried
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Optional
+
+from support.processes import ServerError, ServerProcess
 
 START_ATTEMPTS = 5
 START_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 20.0
 HOST = "127.0.0.1"
+READY = r"Ready to accept connections"
 
 
 class RedisMissing(RuntimeError):
@@ -52,14 +54,13 @@ class RedisServer:
 
     def __init__(self, tmp_path: Path) -> None:
         self.dir = Path(tmp_path) / "redis"
-        self.log_path = self.dir / "redis.log"
-        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.server: Optional[ServerProcess] = None
         self.port = 0
 
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0`` of the running server."""
-        if self.proc is None:
+        if self.server is None:
             raise RuntimeError("redis-server is not running")
         return f"redis://{HOST}:{self.port}/0"
 
@@ -71,46 +72,28 @@ class RedisServer:
                 "(apt-get install redis-server) before the Celery tests"
             )
         self.dir.mkdir(parents=True, exist_ok=True)
+        failures = []
         for _ in range(START_ATTEMPTS):
-            if self._try_start(binary, free_port()):
-                return self
-        raise RuntimeError(f"redis-server did not start:\n{self.log()}")
-
-    def _try_start(self, binary: str, port: int) -> bool:
-        argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-        argv += ["--dir", str(self.dir), "--logfile", str(self.log_path)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, cwd=self.dir)
-        self.port = port
-        deadline = time.monotonic() + START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:  # port taken meanwhile: try another
-                self.proc = None
-                return False
+            port = free_port()
+            argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly"]
+            argv += ["no", "--dir", str(self.dir)]
+            server = ServerProcess(argv, name="redis-server", ready=READY, cwd=self.dir)
+            try:
+                server.start(START_DEADLINE_S)
+            except ServerError as exc:  # port taken meanwhile: try another
+                failures.append(str(exc))
+                continue
             if ping(port):
-                return True
-            time.sleep(0.05)
-        self.stop()
-        return False
+                self.server, self.port = server, port
+                return self
+            server.stop(STOP_DEADLINE_S)
+            failures.append(f"port {port}: ready, but no answer to PING\n{server.output_text}")
+        raise RuntimeError("redis-server did not start:\n" + "\n".join(failures))
 
     def stop(self) -> Optional[int]:
         """SIGTERM, wait, SIGKILL if overdue; idempotent. Returns the exit status."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return proc.returncode
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return "(no redis log)"
+        server, self.server = self.server, None
+        return None if server is None else server.stop(STOP_DEADLINE_S)
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -55,6 +55,16 @@ def track_many(client: Trubrics, src: str, count: int, start: int = 0, llm: bool
             client.track(user_id=f"user-{src}", event="Sign up", properties=properties)
 
 
+def track_timed(client: Trubrics, src: str, count: int) -> float:
+    """``track_many``, one call at a time; the seconds the slowest ``track()`` took."""
+    slowest = 0.0
+    for seq in range(count):
+        started = time.perf_counter()
+        client.track(user_id=f"user-{src}", event="Sign up", properties={"src": src, "seq": seq})
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
 def flusher_pid(client: Trubrics) -> Optional[int]:
     return client.stats().flusher_pid
 
@@ -133,11 +143,20 @@ def _libc_fork() -> int:
 
 
 def raw_fork(args: Args) -> None:
-    """Children made by ``os.fork()`` or by a fork in C; the parent's buffer is not re-sent."""
+    """Children made by ``os.fork()`` or by a fork in C; the parent's buffer is not re-sent.
+
+    With ``buffered``, the parent (its flusher stopped) tracks until its socket is
+    full and that many events wait in its own buffer when it forks.
+    """
     client = make_client(args)
     if args.get("stall_flusher"):
         os.kill(flusher_pid(client) or 0, signal.SIGSTOP)
-    track_many(client, "parent", args.get("n_parent", 0))
+    if args.get("buffered"):
+        from support.pool_scenarios import fill_until_buffered
+
+        emit(n_parent=fill_until_buffered(client, "parent", args["buffered"]))
+    else:
+        track_many(client, "parent", args.get("n_parent", 0))
     emit(parent_buffered=buffered(client))
     fork: Callable[[], int] = _libc_fork if args["how"] == "libc" else os.fork
     pids = []
@@ -198,7 +217,7 @@ def stall(args: Args) -> None:
     client = make_client(args)
     pid = flusher_pid(client) or 0
     os.kill(pid, signal.SIGSTOP)
-    track_many(client, "stalled", args["n"])
+    emit(slowest_track_s=track_timed(client, "stalled", args["n"]))
     local = client.stats(flusher=False)
     emit(stalled=local.queued, buffered=local.buffered, dropped=local.dropped)
     os.kill(pid, signal.SIGCONT)
@@ -281,15 +300,15 @@ def term_flusher(args: Args) -> None:
 
 
 _AFTER_EXEC = """
-import json, os, sys, time
+import json, os, sys
+from support.processes import WaitTimeout, poll_until
 flusher = int(sys.argv[1])
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    if os.waitpid(flusher, os.WNOHANG)[0] == flusher:  # still our child: reap it
-        print(json.dumps({"flusher_left_after_exec": True}), flush=True)
-        sys.exit(0)
-    time.sleep(0.05)
-print(json.dumps({"flusher_left_after_exec": False}), flush=True)
+try:  # still our child: reap it
+    poll_until(lambda: os.waitpid(flusher, os.WNOHANG)[0] == flusher, 60, "the flusher to exit")
+    left = True
+except WaitTimeout:
+    left = False
+print(json.dumps({"flusher_left_after_exec": left}), flush=True)
 """
 
 
@@ -332,7 +351,7 @@ def _big_producer(client: Trubrics, index: int) -> None:
 
 
 def killed_producers(args: Args) -> None:
-    """Producers SIGKILLed mid-stream neither corrupt the queue nor block the others."""
+    """Producers SIGKILLed while sending neither corrupt the queue nor block the others."""
     client = make_client(args)
     context = multiprocessing.get_context("fork")
     doomed = [context.Process(target=_big_producer, args=(client, i)) for i in range(3)]
@@ -370,6 +389,41 @@ def no_fork_warning(args: Args) -> None:
     finish("close", client)
 
 
+def _flusher_peak_rss_kib(client: Trubrics) -> int:
+    pid = client.stats().flusher_pid
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def burst(args: Args) -> None:
+    """Default settings; ``n`` events tracked back to back right after construction.
+
+    With ``processes`` > 1, that many forked children each track ``n`` at once
+    (released together through a pipe), then leave through ``sys.exit``.
+    """
+    client = Trubrics(API_KEY, args["url"])
+    processes = args.get("processes", 1)
+    if processes == 1:
+        track_many(client, "burst", args["n"])
+        emit(local=client.stats(flusher=False).as_dict())
+    else:
+        go_r, go_w = os.pipe()
+        pids = []
+        for index in range(processes):
+            pid = os.fork()
+            if pid == 0:
+                os.close(go_w)
+                os.read(go_r, 1)  # end of file: every child starts at once
+                track_many(client, f"child-{index}", args["n"])
+                sys.exit(0)  # atexit: the client hands over what it still buffers
+            pids.append(pid)
+        os.close(go_w)  # releases them all
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        emit(exitcodes=codes)
+    emit(flushed=client.flush(timeout=600), peak_rss_kib=_flusher_peak_rss_kib(client))
+    finish("close", client)
+
+
 SCENARIOS: dict[str, Callable[[Args], None]] = {
     f.__name__: f
     for f in (
@@ -385,6 +439,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
         kill_flusher,
         killed_producers,
         no_fork_warning,
+        burst,
     )
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -22,6 +23,16 @@ def test_requests_round_trip(kind: bytes) -> None:
 def test_malformed_requests_are_refused(message: bytes) -> None:
     with pytest.raises(proto.ProtocolError):
         proto.parse_request(message)
+
+
+def test_a_shutdown_may_say_how_long_its_owner_waits() -> None:
+    request = proto.parse_request(proto.request(proto.SHUTDOWN, 3, b"2.500"))
+    assert proto.shutdown_within_s(request) == 2.5
+    assert proto.shutdown_within_s(proto.parse_request(proto.request(proto.SHUTDOWN, 3))) is None
+    bad = proto.parse_request(proto.request(proto.SHUTDOWN, 3, b"soon"))
+    assert proto.shutdown_within_s(bad) is None
+    with pytest.raises(proto.ProtocolError):
+        proto.parse_request(proto.request(proto.FLUSH, 3, b"2.5"))
 
 
 def test_replies_round_trip() -> None:
@@ -94,6 +105,15 @@ def test_an_end_request_begins_the_end_once_and_deadlines_only_move_earlier() ->
     life.close_watches()
 
 
+@pytest.mark.parametrize("within_s", [1.5, 30.0])
+def test_an_end_requested_within_a_time_takes_the_owners_deadline(within_s: float) -> None:
+    life = lifetime(timeout_s=5.0)
+    life.request_end("shutdown requested by the owner", within_s=within_s)
+    assert life.begin_end(life.due(10.0) or "", 10.0)
+    assert life.phase.deadline == 10.0 + within_s
+    life.close_watches()
+
+
 def test_the_owner_is_watched_through_a_descriptor() -> None:
     life = lifetime()
     assert list(life.watches.values()) == ["owner process exited"]
@@ -114,3 +134,17 @@ def test_stats_merge_local_and_flusher_counters() -> None:
     assert merged.received_by_pid == {1234: 1} and merged.pipeline == "@p"
     alone = merge(local, 2, 1, "@p", None)
     assert alone.delivered is None and alone.flusher_restarts == 1 and alone.buffered == 2
+
+
+def test_processes_long_gone_are_forgotten_and_the_reply_stays_small() -> None:
+    from trubrics_mp._stats import MAX_GONE_PIDS
+
+    counters = FlusherCounters(pid=1, generation=0)
+    for pid in range(10, 30_010):  # a server that recycled 30,000 workers
+        counters.count_received(pid)
+        counters.process_gone(pid)
+    counters.count_received(5)  # a live one
+    snapshot = counters.snapshot(held=0)
+    assert len(snapshot["received_by_pid"]) == MAX_GONE_PIDS + 1
+    assert sum(snapshot["received_by_pid"].values()) + snapshot["received_from_forgotten"] == 30_001
+    assert len(proto.stats_reply(1, json.dumps(snapshot).encode())) < proto.MAX_MESSAGE_BYTES // 4

@@ -25,10 +25,18 @@ def batch(n: int, tag: str = "b") -> Batch:
 class Running:
     """A started Delivery whose settled outcomes are collected on each wake."""
 
-    def __init__(self, poster: FakePoster, policy: RetryPolicy = FAST, senders: int = 4) -> None:
+    def __init__(
+        self,
+        poster: FakePoster,
+        policy: RetryPolicy = FAST,
+        senders: int = 4,
+        bundle_after_s: float = 0.0,
+    ) -> None:
         self.settled: list[Settled] = []
         self._lock = threading.Lock()
-        self.delivery = Delivery(poster, policy, senders, self._wake, LOG)
+        self.delivery = Delivery(
+            poster, policy, senders, self._wake, LOG, bundle_after_s=bundle_after_s
+        )
         self.delivery.start()
 
     def _wake(self) -> None:
@@ -104,7 +112,7 @@ def test_a_recovered_api_gets_every_batch_delivered_once(running: list[Running])
     poster.script = always(200)
     poll_until(lambda: len(run.outcomes()) == 6, 10, lambda: f"6 settled, {run.outcomes()}")
     assert all(s.delivered for s in run.outcomes())
-    delivered = [c.events[0]["seq"] for c in poster.calls if c.number > 10]
+    delivered = [e["seq"] for c in poster.calls if c.number > 10 for e in c.events]
     assert sorted(set(delivered)) == list(range(6))
     assert run.delivery.retried_requests >= 10
 
@@ -122,7 +130,7 @@ def test_a_spent_budget_settles_the_batch_as_dropped(running: list[Running]) -> 
     assert run.delivery.requests == 4 and run.delivery.retried_requests == 3
 
 
-@pytest.mark.parametrize(("status", "reason"), [(400, "http_400"), (401, "unauthorized")])
+@pytest.mark.parametrize(("status", "reason"), [(400, "http_400"), (422, "http_422")])
 def test_a_client_error_is_dropped_at_once_and_does_not_pause(
     running: list[Running], status: int, reason: str
 ) -> None:
@@ -133,7 +141,57 @@ def test_a_client_error_is_dropped_at_once_and_does_not_pause(
         run.delivery.put(batch(i))
     poll_until(lambda: len(run.outcomes()) == 3, 10, "3 settled")
     assert [s.reason for s in run.outcomes()] == [reason, "", ""]
-    assert poster.count() == 3
+    # One request for the three, refused; then each alone: only the bad one is lost.
+    assert poster.count() == 4 and [len(c.events) for c in poster.calls] == [3, 1, 1, 1]
+
+
+def test_a_refused_key_drops_every_batch_of_its_request(running: list[Running]) -> None:
+    poster = FakePoster(always(401))
+    run = Running(poster, senders=1)
+    running.append(run)
+    for i in range(3):
+        run.delivery.put(batch(i))
+    poll_until(lambda: len(run.outcomes()) == 3, 10, "3 settled")
+    assert [s.reason for s in run.outcomes()] == ["unauthorized"] * 3
+    assert poster.count() <= 3
+
+
+def test_batches_that_did_not_wait_go_one_per_request(running: list[Running]) -> None:
+    poster = FakePoster()
+    run = Running(poster, senders=1, bundle_after_s=3600)
+    running.append(run)
+    for i in range(5):
+        run.delivery.put(batch(i))
+    poll_until(lambda: len(run.outcomes()) == 5, 10, "5 settled")
+    assert [len(c.events) for c in poster.calls] == [1] * 5
+
+
+def test_waiting_batches_of_one_endpoint_share_a_request_up_to_100_events(
+    running: list[Running],
+) -> None:
+    gate = threading.Event()
+
+    def script(number: int, endpoint: str, events: list[dict[str, object]]) -> Outcome:
+        gate.wait(10)  # the first request holds the only sender while others queue
+        return Outcome(200)
+
+    poster = FakePoster(script)
+    run = Running(poster, senders=1)
+    running.append(run)
+    run.delivery.put(Batch("publish_events", [b'{"seq":-1}']))
+    poll_until(lambda: poster.count() == 1, 10, "the first request")
+    for i in range(150):
+        run.delivery.put(batch(i))
+    run.delivery.put(Batch("publish_llm_events", [b'{"seq":-2}']))
+    gate.set()
+    poll_until(lambda: len(run.outcomes()) == 152, 10, "152 settled")
+    sizes = [(c.endpoint, len(c.events)) for c in poster.calls]
+    assert sizes == [
+        ("publish_events", 1),
+        ("publish_events", 100),
+        ("publish_events", 50),
+        ("publish_llm_events", 1),
+    ]
 
 
 def test_retry_after_holds_every_sender_until_it_passes(running: list[Running]) -> None:
@@ -156,6 +214,7 @@ def test_retry_after_holds_every_sender_until_it_passes(running: list[Running]) 
     assert later[0].events == first.events  # the failed batch goes first
 
 
+@pytest.mark.internal_errors_allowed
 def test_a_poster_that_raises_is_a_failed_attempt_not_a_dead_sender(running: list[Running]) -> None:
     def script(number: int, endpoint: str, events: list[dict[str, object]]) -> Outcome:
         if number == 1:

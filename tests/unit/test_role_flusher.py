@@ -6,6 +6,7 @@ through ``SOCK_SEQPACKET`` connections made as client processes make them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -17,7 +18,7 @@ import pytest
 from support.fakes import ANSWER_200, FakePoster, Script, always
 
 from trubrics_mp import _protocol as proto
-from trubrics_mp._config import Config
+from trubrics_mp._config import MIB, Config
 from trubrics_mp._flusher import Flusher
 from trubrics_mp._retry import Outcome
 from trubrics_mp._servers import poll_until
@@ -123,22 +124,31 @@ def test_flush_says_false_when_a_batch_it_covers_is_dropped(harness: Any) -> Non
     assert h.ask(sock, proto.FLUSH).ok  # a later flush covers only later batches
 
 
-def test_events_past_the_bound_are_counted_and_flush_says_false(harness: Any) -> None:
+def test_at_the_bound_reading_pauses_and_events_wait_in_the_kernel(harness: Any) -> None:
     gate = threading.Event()
 
     def blocked(number: int, endpoint: str, events: list[dict[str, Any]]) -> Outcome:
         gate.wait(DEADLINE_S)
         return Outcome(200)
 
-    h = harness(blocked, max_queue_size=100, flush_at=10)
+    h = harness(blocked, max_queue_bytes=MIB, flush_at=10)
     sock = h.connect()
-    for seq in range(130):
-        h.track(sock, seq)
-    poll_until(lambda: h.stats(sock)["dropped"].get("queue_full") == 30, DEADLINE_S, "30 drops")
-    assert h.stats(sock)["held"] == 100
+    pad = "x" * 10_000
+
+    def produce() -> None:  # blocks while the flusher does not read: a thread
+        for seq in range(200):
+            sock.send(proto.EVENT + json.dumps({"src": "t", "seq": seq, "pad": pad}).encode())
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    poll_until(lambda: h.flusher.reader.paused, DEADLINE_S, "reading to pause at the bound")
+    intake = h.flusher.intake
+    assert MIB <= intake.held_bytes < MIB + 10_100 and intake.held < 200
     gate.set()
-    assert h.ask(sock, proto.FLUSH).ok is False
-    assert len(h.delivered()) == 100
+    producer.join(DEADLINE_S)
+    assert h.ask(sock, proto.FLUSH).ok  # nothing was dropped: it waited
+    assert sorted(seq for _, seq in h.delivered()) == list(range(200))
+    assert h.stats(sock)["dropped"] == {} and not h.flusher.reader.paused
 
 
 def test_shutdown_from_the_owner_delivers_everything_then_leaves(harness: Any) -> None:
@@ -206,3 +216,47 @@ def test_stats_count_by_pid_and_report_the_generation(harness: Any) -> None:
     stats = h.stats(sock)
     assert stats["generation"] == 3 and stats["delivered"] == 5 and stats["requests"] == 1
     assert stats["received_by_pid"] == {str(os.getpid()): 5} and stats["held"] == 0
+
+
+class _Exhausted(socket.socket):
+    """A listener whose first accepts fail as a process out of descriptors does."""
+
+    failures = 3
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if _Exhausted.failures > 0:
+            _Exhausted.failures -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super().accept()
+
+
+def test_out_of_descriptors_the_flusher_backs_off_and_serves_on() -> None:
+    config = Config(api_key="unit-key", host="http://127.0.0.1:9", flush_at=1)
+    address = proto.new_address()
+    listener = _Exhausted(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(address)
+    listener.listen(8)
+    poster = FakePoster()
+    flusher = Flusher(config, listener, os.getpid(), 0, poster=poster)
+    thread = threading.Thread(target=flusher.serve, daemon=True)
+    thread.start()
+    try:
+        sock = proto.connect(address)
+        sock.setblocking(True)
+        sock.send(proto.EVENT + b'{"src":"t","seq":0}')
+        poll_until(lambda: poster.count() == 1, DEADLINE_S, "the event, once accepted")
+        assert flusher.reader.accept_failures == 3 and thread.is_alive()
+    finally:
+        flusher.stop("test over")
+        thread.join(DEADLINE_S)
+        sock.close()
+
+
+def test_flush_says_false_for_a_batch_dropped_before_it_was_asked(harness: Any) -> None:
+    h = harness(always(400), flush_at=1)
+    sock, other = h.connect(), h.connect()
+    h.track(sock, 0)
+    poll_until(lambda: h.stats(other)["dropped"] == {"http_400": 1}, DEADLINE_S, "the drop")
+    assert h.ask(sock, proto.FLUSH).ok is False  # settled before the flush came: still told
+    assert h.ask(other, proto.FLUSH).ok is True  # none of its events were lost
+    assert h.ask(sock, proto.FLUSH).ok is True  # told once

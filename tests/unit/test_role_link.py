@@ -51,7 +51,7 @@ class StandInSupervisor(Supervisor):
 
 @pytest.fixture
 def link() -> Iterator[tuple[Link, StandInSupervisor]]:
-    config = Config(api_key="unit-key", process_buffer_size=50)
+    config = Config(api_key="unit-key", process_buffer_bytes=50 * 6)
     supervisor = StandInSupervisor(config, proto.new_address())
     made = Link(config, supervisor, LOG)
     yield made, supervisor
@@ -73,7 +73,7 @@ def read_all(conn: socket.socket) -> list[bytes]:
 
 def fill(link: Link, count: int, start: int = 0) -> None:
     for seq in range(start, start + count):
-        link.send(b"E%d" % seq)
+        link.send(b"E%05d" % seq)  # 6 bytes each
 
 
 def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSupervisor]) -> None:
@@ -89,7 +89,7 @@ def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSup
     received = read_all(conn)
     assert ours.drain(deadline=None)
     received += read_all(conn)
-    assert received == [b"E%d" % seq for seq in range(sent)]
+    assert received == [b"E%05d" % seq for seq in range(sent)]
     assert ours.counters.queued == sent and ours.take_losses() == 0
 
 
@@ -122,14 +122,14 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     fill(ours, 1)
     first = supervisor.accept()
     first.send(proto.hello(4))
-    assert read_all(first) == [b"E0"]
+    assert read_all(first) == [b"E00000"]
     supervisor.die()
     first.close()
     fill(ours, 1, 1)  # notices the hang-up, restarts, reconnects, sends
     second = supervisor.accept()
     assert supervisor.restarts == [5] and ours.generation == 5
     assert ours.drain(deadline=None)
-    assert read_all(second) == [b"E1"]
+    assert read_all(second) == [b"E00001"]
 
 
 def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupervisor]) -> None:
@@ -142,7 +142,7 @@ def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupe
     conn.send(proto.ack(request_id_of_next, True))
     reply = ours.request(proto.FLUSH, deadline=None)
     assert reply is not None and reply.kind == proto.ACK and reply.ok
-    assert read_all(conn) == [b"E0", proto.request(proto.FLUSH, request_id_of_next)]
+    assert read_all(conn) == [b"E00000", proto.request(proto.FLUSH, request_id_of_next)]
 
 
 def test_a_request_times_out_when_no_answer_comes(link: tuple[Link, StandInSupervisor]) -> None:
@@ -165,3 +165,27 @@ def test_a_forked_child_forgets_the_parents_buffer_and_counters(
     ours.forget_parent()
     assert ours.sock is None and not ours.buffer
     assert ours.counters.queued == 0 and ours.take_losses() == 0
+
+
+def test_connecting_to_a_flusher_whose_backlog_is_full_never_blocks() -> None:
+    import time
+
+    config = Config(api_key="unit-key")
+    address = proto.new_address()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(address)
+    listener.listen(0)  # never accepted: the backlog fills at once
+    waiting = []
+    try:
+        with pytest.raises(BlockingIOError):
+            for _ in range(16):
+                waiting.append(proto.connect(address))
+        ours = Link(config, Supervisor(config, address, os.getpid(), LOG), LOG)
+        started = time.monotonic()
+        ours.send(b"E00000")
+        assert time.monotonic() - started < 1.0  # generous: a blocking connect waits forever
+        assert list(ours.buffer) == [b"E00000"] and ours.sock is None
+    finally:
+        for sock in waiting:
+            sock.close()
+        listener.close()

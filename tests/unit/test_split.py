@@ -97,7 +97,7 @@ class Running:
 
 
 @pytest.fixture
-def running() -> Iterator[list[Running]]:
+def split_running() -> Iterator[list[Running]]:
     made: list[Running] = []
     yield made
     for each in made:
@@ -110,10 +110,12 @@ def accepted(poster: FakePoster, limit: int) -> list[int]:
     return sorted(e["seq"] for c in calls if not any(e["big"] for e in c.events) for e in c.events)
 
 
-def test_a_refused_batch_is_delivered_in_parts_and_settles_once(running: list[Running]) -> None:
+def test_a_refused_batch_is_delivered_in_parts_and_settles_once(
+    split_running: list[Running],
+) -> None:
     poster = FakePoster(too_large_over(2))
     run = Running(poster)
-    running.append(run)
+    split_running.append(run)
     batch = Batch("publish_events", events(*range(7)))
     run.delivery.put(batch)
     poll_until(lambda: run.outcomes(), 10, "the batch to settle")
@@ -123,10 +125,10 @@ def test_a_refused_batch_is_delivered_in_parts_and_settles_once(running: list[Ru
     assert run.delivery.split_batches == 3  # 7 -> 3 + 4 -> (1 + 2) + (2 + 2)
 
 
-def test_only_the_event_too_large_alone_is_lost(running: list[Running]) -> None:
+def test_only_the_event_too_large_alone_is_lost(split_running: list[Running]) -> None:
     poster = FakePoster(too_large_over(2))
     run = Running(poster)
-    running.append(run)
+    split_running.append(run)
     batch = Batch("publish_events", events(*range(6), big=(4,)))
     run.delivery.put(batch)
     poll_until(lambda: run.outcomes(), 10, "the batch to settle")
@@ -139,7 +141,7 @@ def test_only_the_event_too_large_alone_is_lost(running: list[Running]) -> None:
 
 
 def test_a_part_can_be_lost_for_another_reason_and_is_counted_as_such(
-    running: list[Running],
+    split_running: list[Running],
 ) -> None:
     def script(number: int, endpoint: str, posted: list[dict[str, Any]]) -> Outcome:
         if len(posted) > 2:
@@ -147,7 +149,7 @@ def test_a_part_can_be_lost_for_another_reason_and_is_counted_as_such(
         return Outcome(503) if posted[0]["seq"] == 0 else Outcome(200)
 
     run = Running(FakePoster(script), senders=1)
-    running.append(run)
+    split_running.append(run)
     run.delivery.put(Batch("publish_events", events(0, 1, 2, 3)))
     poll_until(lambda: run.outcomes(), 10, "the batch to settle")
     (settled,) = run.outcomes()
@@ -157,16 +159,16 @@ def test_a_part_can_be_lost_for_another_reason_and_is_counted_as_such(
 
 # -- the flusher's counts and flush() ------------------------------------------------------------
 @pytest.fixture
-def serving() -> Iterator[list[ServingFlusher]]:
+def split_serving() -> Iterator[list[ServingFlusher]]:
     made: list[ServingFlusher] = []
     yield made
     for each in made:
         each.stop()
 
 
-def test_flush_is_true_when_every_part_arrived(serving: list[ServingFlusher]) -> None:
+def test_flush_is_true_when_every_part_arrived(split_serving: list[ServingFlusher]) -> None:
     run = ServingFlusher(too_large_over(3), flush_at=20)  # leaves on flush()
-    serving.append(run)
+    split_serving.append(run)
     for seq in range(10):
         run.track({"seq": seq, "big": False})
     assert run.flush() is True
@@ -175,10 +177,10 @@ def test_flush_is_true_when_every_part_arrived(serving: list[ServingFlusher]) ->
 
 
 def test_an_event_too_large_alone_is_counted_and_flush_says_false(
-    serving: list[ServingFlusher],
+    split_serving: list[ServingFlusher],
 ) -> None:
     run = ServingFlusher(too_large_over(3), flush_at=20)  # leaves on flush()
-    serving.append(run)
+    split_serving.append(run)
     for seq in range(10):
         run.track({"seq": seq, "big": seq == 7})
     assert run.flush() is False

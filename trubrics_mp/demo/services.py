@@ -39,7 +39,7 @@ class Service(ServerProcess):
         super().__init__(argv, name=name, env=env, log_path=log_path)
 
     def stop(
-        self, deadline_s: float = STOP_DEADLINE_S, *, sig: int = signal.SIGTERM
+        self, deadline_s: float = STOP_DEADLINE_S, *, sig: Optional[int] = signal.SIGTERM
     ) -> Optional[int]:
         """Stop it, then wait for (or kill) the rest of its group; idempotent.
 

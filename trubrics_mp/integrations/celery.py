@@ -60,6 +60,7 @@ import os
 from typing import Any, Callable, Optional, Union
 
 from .._client import Trubrics
+from .._config import LOGGER_NAME
 
 ClientOrFactory = Union[Trubrics, Callable[[], Trubrics]]
 SIGNALS = ("worker_init", "worker_process_init", "worker_process_shutdown", "worker_shutdown")
@@ -79,7 +80,7 @@ class CeleryTrubrics:
             raise TypeError("setup() takes a Trubrics client or a function that makes one")
         self._timeout = timeout
         self._main_pid: Optional[int] = None  # where worker_init ran
-        self._log = logging.getLogger("trubrics_mp")
+        self._log = logging.getLogger(LOGGER_NAME)
 
     def __repr__(self) -> str:
         return f"CeleryTrubrics(client={self._client!r}, main_pid={self._main_pid})"

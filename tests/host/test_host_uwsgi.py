@@ -1,0 +1,384 @@
+"""The real uWSGI server, started as a user would, with real HTTP traffic.
+
+The app (``tests/host/apps/uwsgi/uwsgi_app.py``) tracks one event per request,
+``{"src": ..., "seq": ...}``; its client is made in ``uwsgi_analytics.py`` and
+wired with :func:`trubrics_mp.integrations.uwsgi.register`. Each test stops
+uWSGI as production does (the master FIFO's graceful ``q``, or SIGTERM with
+``die-on-term``), then checks that every event reached the collector exactly
+once, that the stop was graceful (exit code 0, no "NO MERCY" kill of a
+worker, no traceback), and that the flusher process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import psutil
+import pytest
+from support.checks import wait_exactly_once
+from support.collector import CollectorProcess
+from support.hosts import assert_no_traceback, drive, get, tracebacks
+from support.processes import ServerProcess, is_running, poll_until
+
+UWSGI = Path(sys.executable).parent / "uwsgi"
+APP_DIR = Path(__file__).resolve().parent / "apps" / "uwsgi"
+API_KEY = "uwsgi-host-test-key-5b2e"
+DEADLINE_S = 60.0
+# uWSGI lines that mean a process was killed after a timeout, not left on its own.
+FORCED = re.compile(r"NO MERCY|taking too much time|killed by signal 9|HARAKIRI", re.I)
+GOOD = ("--master", "--die-on-term")
+LISTENING = r"listening on (http://\S+)"  # printed by the app (uwsgi_app.py), port 0 resolved
+
+
+@dataclass
+class Uwsgi:
+    """A running uWSGI server and what a test learns about it."""
+
+    host: ServerProcess
+    url: str
+    fifo: Path
+    stop_seconds: Optional[float] = None
+    seen: dict[str, Any] = field(default_factory=dict)
+
+    def stats(self) -> dict[str, Any]:
+        status, body = get(f"{self.url}/stats")
+        assert status == 200, body
+        reply: dict[str, Any] = json.loads(body)
+        return reply
+
+    def track(self, src: str, n: int, start: int = 0, pad: int = 0) -> set[int]:
+        """``n`` requests from 4 threads; the pids of the workers that answered."""
+        url = f"{self.url}/track?src={src}&seq={{seq}}" + (f"&pad={pad}" if pad else "")
+        replies = drive(url, n, concurrency=4, start=start)
+        failed = [r for r in replies if r.status != 200]
+        assert not failed, f"{len(failed)} requests failed, e.g. {failed[:3]}"
+        return {json.loads(r.body)["pid"] for r in replies}
+
+    def wait_received(self, total: int) -> dict[str, Any]:
+        """Poll ``/stats`` until the flusher has read ``total`` events; the last reply."""
+        replies: list[dict[str, Any]] = []
+
+        def received() -> int:
+            return sum(replies[-1]["stats"]["received_by_pid"].values()) if replies else 0
+
+        def enough() -> bool:
+            replies.append(self.stats())
+            return received() >= total
+
+        poll_until(enough, DEADLINE_S, lambda: f"{total} events; last reply: {replies[-1:]}")
+        assert received() == total, replies[-1]
+        return replies[-1]
+
+    def stop(self, how: str = "fifo-q") -> float:
+        """Stop as production does: ``fifo-q`` (graceful) or ``sigterm`` (die-on-term).
+
+        ``wait``: the test already asked; just wait for the exit.
+        """
+        if how == "fifo-q":
+            self.write_fifo(b"q")
+        sig = signal.SIGTERM if how == "sigterm" else None  # else: already asked to stop
+        self.host.stop(DEADLINE_S, sig=sig)
+        assert not self.host.killed, f"no exit {DEADLINE_S} s after {how}:\n{self.host.tail()}"
+        self.stop_seconds = self.host.stop_seconds
+        assert self.stop_seconds is not None
+        return self.stop_seconds
+
+    def write_fifo(self, command: bytes) -> None:
+        """A command to the master FIFO (``q``: graceful stop, ``r``: graceful reload)."""
+        fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, command)
+        finally:
+            os.close(fd)
+
+
+def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
+    return [
+        str(UWSGI),
+        "--http-socket",
+        "127.0.0.1:0",  # the app prints the port the OS chose
+        "--module",
+        "uwsgi_app:application",
+        "--chdir",
+        str(APP_DIR),
+        "--virtualenv",
+        sys.prefix,
+        "--master-fifo",
+        str(fifo),
+        "--disable-logging",
+        *options,
+    ]
+
+
+StartUwsgi = Callable[..., Uwsgi]
+
+
+@pytest.fixture
+def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUwsgi]:
+    """``start_uwsgi(*options, flush_at=50, flush_interval=60) -> Uwsgi``; always stopped."""
+    servers: list[Uwsgi] = []
+
+    def start(
+        *options: str, flush_at: int = 50, flush_interval: float = 60, hooks: bool = True
+    ) -> Uwsgi:
+        fifo = tmp_path / f"master-{len(servers)}.fifo"
+        env = {
+            "TRUBRICS_API_KEY": API_KEY,
+            "TRUBRICS_URL": collector.url,
+            "TRUBRICS_FLUSH_AT": str(flush_at),
+            "TRUBRICS_FLUSH_INTERVAL": str(flush_interval),
+            "TRUBRICS_UWSGI_HOOKS": "1" if hooks else "0",
+        }
+        host = ServerProcess(_command(fifo, options), name="uwsgi", ready=LISTENING, env=env)
+        servers.append(Uwsgi(host, "", fifo))
+        servers[-1].url = host.start().ready_match.group(1)
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.host.stop(20.0, sig=signal.SIGINT)  # brutal stop, if a test failed midway
+
+
+def _flusher_pid(reply: dict[str, Any]) -> int:
+    pid = reply["stats"]["flusher_pid"]
+    assert isinstance(pid, int), reply
+    return pid
+
+
+def _assert_graceful(server: Uwsgi, allow_forced: int = 0) -> None:
+    """Exit code 0; no traceback; no kill after a timeout (beyond ``allow_forced`` lines)."""
+    text = server.host.output_text
+    assert server.host.returncode == 0, text[-3000:]
+    assert_no_traceback(text)
+    forced = [line for line in text.splitlines() if FORCED.search(line)]
+    assert len(forced) <= allow_forced, forced
+    assert API_KEY not in text
+
+
+def _assert_no_warning(server: Uwsgi) -> None:
+    ours = [line for line in server.host.output_text.splitlines() if "trubrics_mp" in line]
+    assert not [line for line in ours if "WARNING" in line or "ERROR" in line], ours
+
+
+def _wait_gone(pids: set[int]) -> None:
+    """The flushers exit by themselves once uWSGI is gone (they deliver first)."""
+
+    def running() -> set[int]:
+        return {pid for pid in pids if is_running(pid)}
+
+    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
+
+
+def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) -> None:
+    batches = collector.batches()
+    print(
+        f"RESULT {name}: sent={sent} delivered={sum(b['n_events'] for b in batches)}"
+        f" requests={len(batches)} stop_s={server.stop_seconds:.2f}"
+    )
+
+
+# -- the app loaded in the master (the default) ----------------------------------------
+@pytest.mark.parametrize(
+    "threads, stop",
+    [("enable-threads", "fifo-q"), ("default", "fifo-q"), ("default", "sigterm")],
+)
+def test_preloaded_app_shares_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, threads: str, stop: str
+) -> None:
+    """One flusher, started by the master under uWSGI, fills batches for every worker."""
+    options: tuple[str, ...] = (*GOOD, "--processes", "2")
+    if threads == "enable-threads":
+        options += ("--enable-threads",)
+    server = start_uwsgi(*options, flush_at=50, flush_interval=60)
+    workers = server.track("preload", 200)
+    reply = server.wait_received(200)
+    flusher = psutil.Process(_flusher_pid(reply))
+    cmdline = flusher.cmdline()
+    assert os.path.basename(cmdline[0]).startswith("python"), cmdline  # not the uwsgi binary
+    assert cmdline[-1] == "trubrics-mp-flusher"
+    assert flusher.ppid() == server.host.pid  # started by the master, the owner
+    assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == workers
+    assert len(workers) == 2  # both workers served requests, through one flusher
+    server.stop(stop)
+    wait_exactly_once(collector, {"preload": 200})
+    assert len(collector.batches()) == 200 // 50  # batches shared across workers
+    _assert_graceful(server)
+    _assert_no_warning(server)
+    _wait_gone({flusher.pid})
+    _report(f"preload {threads} {stop} has_threads={reply['has_threads']}", server, 200, collector)
+
+
+def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
+    """A reload execs the master under the same pid: the old flusher delivers and exits."""
+    server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, flush_interval=60)
+    server.track("before", 100)
+    first = _flusher_pid(server.wait_received(100))
+    server.write_fifo(b"r")  # graceful reload
+    _wait_gone({first})
+    server.url = server.host.wait_for(LISTENING, count=2)[1].group(1)
+    server.track("after", 100)
+    second = _flusher_pid(server.wait_received(100))
+    assert second != first
+    server.stop("fifo-q")
+    wait_exactly_once(collector, {"before": 100, "after": 100})
+    _assert_graceful(server)
+    _wait_gone({second})
+
+
+def test_recycled_workers_keep_the_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
+    """``max-requests`` replaces workers: new ones reach the same flusher, none restarts it."""
+    server = start_uwsgi(
+        *GOOD,
+        "--processes",
+        "2",
+        "--max-requests",
+        "30",
+        "--min-worker-lifetime",
+        "0",
+        flush_at=40,
+    )
+    pids = server.track("recycled", 160)
+    reply = server.wait_received(160)
+    assert len(pids) > 2  # workers were replaced
+    assert server.host.matches(r"The work of process \d+ is done")
+    assert reply["stats"]["flusher_restarts"] == 0
+    assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == pids
+    flusher = _flusher_pid(reply)
+    server.stop()
+    wait_exactly_once(collector, {"recycled": 160})
+    assert len(collector.batches()) == 160 // 40
+    _assert_graceful(server)
+    _assert_no_warning(server)
+    _wait_gone({flusher})
+    _report(f"max-requests 30 ({len(pids)} worker pids)", server, 160, collector)
+
+
+# -- lazy-apps -------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["per-worker", "shared-import"])
+def test_lazy_apps(start_uwsgi: StartUwsgi, collector: CollectorProcess, where: str) -> None:
+    """Each worker loads the app: its own flusher, unless the master imports the client."""
+    options: tuple[str, ...] = (*GOOD, "--processes", "2", "--lazy-apps")
+    if where == "shared-import":
+        options += ("--shared-import", "uwsgi_analytics")
+    server = start_uwsgi(*options, flush_at=25)
+    server.host.wait_for(LISTENING, 2, DEADLINE_S)  # each worker loaded it
+    workers = server.track("lazy", 100)
+    if where == "shared-import":
+        server.wait_received(100)
+    replies: dict[int, dict[str, Any]] = {}
+
+    def each_answered() -> bool:  # ask until each worker has answered once
+        reply = server.stats()
+        replies[reply["pid"]] = reply
+        return set(replies) >= workers
+
+    poll_until(each_answered, DEADLINE_S, lambda: f"workers {workers}; answered: {set(replies)}")
+    flushers = {_flusher_pid(reply) for reply in replies.values()}
+    assert len(workers) == 2 and set(replies) == workers
+    assert len(flushers) == (2 if where == "per-worker" else 1), replies
+    server.stop()
+    wait_exactly_once(collector, {"lazy": 100})
+    if where == "shared-import":
+        assert len(collector.batches()) == 100 // 25
+    _assert_graceful(server)
+    _assert_no_warning(server)
+    _wait_gone(flushers)
+    _report(f"lazy-apps {where} ({len(flushers)} flushers)", server, 100, collector)
+
+
+# -- harakiri ----------------------------------------------------------------------------
+def test_harakiri_kills_one_worker_and_loses_nothing(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
+    """A request past ``harakiri`` gets its worker SIGKILLed; its event was already queued."""
+    server = start_uwsgi(*GOOD, "--processes", "2", "--harakiri", "2", flush_at=20)
+    server.track("before", 40)
+    sleeper = threading.Thread(target=get, args=(f"{server.url}/sleep?src=sleeper&seq=0&s=60",))
+    sleeper.start()
+    server.host.wait_for(r"HARAKIRI ON WORKER", deadline_s=DEADLINE_S)
+    server.host.wait_for(r"Respawned uWSGI worker", deadline_s=DEADLINE_S)
+    sleeper.join(DEADLINE_S)
+    server.track("after", 40)
+    reply = server.wait_received(81)
+    assert reply["stats"]["flusher_restarts"] == 0
+    flusher = _flusher_pid(reply)
+    server.stop()
+    wait_exactly_once(collector, {"before": 40, "sleeper": 1, "after": 40})
+    stop_text = server.host.output_text.split("graceful shutdown triggered")[-1]
+    assert not FORCED.search(stop_text), stop_text  # the stop itself killed nothing
+    assert server.host.returncode == 0
+    assert_no_traceback(server.host.output_text)
+    _wait_gone({flusher})
+    _report("harakiri 2 (one worker SIGKILLed)", server, 81, collector)
+
+
+# -- the atexit hook ---------------------------------------------------------------------
+@pytest.mark.parametrize("hooks", [True, False], ids=["hooks", "no-hooks"])
+def test_atexit_hook_hands_over_a_workers_buffer(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, hooks: bool
+) -> None:
+    """``skip-atexit-teardown`` skips Python's atexit; the chained ``uwsgi.atexit`` still runs.
+
+    The flusher is stopped (SIGSTOP) so the worker's events pile up in its own
+    buffer; the graceful stop then runs the worker's exit hooks. Without
+    :func:`register` (``no-hooks``) those buffered events are lost: the
+    control that shows the hook is what delivers them.
+    """
+    server = start_uwsgi(*GOOD, "--processes", "1", "--skip-atexit-teardown", hooks=hooks)
+    flusher = psutil.Process(_flusher_pid(server.stats()))
+    flusher.suspend()
+    try:
+        server.track("buffered", 300, pad=40_000)  # ~12 MB: more than the socket holds
+        status, body = get(f"{server.url}/local")
+        buffered = json.loads(body)["buffered"]
+        assert status == 200 and buffered > 0  # the shared queue was full
+        server.write_fifo(b"q")
+        server.host.wait_for(r"graceful shutdown triggered", deadline_s=DEADLINE_S)
+        if not hooks:  # the worker left without handing over
+            poll_until(lambda: server.host.poll() is not None, DEADLINE_S, "uWSGI to exit")
+    finally:
+        flusher.resume()
+    server.stop("wait")
+    if hooks:
+        wait_exactly_once(collector, {"buffered": 300})
+    else:
+        _wait_gone({flusher.pid})
+        stored = len(collector.events())
+        assert stored == 300 - buffered, (stored, buffered)
+    _assert_graceful(server)
+    _wait_gone({flusher.pid})
+    _report(
+        f"skip-atexit-teardown, stalled flusher, {buffered} buffered, {hooks=}",
+        server,
+        300,
+        collector,
+    )
+
+
+# -- option checks -----------------------------------------------------------------------
+def test_a_lossy_setting_is_warned_about_once(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
+    """No ``die-on-term`` on uWSGI 2.0, and ``skip-atexit``: one warning each, by the master."""
+    server = start_uwsgi("--master", "--processes", "2", "--skip-atexit")
+    server.track("warned", 10)
+    server.wait_received(10)
+    server.stop()
+    wait_exactly_once(collector, {"warned": 10})
+    text = server.host.output_text
+    assert len(re.findall(r"WARNING trubrics .*Set die-on-term = true", text)) == 1, text
+    assert len(re.findall(r"WARNING trubrics .*Remove skip-atexit", text)) == 1, text
+    assert not tracebacks(text)

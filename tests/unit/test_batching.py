@@ -1,0 +1,37 @@
+"""Batching: when a batch leaves, and endpoints never mixed."""
+
+from __future__ import annotations
+
+from trubrics_mp._batching import Batcher
+
+
+def test_a_batch_leaves_when_flush_at_events_are_there() -> None:
+    batcher = Batcher(flush_at=3, flush_interval_s=10)
+    assert batcher.add("publish_events", b"1", now=0.0) is None
+    assert batcher.add("publish_events", b"2", now=0.1) is None
+    batch = batcher.add("publish_events", b"3", now=0.2)
+    assert batch is not None and batch.body() == b"[1,2,3]"
+    assert len(batcher) == 0
+
+
+def test_a_batch_leaves_when_its_oldest_event_is_flush_interval_old() -> None:
+    batcher = Batcher(flush_at=100, flush_interval_s=10)
+    batcher.add("publish_events", b"1", now=5.0)
+    batcher.add("publish_llm_events", b"2", now=7.0)
+    assert batcher.next_due_at() == 15.0
+    assert batcher.due(now=14.9) == []
+    (due,) = batcher.due(now=15.0)
+    assert due.endpoint == "publish_events"
+    assert batcher.next_due_at() == 17.0
+
+
+def test_endpoints_are_never_mixed_and_cut_all_takes_everything() -> None:
+    batcher = Batcher(flush_at=100, flush_interval_s=10)
+    batcher.add("publish_events", b"1", now=0)
+    batcher.add("publish_llm_events", b"2", now=0)
+    batches = batcher.cut_all()
+    assert sorted((b.endpoint, b.events) for b in batches) == [
+        ("publish_events", [b"1"]),
+        ("publish_llm_events", [b"2"]),
+    ]
+    assert batcher.cut_all() == [] and batcher.next_due_at() is None
