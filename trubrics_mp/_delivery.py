@@ -91,9 +91,11 @@ class Delivery:
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
         bundle_after_s: float = BUNDLE_AFTER_S,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self._bundle_after_s = bundle_after_s
         self._poster = poster
+        self._scrub = scrub  # applied to what the API or an error said, before logging it
         self._policy = policy
         self._wake = wake
         self._log = logger
@@ -242,7 +244,7 @@ class Delivery:
                 "POST /%s refused %d events as too large (%s): sending them in two halves",
                 bundle[0].endpoint,
                 len(bundle[0]),
-                outcome.summary,
+                self._scrub(outcome.summary),
             )
         elif settled_any:
             self._wake()
@@ -263,7 +265,7 @@ class Delivery:
         self._log.warning(
             "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
             bundle[0].endpoint,
-            outcome.summary,
+            self._scrub(outcome.summary),
             bundle[0].attempts,
             self._policy.max_retries,
             sum(map(len, bundle)),

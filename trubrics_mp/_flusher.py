@@ -113,6 +113,7 @@ class Flusher:
             config.senders,
             self.wake,
             self.log,
+            scrub=self._scrub,
         )
         self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
         self._warned: set[str] = set()

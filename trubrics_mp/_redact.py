@@ -47,7 +47,11 @@ class RedactingFilter(logging.Filter):
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._secret)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it (handleError)
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg = redact(message, self._secret)
         record.args = ()
         if record.exc_info:
             record.exc_text = self._formatter.formatException(record.exc_info)

@@ -34,6 +34,7 @@ import requests
 
 from ._client import Trubrics
 from ._config import DEFAULT_HOST, EVENTS_ENDPOINT
+from ._redact import redact
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 KEY_VARIABLE = "TRUBRICS_API_KEY"
@@ -136,11 +137,17 @@ def check_flusher(host: str, api_key: str) -> Check:
 
 
 def check_host(host: str, api_key: str, placeholder: bool = False) -> Check:
-    """POST ``[]`` to ``{host}/publish_events``: any HTTP answer means reachable."""
+    """POST ``[]`` to ``{host}/publish_events``: any HTTP answer means reachable.
+
+    Redirects are not followed (as the flusher does not follow them), so the
+    API key is only sent to ``host``.
+    """
     url = f"{host.rstrip('/')}/{EVENTS_ENDPOINT}"
     headers = {"Content-Type": "application/json", "x-api-key": api_key}
     try:
-        response = requests.post(url, data=b"[]", headers=headers, timeout=HTTP_TIMEOUT_S)
+        response = requests.post(
+            url, data=b"[]", headers=headers, timeout=HTTP_TIMEOUT_S, allow_redirects=False
+        )
     except requests.Timeout:
         return Check(FAIL, "host", f"{url}: no answer within {HTTP_TIMEOUT_S:.0f} s")
     except requests.RequestException as exc:
@@ -153,6 +160,9 @@ def check_host(host: str, api_key: str, placeholder: bool = False) -> Check:
     if 200 <= status < 300 or status in (400, 422):
         note = " (no key given: a placeholder was sent)" if placeholder else ""
         return Check(OK, "host", f"{answered} to an empty batch: reachable{note}")
+    if 300 <= status <= 399:  # never followed: the key would go wherever it points
+        where = redact(response.headers.get("Location", "nowhere"), api_key)
+        return Check(WARN, "host", f"{answered}, a redirect to {where}: set --host to that URL")
     if status in (404, 405):
         return Check(WARN, "host", f"{answered}: no ingestion API there? check --host")
     return Check(WARN, "host", f"{answered}: reachable, but not healthy (the flusher retries)")

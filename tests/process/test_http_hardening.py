@@ -18,6 +18,7 @@ import pytest
 from support.tiny_servers import RawServer, ScriptedServer, Seen, ThreadedCollector, cut_off, drip
 
 from trubrics_mp import Trubrics
+from trubrics_mp.doctor import WARN, check_host
 
 API_KEY = "sk-hardening-test-91c4"
 ClientFactory = Callable[..., Trubrics]
@@ -28,7 +29,8 @@ def scripted_client() -> Iterator[ClientFactory]:
     made: list[Trubrics] = []
 
     def factory(host: str, **options: Any) -> Trubrics:
-        settings = {"flush_at": 5, "flush_interval": 0.2, "max_retries": 2, **options}
+        # Nothing leaves before flush(), so every batch is one flush() waits for.
+        settings = {"flush_at": 100, "flush_interval": 60, "max_retries": 2, **options}
         client = Trubrics(API_KEY, host, **settings)
         made.append(client)
         return client
@@ -57,7 +59,7 @@ def test_the_key_echoed_by_the_api_never_reaches_the_log(
     scripted_client: ClientFactory, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
     with ScriptedServer(echo_the_key(status)) as server:
-        client = scripted_client(server.url, flush_at=1, max_retries=1)
+        client = scripted_client(server.url, max_retries=1)
         track(client, "echoed", 1)
         assert client.flush(timeout=60) is False
     err = caplog.text
@@ -116,7 +118,7 @@ def test_a_413_splits_the_batch_and_only_an_event_too_large_alone_is_dropped(
     scripted_client: ClientFactory, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     with ThreadedCollector(tmp_path / "small.sqlite3", max_body_bytes=4096) as api:
-        client = scripted_client(api.url, flush_at=10, flush_interval=60)
+        client = scripted_client(api.url)
         track(client, "fits", 5, pad=700)  # about 800 bytes each
         client.track(user_id="u", event="Sign up", properties={"src": "huge", "pad": "x" * 5000})
         track(client, "fits-too", 4, pad=700)
@@ -147,3 +149,13 @@ def test_the_collector_answers_an_oversized_body_with_a_413_the_client_can_read(
             assert response.status == 413
             assert answer["detail"] == f"body of {len(body)} bytes exceeds 1024 bytes"
             assert response.getheader("Connection") == "close"
+
+
+def test_the_doctor_does_not_follow_a_redirect_with_the_key() -> None:
+    with ScriptedServer(lambda seen: (200, {}, b"{}")) as elsewhere:
+        location = f"{elsewhere.url}/publish_events"
+        with ScriptedServer(lambda seen: (307, {"Location": location}, b"")) as api:
+            check = check_host(api.url, API_KEY)
+        assert elsewhere.seen == []
+    assert check.verdict == WARN
+    assert f"a redirect to {location}: set --host to that URL" in check.detail

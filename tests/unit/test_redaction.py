@@ -74,7 +74,8 @@ def test_the_flusher_logs_what_the_api_said_without_the_key(
     serving: list[ServingFlusher], caplog: pytest.LogCaptureFixture, outcome: Outcome
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="trubrics_mp")
-    run = ServingFlusher(lambda n, e, ev: outcome, api_key=KEY, flush_at=1, max_retries=0)
+    # flush_at=5: the one event waits for flush(), so flush() covers its batch.
+    run = ServingFlusher(lambda n, e, ev: outcome, api_key=KEY, flush_at=5, max_retries=1)
     serving.append(run)
     run.track({"seq": 0})
     assert run.flush() is False

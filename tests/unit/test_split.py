@@ -150,7 +150,7 @@ def split_serving() -> Iterator[list[ServingFlusher]]:
 
 
 def test_flush_is_true_when_every_part_arrived(split_serving: list[ServingFlusher]) -> None:
-    run = ServingFlusher(too_large_over(3), flush_at=10)
+    run = ServingFlusher(too_large_over(3), flush_at=20)  # leaves on flush()
     split_serving.append(run)
     for seq in range(10):
         run.track({"seq": seq, "big": False})
@@ -162,7 +162,7 @@ def test_flush_is_true_when_every_part_arrived(split_serving: list[ServingFlushe
 def test_an_event_too_large_alone_is_counted_and_flush_says_false(
     split_serving: list[ServingFlusher],
 ) -> None:
-    run = ServingFlusher(too_large_over(3), flush_at=10)
+    run = ServingFlusher(too_large_over(3), flush_at=20)  # leaves on flush()
     split_serving.append(run)
     for seq in range(10):
         run.track({"seq": seq, "big": seq == 7})
