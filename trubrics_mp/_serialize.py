@@ -1,7 +1,19 @@
 """Turning ``track()`` arguments into wire bytes (pure; runs in the caller).
 
-Serialising in the caller means a bad event is rejected where it is made, with
-a clear message, and can never poison the batch of another event.
+Serialising in the caller means a bad event is refused where it is made, with
+a clear message, and can never poison the batch of another event. A refusal
+is an :class:`InvalidEvent`; its ``reason`` is the counter it is dropped under:
+
+- ``invalid_field``: a field of the wrong type (``user_id`` not a non-empty
+  string, ``properties`` not a dict, ``timestamp`` not a datetime...).
+- ``unserialisable``: a value JSON cannot hold (an object, bytes, NaN and
+  infinities, a key that is not a string or a number, a value nested past
+  the recursion limit or containing itself), or one the caller's own code
+  failed to read or convert: any exception a caller's object raises here (a
+  ``__iter__`` or ``utcoffset`` that raises, a datetime that overflows when
+  moved to UTC) is caught and named, so the client's "internal error" is left
+  to bugs of the library.
+- ``too_large``: an event over ``max_bytes`` once encoded.
 
 Conversions (nested values too):
 
@@ -12,8 +24,10 @@ Conversions (nested values too):
   number (finite values only); ``set``/``frozenset`` -> a list (sorted when the
   items can be sorted); ``tuple`` -> a list.
 
-Anything else JSON cannot hold (objects, bytes, NaN and infinities, keys that
-are not strings or numbers) raises :class:`InvalidEvent`.
+Caveat: the catch-alls wrap the places where the caller's code runs (the
+encoder, its conversion hook, ``str(thread_id)``, the timestamp's move to UTC);
+a bug of this module inside one of them would be reported as
+``unserialisable`` too, though still with its exception named.
 """
 
 from __future__ import annotations
@@ -26,15 +40,11 @@ from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Optional
 
+from ._values import InvalidEvent, checked_properties, describe, raised_by, too_deep
+
+__all__ = ["InvalidEvent", "encode_event", "encode_llm_event", "iso_utc"]
+
 _UTC = _dt.timezone.utc
-
-
-class InvalidEvent(ValueError):
-    """An event that cannot be sent; ``reason`` is the counter it is dropped under."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def iso_utc(value: _dt.datetime) -> str:
@@ -43,6 +53,16 @@ def iso_utc(value: _dt.datetime) -> str:
 
 
 def _to_json(value: Any) -> Any:
+    """The encoder's hook for values JSON has no form for; the caller's code may raise."""
+    try:
+        return _convert(value)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a tzinfo's utcoffset(), a set subclass's __iter__...
+        raise raised_by("properties", value, exc) from None
+
+
+def _convert(value: Any) -> Any:
     if isinstance(value, _dt.datetime):
         return iso_utc(value)
     if isinstance(value, _dt.date):
@@ -51,14 +71,18 @@ def _to_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise ValueError(f"Decimal {value} is not a finite number")
+            message = f"properties cannot be sent: Decimal {value} is not a finite number"
+            raise InvalidEvent("unserialisable", message)
         return float(value)
     if isinstance(value, (set, frozenset)):
         try:
             return sorted(value)
         except TypeError:
             return list(value)
-    raise TypeError(f"a value of type {type(value).__name__} cannot be sent as JSON")
+    raise InvalidEvent(
+        "unserialisable",
+        f"properties cannot be sent: a value of type {type(value).__name__} cannot be sent as JSON",
+    )
 
 
 def _make_encoder() -> Callable[[Any], str]:
@@ -105,7 +129,10 @@ def _timestamp(value: object) -> str:
     if value is None:
         return _clock.now_iso()
     if isinstance(value, _dt.datetime):
-        return iso_utc(value)
+        try:
+            return iso_utc(value)
+        except Exception as exc:  # a tzinfo whose utcoffset() raises, datetime.max at UTC-5
+            raise raised_by("timestamp", value, exc) from None
     raise InvalidEvent("invalid_field", f"timestamp must be a datetime or None, not {_kind(value)}")
 
 
@@ -115,7 +142,7 @@ def _kind(value: object) -> str:
 
 def _require_str(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
-        what = "an empty string" if value == "" else _kind(value)
+        what = "an empty string" if isinstance(value, str) else _kind(value)
         raise InvalidEvent("invalid_field", f"{name} must be a non-empty string, not {what}")
 
 
@@ -124,17 +151,24 @@ def _optional_str(name: str, value: object) -> None:
         raise InvalidEvent("invalid_field", f"{name} must be a string or None, not {_kind(value)}")
 
 
-def _properties(value: object) -> Optional[dict[str, Any]]:
-    if value is None or isinstance(value, dict):
-        return value
-    raise InvalidEvent("invalid_field", f"properties must be a dict or None, not {_kind(value)}")
+def _thread_id(value: object) -> Optional[str]:
+    """``str(thread_id)`` as trubrics 1.8.5 sends it (None when falsy)."""
+    try:
+        return str(value) if value else None
+    except Exception as exc:  # the caller's __bool__ or __str__
+        raise raised_by("thread_id", value, exc) from None
 
 
 def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
     try:
         data = _encode_json(payload).encode("ascii")
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidEvent("unserialisable", f"properties cannot be sent: {exc}") from None
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise too_deep() from None
+    except Exception as exc:  # NaN, a tuple key; or the caller's code, read by the encoder
+        message = f"properties cannot be sent: {describe(exc)}"
+        raise InvalidEvent("unserialisable", message) from None
     if len(data) > max_bytes:
         raise InvalidEvent(
             "too_large", f"event is {len(data)} bytes once encoded, over the limit of {max_bytes}"
@@ -151,7 +185,7 @@ def encode_event(
     payload = {
         "user_id": user_id,
         "event": event,
-        "properties": _properties(properties),
+        "properties": checked_properties(properties, max_bytes),
         "timestamp": _timestamp(timestamp),
     }
     return _dump(payload, max_bytes)
@@ -190,9 +224,9 @@ def encode_llm_event(
         "prompt_event_name": prompt_event_name,
         "generation_event_name": generation_event_name,
         "assistant_id": assistant_id,
-        "properties": _properties(properties),
+        "properties": checked_properties(properties, max_bytes),
         "timestamp": _timestamp(timestamp),
         "latency": latency,
-        "thread_id": str(thread_id) if thread_id else None,
+        "thread_id": _thread_id(thread_id),
     }
     return _dump(payload, max_bytes)

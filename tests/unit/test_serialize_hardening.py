@@ -1,0 +1,249 @@
+"""The caller's values, however odd, end as a counted refusal, never as an internal error.
+
+Exceptions raised by the caller's own objects while an event is encoded are an
+``InvalidEvent`` (``unserialisable``) naming the type and the exception.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any, Callable
+
+import pytest
+
+from trubrics_mp._serialize import InvalidEvent, encode_event, encode_llm_event
+
+LIMIT = 65536
+UTC_MINUS_5 = datetime.timezone(datetime.timedelta(hours=-5))
+
+
+def encode(properties: object = None, **fields: Any) -> bytes:
+    args: dict[str, Any] = {"user_id": "u", "event": "e", "timestamp": None, **fields}
+    return encode_event(args["user_id"], args["event"], properties, args["timestamp"], LIMIT)
+
+
+def encode_llm(**fields: Any) -> bytes:
+    args: dict[str, Any] = {
+        "user_id": "u",
+        "prompt": "p",
+        "generation": "g",
+        "prompt_event_name": "Prompt",
+        "generation_event_name": "Generation",
+        "assistant_id": None,
+        "properties": None,
+        "timestamp": None,
+        "latency": None,
+        "thread_id": None,
+        **fields,
+    }
+    return encode_llm_event(max_bytes=LIMIT, **args)
+
+
+def refusal(make: Callable[[], bytes]) -> InvalidEvent:
+    """The InvalidEvent ``make()`` raises (any other exception fails the test)."""
+    with pytest.raises(InvalidEvent) as info:
+        make()
+    return info.value
+
+
+# -- the caller's objects raising while they are read or converted ---------------------
+class Boom(Exception):
+    pass
+
+
+class RaisingSet(set[int]):
+    def __iter__(self) -> Iterator[int]:
+        raise Boom("set iteration failed")
+
+
+class RaisingItems(dict[str, int]):
+    def items(self) -> Any:
+        raise Boom("items failed")
+
+
+class RaisingList(list[int]):
+    def __iter__(self) -> Iterator[int]:
+        raise Boom("list iteration failed")
+
+
+class RaisingOffset(datetime.tzinfo):
+    def utcoffset(self, dt: datetime.datetime | None) -> datetime.timedelta:
+        raise Boom("no offset today")
+
+    def dst(self, dt: datetime.datetime | None) -> None:
+        return None
+
+    def tzname(self, dt: datetime.datetime | None) -> str:
+        return "nowhere"
+
+
+class RaisingUUID(uuid.UUID):
+    def __str__(self) -> str:
+        raise Boom("no text")
+
+
+class RaisingDecimal(Decimal):
+    def is_finite(self) -> bool:
+        raise Boom("undecided")
+
+
+class Unsortable:
+    def __hash__(self) -> int:
+        return 1
+
+    def __lt__(self, other: object) -> bool:
+        raise Boom("cannot compare")
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message either")
+
+
+class DeeplyBroken(list[int]):
+    def __iter__(self) -> Iterator[int]:
+        raise UnprintableError()
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (RaisingSet({1}), "RaisingSet raised Boom: set iteration failed"),
+        (
+            datetime.datetime(2026, 1, 1, tzinfo=RaisingOffset()),
+            "datetime raised Boom: no offset today",
+        ),
+        (
+            datetime.datetime.max.replace(tzinfo=UTC_MINUS_5),
+            "datetime raised OverflowError: date value out of range",
+        ),
+        (RaisingUUID(int=1), "RaisingUUID raised Boom: no text"),
+        (RaisingDecimal("1.5"), "RaisingDecimal raised Boom: undecided"),
+        ({Unsortable(), Unsortable()}, "set raised Boom: cannot compare"),
+    ],
+    ids=[
+        "set-iter",
+        "utcoffset",
+        "utc-overflow",
+        "uuid-str",
+        "decimal-is-finite",
+        "set-sort",
+    ],
+)
+def test_an_exception_from_a_property_value_is_an_unserialisable_refusal(
+    value: object, named: str
+) -> None:
+    error = refusal(lambda: encode({"x": value}))
+    assert error.reason == "unserialisable"
+    assert str(error) == f"properties cannot be sent: a value of type {named}"
+
+
+@pytest.mark.parametrize(
+    ("properties", "named"),
+    [
+        (RaisingItems(a=1), "Boom: items failed"),
+        ({"x": RaisingItems(a=1)}, "Boom: items failed"),
+        ({"x": [RaisingItems(a=1)]}, "Boom: items failed"),
+        ({"x": RaisingList([1])}, "Boom: list iteration failed"),
+        ({"x": DeeplyBroken([1])}, "UnprintableError: (its message cannot be shown)"),
+    ],
+    ids=["properties", "dict-items", "dict-items-in-a-list", "list-iter", "unprintable-exception"],
+)
+def test_an_exception_from_a_container_subclass_is_an_unserialisable_refusal(
+    properties: dict[str, Any], named: str
+) -> None:
+    error = refusal(lambda: encode(properties))
+    assert error.reason == "unserialisable"
+    assert str(error) == f"properties cannot be sent: {named}"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "named"),
+    [
+        (datetime.datetime(2026, 1, 1, tzinfo=RaisingOffset()), "Boom: no offset today"),
+        (datetime.datetime.max.replace(tzinfo=UTC_MINUS_5), "OverflowError: date value"),
+    ],
+    ids=["utcoffset-raises", "overflows-at-utc"],
+)
+def test_a_timestamp_that_cannot_be_moved_to_utc_is_refused(
+    stamp: datetime.datetime, named: str
+) -> None:
+    error = refusal(lambda: encode(timestamp=stamp))
+    assert error.reason == "unserialisable"
+    assert str(error).startswith(
+        f"timestamp cannot be sent: a value of type datetime raised {named}"
+    )
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise Boom("no text")
+
+
+class Incomparable:
+    def __eq__(self, other: object) -> bool:
+        raise Boom("no comparison")
+
+    __hash__ = object.__hash__
+
+
+def test_a_thread_id_whose_str_raises_is_refused() -> None:
+    error = refusal(lambda: encode_llm(thread_id=Unprintable()))
+    assert (error.reason, str(error)) == (
+        "unserialisable",
+        "thread_id cannot be sent: a value of type Unprintable raised Boom: no text",
+    )
+
+
+def test_a_field_of_the_wrong_type_is_refused_without_calling_its_methods() -> None:
+    error = refusal(lambda: encode(user_id=Incomparable()))
+    assert (error.reason, str(error)) == (
+        "invalid_field",
+        "user_id must be a non-empty string, not Incomparable",
+    )
+
+
+# -- the common case is untouched -----------------------------------------------------------
+class Colour(str, enum.Enum):
+    RED = "red"
+
+
+def test_ordinary_values_are_encoded_as_before() -> None:
+    stamp = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    properties = {
+        "plan": "pro",
+        "n": 3,
+        "ratio": 0.5,
+        "flag": False,
+        "none": None,
+        "tags": ["a", "b"],
+        "meta": {"nested": {"deep": [1, 2]}},
+        "when": stamp,
+        "id": uuid.UUID(int=1),
+        "cost": Decimal("0.25"),
+        "colour": Colour.RED,
+    }
+    event = json.loads(encode(properties, timestamp=stamp))
+    assert event == {
+        "user_id": "u",
+        "event": "e",
+        "properties": {
+            "plan": "pro",
+            "n": 3,
+            "ratio": 0.5,
+            "flag": False,
+            "none": None,
+            "tags": ["a", "b"],
+            "meta": {"nested": {"deep": [1, 2]}},
+            "when": "2026-01-01T12:00:00+00:00",
+            "id": "00000000-0000-0000-0000-000000000001",
+            "cost": 0.25,
+            "colour": "red",
+        },
+        "timestamp": "2026-01-01T12:00:00+00:00",
+    }
