@@ -14,6 +14,12 @@ is an :class:`InvalidEvent`; its ``reason`` is the counter it is dropped under:
   moved to UTC) is caught and named, so the client's "internal error" is left
   to bugs of the library.
 - ``too_large``: an event over ``max_bytes`` once encoded.
+- ``invalid_text``: a string holding a lone surrogate (half of a UTF-16 pair,
+  such as ``"\\ud83d"``: from ``surrogateescape`` decoding, or a JavaScript
+  string cut inside an emoji). UTF-8 cannot carry it and most JSON parsers
+  refuse its ``\\udXXX`` escape. Such an event is refused, not repaired:
+  replacing the half with U+FFFD would change the caller's data without a
+  trace, while a refusal is counted and logged like any other bad value.
 
 Conversions (nested values too):
 
@@ -40,7 +46,14 @@ from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Optional
 
-from ._values import InvalidEvent, checked_properties, describe, raised_by, too_deep
+from ._values import (
+    InvalidEvent,
+    checked_properties,
+    describe,
+    lone_surrogate,
+    raised_by,
+    too_deep,
+)
 
 __all__ = ["InvalidEvent", "encode_event", "encode_llm_event", "iso_utc"]
 
@@ -161,7 +174,7 @@ def _thread_id(value: object) -> Optional[str]:
 
 def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
     try:
-        data = _encode_json(payload).encode("ascii")
+        text = _encode_json(payload)
     except InvalidEvent:
         raise
     except RecursionError:
@@ -169,6 +182,15 @@ def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
     except Exception as exc:  # NaN, a tuple key; or the caller's code, read by the encoder
         message = f"properties cannot be sent: {describe(exc)}"
         raise InvalidEvent("unserialisable", message) from None
+    if "\\" in text and "\\ud" in text:  # a surrogate escape, or lookalike text: rare
+        unit = lone_surrogate(text)
+        if unit is not None:
+            raise InvalidEvent(
+                "invalid_text",
+                f"a string holds a lone surrogate ({unit}), half of a UTF-16 pair, "
+                "which UTF-8 cannot carry",
+            )
+    data = text.encode("ascii")
     if len(data) > max_bytes:
         raise InvalidEvent(
             "too_large", f"event is {len(data)} bytes once encoded, over the limit of {max_bytes}"

@@ -6,13 +6,23 @@ event is encoded (``__iter__``, ``items()``, ``utcoffset()``, ``__str__``...);
 whatever they raise is turned into an ``unserialisable`` refusal that names
 the type of the value and the exception, so the client's "internal error"
 is left to bugs of the library.
+
+:func:`lone_surrogate` runs on the encoded text, and only when it holds a
+surrogate escape at all: an event with a lone surrogate is refused
+(``invalid_text``), never sent and never altered.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 _SHOWN = 40  # characters of a key or of an exception message quoted in a log line
+# Tokens of encode_basestring_ascii's output that start with a backslash: an
+# escaped backslash, a surrogate pair, or (group 1) a surrogate on its own.
+_SURROGATE_TOKENS = re.compile(
+    r"\\(?:\\|ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|u(d[89a-f][0-9a-f]{2}))"
+)
 
 
 class InvalidEvent(ValueError):
@@ -55,3 +65,16 @@ def checked_properties(value: object, max_bytes: int) -> Optional[dict[Any, Any]
     raise InvalidEvent(
         "invalid_field", f"properties must be a dict or None, not {type(value).__name__}"
     )
+
+
+def lone_surrogate(text: str) -> Optional[str]:
+    """The first lone surrogate escaped in JSON ``text`` (ASCII), as ``U+D83D``; else None.
+
+    A valid pair (an emoji) is escaped as two surrogates too, and ``\\\\ud83d``
+    is a backslash followed by letters: the scan reads escaped backslashes and
+    pairs as whole tokens, so whatever else matches is a lone surrogate.
+    """
+    for token in _SURROGATE_TOKENS.finditer(text):
+        if token.lastindex:
+            return f"U+{token.group(1).upper()}"
+    return None

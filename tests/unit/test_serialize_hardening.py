@@ -1,7 +1,7 @@
 """The caller's values, however odd, end as a counted refusal, never as an internal error.
 
-Exceptions raised by the caller's own objects while an event is encoded are an
-``InvalidEvent`` (``unserialisable``) naming the type and the exception.
+Exceptions raised by the caller's own objects while an event is encoded, and
+lone surrogates: each is an ``InvalidEvent`` with its own reason.
 """
 
 from __future__ import annotations
@@ -206,6 +206,49 @@ def test_a_field_of_the_wrong_type_is_refused_without_calling_its_methods() -> N
         "invalid_field",
         "user_id must be a non-empty string, not Incomparable",
     )
+
+
+# -- lone surrogates -----------------------------------------------------------------------
+LONE_HIGH, LONE_LOW = "\ud83d", "\ude00"
+
+
+@pytest.mark.parametrize(
+    ("make", "unit"),
+    [
+        (lambda: encode({"text": "cut " + LONE_HIGH}), "U+D83D"),
+        (lambda: encode({"text": LONE_LOW + " cut"}), "U+DE00"),
+        (lambda: encode({"text": LONE_LOW + LONE_HIGH}), "U+DE00"),  # the wrong order
+        (lambda: encode({"a": ["ok", {"b": "\U0001f600" + LONE_HIGH}]}), "U+D83D"),
+        (lambda: encode({LONE_HIGH: 1}), "U+D83D"),
+        (lambda: encode(user_id="u" + LONE_LOW), "U+DE00"),
+        (lambda: encode(event=LONE_HIGH), "U+D83D"),
+        (lambda: encode_llm(generation="emoji cut in half: " + LONE_HIGH), "U+D83D"),
+        (lambda: encode({"path": b"caf\xe9".decode("utf-8", "surrogateescape")}), "U+DCE9"),
+    ],
+    ids=["high", "low", "swapped", "nested", "key", "user_id", "event", "llm", "surrogateescape"],
+)
+def test_a_lone_surrogate_is_refused_as_invalid_text(make: Callable[[], bytes], unit: str) -> None:
+    error = refusal(make)
+    assert error.reason == "invalid_text"
+    assert f"lone surrogate ({unit})" in str(error)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\U0001f600 and \U0001f44d\U0001f3fd",  # surrogate pairs once escaped
+        "\\ud83d written out, with its backslash",
+        "\\\\ud83d",
+        "\ud7ff\ue000 (just outside the surrogates)",
+        'caf\u00e9 "quoted"\n\t\\',
+    ],
+    ids=["pairs", "escape-lookalike", "two-backslashes", "neighbours", "other-escapes"],
+)
+def test_text_without_a_lone_surrogate_is_sent_unchanged(text: str) -> None:
+    data = encode({text: text}, user_id=text)
+    event = json.loads(data)
+    assert event["user_id"] == text and event["properties"] == {text: text}
+    data.decode("ascii")  # every non-ASCII character is escaped
 
 
 # -- the common case is untouched -----------------------------------------------------------
