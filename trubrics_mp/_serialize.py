@@ -13,7 +13,11 @@ is an :class:`InvalidEvent`; its ``reason`` is the counter it is dropped under:
   ``__iter__`` or ``utcoffset`` that raises, a datetime that overflows when
   moved to UTC) is caught and named, so the client's "internal error" is left
   to bugs of the library.
-- ``too_large``: an event over ``max_bytes`` once encoded.
+- ``too_large``: an event over ``max_bytes`` once encoded. A string whose
+  length alone passes the limit is refused before anything is encoded when
+  it is an event field (``user_id``, ``prompt``...) or sits in a dict that
+  holds containers or objects; a string value of a flat properties dict is
+  measured once encoded (why: ``_values.py``).
 - ``invalid_text``: a string holding a lone surrogate (half of a UTF-16 pair,
   such as ``"\\ud83d"``: from ``surrogateescape`` decoding, or a JavaScript
   string cut inside an emoji). UTF-8 cannot carry it and most JSON parsers
@@ -30,10 +34,12 @@ Conversions (nested values too):
   number (finite values only); ``set``/``frozenset`` -> a list (sorted when the
   items can be sorted); ``tuple`` -> a list.
 
-Caveat: the catch-alls wrap the places where the caller's code runs (the
-encoder, its conversion hook, ``str(thread_id)``, the timestamp's move to UTC);
-a bug of this module inside one of them would be reported as
-``unserialisable`` too, though still with its exception named.
+Caveats: the checks of ``_values.py`` read the caller's containers before
+the encoder does, so the methods of a container subclass (``items()``,
+``__iter__``) run twice. The catch-alls wrap the places where the caller's
+code runs (the encoder, its conversion hook, the walk, ``str(thread_id)``,
+the timestamp's move to UTC); a bug of this module inside one of them would be
+reported as ``unserialisable`` too, though still with its exception named.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from ._values import (
     lone_surrogate,
     raised_by,
     too_deep,
+    too_large,
 )
 
 __all__ = ["InvalidEvent", "encode_event", "encode_llm_event", "iso_utc"]
@@ -102,7 +109,8 @@ def _make_encoder() -> Callable[[Any], str]:
     """One JSON encoder built once: ``JSONEncoder.encode`` rebuilds its C encoder per call.
 
     No circular-reference markers: a self-containing value ends in a
-    ``RecursionError`` instead, which is caught like any unserialisable value.
+    ``RecursionError`` instead (in the checks of ``_values.py``, before the
+    encoder), refused like any unserialisable value.
     """
     if c_make_encoder is None:  # no C accelerator (not CPython)
         encoder = json.JSONEncoder(default=_to_json, allow_nan=False, separators=(",", ":"))
@@ -153,23 +161,36 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def _require_str(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        what = "an empty string" if isinstance(value, str) else _kind(value)
-        raise InvalidEvent("invalid_field", f"{name} must be a non-empty string, not {what}")
+_REQUIRED, _ANY, _OPTIONAL = "a non-empty string", "a string", "a string or None"
 
 
-def _optional_str(name: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidEvent("invalid_field", f"{name} must be a string or None, not {_kind(value)}")
+def _require_text(name: str, value: object, max_bytes: int) -> None:
+    """A non-empty string no longer than the limit (the hot path of ``track()``)."""
+    if type(value) is not str or not value or len(value) > max_bytes:
+        _check_text(name, value, max_bytes, _REQUIRED)
 
 
-def _thread_id(value: object) -> Optional[str]:
+def _check_text(name: str, value: object, max_bytes: int, need: str) -> None:
+    """Refuse a text field (or pass a ``str`` subclass), calling none of the caller's methods."""
+    if value is None and need == _OPTIONAL:
+        return
+    if not isinstance(value, str):
+        raise InvalidEvent("invalid_field", f"{name} must be {need}, not {_kind(value)}")
+    length = str.__len__(value)
+    if length == 0 and need == _REQUIRED:
+        raise InvalidEvent("invalid_field", f"{name} must be {need}, not an empty string")
+    if length > max_bytes:
+        raise too_large(f"{name} is {length} characters long", max_bytes)
+
+
+def _thread_id(value: object, max_bytes: int) -> Optional[str]:
     """``str(thread_id)`` as trubrics 1.8.5 sends it (None when falsy)."""
     try:
-        return str(value) if value else None
+        text = str(value) if value else None
     except Exception as exc:  # the caller's __bool__ or __str__
         raise raised_by("thread_id", value, exc) from None
+    _check_text("thread_id", text, max_bytes, _OPTIONAL)
+    return text
 
 
 def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
@@ -202,8 +223,8 @@ def encode_event(
     user_id: object, event: object, properties: object, timestamp: object, max_bytes: int
 ) -> bytes:
     """The JSON object ``track()`` sends, as ASCII bytes (non-ASCII text is \\u-escaped)."""
-    _require_str("user_id", user_id)
-    _require_str("event", event)
+    _require_text("user_id", user_id, max_bytes)
+    _require_text("event", event, max_bytes)
     payload = {
         "user_id": user_id,
         "event": event,
@@ -228,13 +249,12 @@ def encode_llm_event(
     max_bytes: int,
 ) -> bytes:
     """The JSON object ``track_llm()`` sends, as ASCII bytes (keys as in trubrics 1.8.5)."""
-    _require_str("user_id", user_id)
-    for name, value in (("prompt", prompt), ("generation", generation)):
-        if not isinstance(value, str):
-            raise InvalidEvent("invalid_field", f"{name} must be a string, not {_kind(value)}")
-    _require_str("prompt_event_name", prompt_event_name)
-    _require_str("generation_event_name", generation_event_name)
-    _optional_str("assistant_id", assistant_id)
+    _require_text("user_id", user_id, max_bytes)
+    _check_text("prompt", prompt, max_bytes, _ANY)
+    _check_text("generation", generation, max_bytes, _ANY)
+    _require_text("prompt_event_name", prompt_event_name, max_bytes)
+    _require_text("generation_event_name", generation_event_name, max_bytes)
+    _check_text("assistant_id", assistant_id, max_bytes, _OPTIONAL)
     if latency is not None and (isinstance(latency, bool) or not isinstance(latency, (int, float))):
         raise InvalidEvent(
             "invalid_field", f"latency must be a number or None, not {_kind(latency)}"
@@ -249,6 +269,6 @@ def encode_llm_event(
         "properties": checked_properties(properties, max_bytes),
         "timestamp": _timestamp(timestamp),
         "latency": latency,
-        "thread_id": _thread_id(thread_id),
+        "thread_id": _thread_id(thread_id, max_bytes),
     }
     return _dump(payload, max_bytes)

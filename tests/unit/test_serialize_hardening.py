@@ -1,7 +1,8 @@
 """The caller's values, however odd, end as a counted refusal, never as an internal error.
 
-Exceptions raised by the caller's own objects while an event is encoded, and
-lone surrogates: each is an ``InvalidEvent`` with its own reason.
+Exceptions raised by the caller's own objects while an event is encoded, lone
+surrogates and strings over the size limit: each is an ``InvalidEvent`` with
+its own reason.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -114,6 +116,9 @@ class DeeplyBroken(list[int]):
     ("value", "named"),
     [
         (RaisingSet({1}), "RaisingSet raised Boom: set iteration failed"),
+        (RaisingItems(a=1), "RaisingItems raised Boom: items failed"),
+        ([RaisingItems(a=1)], "RaisingItems raised Boom: items failed"),
+        (RaisingList([1]), "RaisingList raised Boom: list iteration failed"),
         (
             datetime.datetime(2026, 1, 1, tzinfo=RaisingOffset()),
             "datetime raised Boom: no offset today",
@@ -125,14 +130,19 @@ class DeeplyBroken(list[int]):
         (RaisingUUID(int=1), "RaisingUUID raised Boom: no text"),
         (RaisingDecimal("1.5"), "RaisingDecimal raised Boom: undecided"),
         ({Unsortable(), Unsortable()}, "set raised Boom: cannot compare"),
+        (DeeplyBroken([1]), "DeeplyBroken raised UnprintableError: (its message cannot be shown)"),
     ],
     ids=[
         "set-iter",
+        "dict-items",
+        "dict-items-in-a-list",
+        "list-iter",
         "utcoffset",
         "utc-overflow",
         "uuid-str",
         "decimal-is-finite",
         "set-sort",
+        "unprintable-exception",
     ],
 )
 def test_an_exception_from_a_property_value_is_an_unserialisable_refusal(
@@ -143,23 +153,12 @@ def test_an_exception_from_a_property_value_is_an_unserialisable_refusal(
     assert str(error) == f"properties cannot be sent: a value of type {named}"
 
 
-@pytest.mark.parametrize(
-    ("properties", "named"),
-    [
-        (RaisingItems(a=1), "Boom: items failed"),
-        ({"x": RaisingItems(a=1)}, "Boom: items failed"),
-        ({"x": [RaisingItems(a=1)]}, "Boom: items failed"),
-        ({"x": RaisingList([1])}, "Boom: list iteration failed"),
-        ({"x": DeeplyBroken([1])}, "UnprintableError: (its message cannot be shown)"),
-    ],
-    ids=["properties", "dict-items", "dict-items-in-a-list", "list-iter", "unprintable-exception"],
-)
-def test_an_exception_from_a_container_subclass_is_an_unserialisable_refusal(
-    properties: dict[str, Any], named: str
-) -> None:
-    error = refusal(lambda: encode(properties))
-    assert error.reason == "unserialisable"
-    assert str(error) == f"properties cannot be sent: {named}"
+def test_properties_of_a_dict_subclass_that_raises_are_refused() -> None:
+    error = refusal(lambda: encode(RaisingItems(a=1)))
+    assert (error.reason, str(error)) == (
+        "unserialisable",
+        "properties cannot be sent: a value of type RaisingItems raised Boom: items failed",
+    )
 
 
 @pytest.mark.parametrize(
@@ -249,6 +248,100 @@ def test_text_without_a_lone_surrogate_is_sent_unchanged(text: str) -> None:
     event = json.loads(data)
     assert event["user_id"] == text and event["properties"] == {text: text}
     data.decode("ascii")  # every non-ASCII character is escaped
+
+
+# -- huge strings ---------------------------------------------------------------------------
+HUGE = "\u00e9" * 2_000_000  # 12 MB once escaped as \u00e9
+
+
+def peak_bytes_while(make: Callable[[], bytes]) -> tuple[InvalidEvent, int]:
+    """The refusal of ``make()`` and the most memory allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        error = refusal(make)
+        return error, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: encode(user_id=HUGE),
+        lambda: encode(event=HUGE),
+        lambda: encode_llm(prompt=HUGE),
+        lambda: encode_llm(generation=HUGE),
+        lambda: encode_llm(assistant_id=HUGE),
+        lambda: encode_llm(prompt_event_name=HUGE),
+        lambda: encode({"doc": [HUGE]}),
+        lambda: encode({"doc": {"text": HUGE}}),
+        lambda: encode({"doc": [{HUGE: 1}]}),
+        lambda: encode({"doc": ("x", (HUGE,))}),
+        lambda: encode({"tags": {HUGE}}),
+        lambda: encode({"ok": uuid.UUID(int=1), "doc": HUGE}),
+        lambda: encode({"doc": ["x" * 40_000, "y" * 40_000]}),  # each fits, not both
+    ],
+    ids=[
+        "user_id",
+        "event",
+        "prompt",
+        "generation",
+        "assistant_id",
+        "prompt_event_name",
+        "in-a-list",
+        "in-a-dict",
+        "as-a-key",
+        "in-a-tuple",
+        "in-a-set",
+        "beside-an-object",
+        "two-halves",
+    ],
+)
+def test_a_string_over_the_limit_is_refused_before_anything_is_encoded(
+    make: Callable[[], bytes],
+) -> None:
+    error, peak = peak_bytes_while(make)
+    assert error.reason == "too_large"
+    assert "refused before encoding" in str(error)
+    assert peak < 1_000_000, f"{peak} bytes allocated: the string was encoded"
+
+
+def test_a_value_that_repeats_one_list_is_refused_before_it_is_encoded() -> None:
+    shared: list[Any] = ["x"]
+    for _ in range(20):  # a million "x" once encoded
+        shared = [shared, shared]
+    error, peak = peak_bytes_while(lambda: encode({"tree": shared}))
+    assert error.reason == "too_large"
+    assert peak < 1_000_000
+
+
+def test_a_string_value_of_a_flat_dict_is_refused_once_encoded() -> None:
+    """The documented caveat: the one place a long string is measured after encoding."""
+    error = refusal(lambda: encode({"doc": "x" * (LIMIT + 1)}))
+    assert error.reason == "too_large"
+    assert str(error).endswith("bytes once encoded, over the limit of 65536")
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        {"a": ["x" * 100, "y"], "b": {"c": "z" * 50, "d": [None, True, 1.5]}},
+        {"list": [[], {}, "", [[[]]]], "e": {}},
+        {"tuple": ("a", ("b", 1)), 7: "int key", None: "none key"},
+        {"deep": [{"k": [{"k": "v" * 30}] * 3}] * 4},
+        {"s": "\u00e9" * 40, "t": ["\U0001f600" * 5]},  # escaped: longer than they look
+    ],
+    ids=["nested", "empty", "tuple-and-keys", "shared", "non-ascii"],
+)
+def test_the_size_estimate_never_refuses_properties_that_fit(properties: dict[Any, Any]) -> None:
+    """The walk's estimate is a lower bound: properties exactly at the limit pass it."""
+    from trubrics_mp._values import checked_properties
+
+    exact = len(json.dumps(properties, separators=(",", ":")))
+    assert checked_properties(properties, exact) is properties
+    with pytest.raises(InvalidEvent) as info:  # and the encoded event itself is refused
+        encode_event("u", "e", properties, None, exact)
+    assert info.value.reason == "too_large" and "once encoded" in str(info.value)
 
 
 # -- the common case is untouched -----------------------------------------------------------
