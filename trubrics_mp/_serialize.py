@@ -13,6 +13,10 @@ is an :class:`InvalidEvent`; its ``reason`` is the counter it is dropped under:
   ``__iter__`` or ``utcoffset`` that raises, a datetime that overflows when
   moved to UTC) is caught and named, so the client's "internal error" is left
   to bugs of the library.
+- ``key_collision``: two keys of one dict that would be the same JSON key
+  (``1`` and ``"1"``, ``True`` and ``"true"``, ``None`` and ``"null"``): JSON
+  keys are strings, so the encoder converts ``int``, ``float``, ``bool`` and
+  ``None`` keys, and would otherwise send both.
 - ``too_large``: an event over ``max_bytes`` once encoded. A string whose
   length alone passes the limit is refused before anything is encoded when
   it is an event field (``user_id``, ``prompt``...) or sits in a dict that
@@ -32,7 +36,8 @@ Conversions (nested values too):
   SDK's wall-clock value meant; the wire timestamp always carries its offset.
 - ``date`` -> ``YYYY-MM-DD``; ``UUID`` -> its string; ``Decimal`` -> a JSON
   number (finite values only); ``set``/``frozenset`` -> a list (sorted when the
-  items can be sorted); ``tuple`` -> a list.
+  items can be sorted); ``tuple`` -> a list; keys ``int``/``float``/``bool``/
+  ``None`` -> their JSON text, as the standard ``json`` module does.
 
 Caveats: the checks of ``_values.py`` read the caller's containers before
 the encoder does, so the methods of a container subclass (``items()``,

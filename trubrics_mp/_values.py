@@ -2,40 +2,47 @@
 
 The C JSON encoder is fast but all or nothing: it encodes a 10 MB string in
 full before the size limit can refuse it (about 30 ms, 140 ms for accented
-text), and it escapes a lone surrogate as ``\\udXXX``, which most JSON
+text), it writes the keys ``1`` and ``"1"`` of one dict as the same JSON key
+twice, and it escapes a lone surrogate as ``\\udXXX``, which most JSON
 parsers refuse. Around it:
 
 - :func:`checked_properties` runs before encoding. Its hot path is a flat
   dict, which CPython's garbage collector leaves untracked (no container and
   no class instance in it, which ``gc.is_tracked`` tells in constant time):
-  it is passed as it is. Any other dict is walked: each string's length, plus
-  one character per value, counts towards a lower bound of the encoded size,
-  refused (``too_large``) as soon as it passes the limit, so a huge string
-  there is never encoded, however deep.
-- :func:`lone_surrogate` runs on the encoded text, only when it holds a
-  surrogate escape at all; an event with a lone surrogate is refused
-  (``invalid_text``), never sent and never altered.
-- The caller's own objects run code while they are read (``__iter__``,
-  ``items()``, ``utcoffset()``, ``__str__``...): whatever they raise becomes an
-  ``unserialisable`` refusal naming the type of the value and the exception,
-  so the client's "internal error" is left to bugs of the library.
+  only its keys are looked at (all ``str``, or their collisions are checked).
+  Any other dict is walked: the keys of every dict in it are checked, and each
+  string's length, plus one character per value, counts towards a lower bound
+  of the encoded size, refused (``too_large``) as soon as it passes the limit,
+  so a huge string there is never encoded, however deep.
+- :func:`check_keys` converts keys as the encoder does (``1`` -> ``"1"``,
+  ``True`` -> ``"true"``, ``None`` -> ``"null"``) and refuses two that meet
+  (``key_collision``). All-``str`` keys cannot meet, so they cost nothing more.
+- :func:`lone_surrogate` runs on the encoded text, only when it holds an
+  escape at all; an event with a lone surrogate is refused (``invalid_text``),
+  never sent and never altered.
 
 Caveats:
 
 - The string values of a flat dict are not measured before encoding: a loop
-  over the values costs about 5% of ``encode_event`` (more than all the other
-  checks together), so a string there over the limit is encoded once, then
+  over the values costs about 5% of ``encode_event`` (more than the whole of
+  these checks), so a string there over the limit is encoded once, then
   refused by the size check (``too_large``). The event fields (``user_id``,
   ``prompt``...) are measured before encoding.
 - The walk reads the caller's containers once more than the encoder does
   (``items()`` of a dict subclass, ``__iter__`` of a list or set subclass).
+  An exception raised there, or by any of the caller's objects, becomes an
+  ``unserialisable`` refusal naming the type and the exception.
 - A value nested deeper than the recursion limit allows is refused
   (``unserialisable``), as the encoder refuses it.
+- A key of a ``str`` subclass is written as its text, so it can meet an
+  equal ``str`` key when the subclass hashes differently (caught); two exact
+  ``str`` keys can never meet.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import re
 from collections.abc import Iterable
 from typing import Any, Callable, Optional
@@ -93,18 +100,22 @@ def too_deep() -> InvalidEvent:
 
 
 def checked_properties(value: object, max_bytes: int) -> Optional[dict[Any, Any]]:
-    """``value`` if it may be encoded: None, or a dict whose strings pass the size check.
+    """``value`` if it may be encoded: None, or a dict whose keys and strings pass the checks.
 
     The hot path: CPython's garbage collector does not track a dict that holds
     no container and no instance of a class (``gc.is_tracked`` is False), so
-    such a dict holds nothing to walk into and is passed as it is. Its string
-    values are not measured here (a loop over them would cost about 5% of
-    ``encode_event``); the encoded size is checked after encoding.
+    such a dict holds nothing to walk into and only its keys are looked at.
+    Its string values are not measured here (that loop would cost more than
+    all the other checks together); the encoded size is checked after encoding.
     """
     if value is None:
         return None
     if type(value) is dict and not _is_tracked(value):
-        return value
+        for key in value:
+            if type(key) is not str:
+                break
+        else:
+            return value
     if not isinstance(value, dict):
         raise InvalidEvent(
             "invalid_field", f"properties must be a dict or None, not {type(value).__name__}"
@@ -136,11 +147,15 @@ def _walk_dict(value: dict[Any, Any], room: int) -> int:
         pairs = _copied(value, value.items)
         keys, values = [key for key, _ in pairs], [item for _, item in pairs]
     room -= 2
+    plain_keys = True
     for key in keys:
         if type(key) is str:
             room -= len(key) + 3
         else:
+            plain_keys = False
             room -= (str.__len__(key) if isinstance(key, str) else 0) + 3
+    if not plain_keys:
+        check_keys(keys)
     return _walk_items(values, room) if room >= 0 else room
 
 
@@ -180,6 +195,50 @@ def _copied(value: object, read: Callable[[], Iterable[Any]]) -> list[Any]:
         return list(read())
     except Exception as exc:
         raise raised_by("properties", value, exc) from None
+
+
+def check_keys(keys: Iterable[Any]) -> None:
+    """Refuse the keys of one dict when two become the same JSON key (``1`` and ``"1"``)."""
+    seen: dict[str, Any] = {}
+    for key in keys:
+        text = _key_text(key)
+        if text is None:
+            continue  # a key JSON cannot hold: the encoder refuses it
+        if text in seen:
+            raise InvalidEvent(
+                "key_collision",
+                f"properties cannot be sent: the keys {_shown(seen[text], text)} and "
+                f"{_shown(key, text)} would both be the JSON key {text[:_SHOWN]!r}",
+            )
+        seen[text] = key
+
+
+def _key_text(key: object) -> Optional[str]:
+    """The JSON key the encoder writes for ``key`` (its own rules, in its order)."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if isinstance(key, float):
+        return float.__repr__(key) if math.isfinite(key) else None
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if key is None:
+        return "null"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return None
+
+
+def _shown(key: object, text: str) -> str:
+    """``'1'``, ``1 (int)``, ``True (bool)``: the key, shortened, calling none of its methods."""
+    if type(key) is str:
+        return repr(text[:_SHOWN])
+    if key is True or key is False or key is None:
+        shown = repr(key)
+    else:
+        shown = repr(text[:_SHOWN]) if isinstance(key, str) else text[:_SHOWN]
+    return f"{shown} ({type(key).__name__})"
 
 
 def lone_surrogate(text: str) -> Optional[str]:

@@ -1,8 +1,8 @@
 """The caller's values, however odd, end as a counted refusal, never as an internal error.
 
-Exceptions raised by the caller's own objects while an event is encoded, lone
-surrogates and strings over the size limit: each is an ``InvalidEvent`` with
-its own reason.
+Exceptions raised by the caller's own objects, lone surrogates, keys that
+collide once converted to JSON, and strings over the size limit: each is an
+``InvalidEvent`` with its own reason.
 """
 
 from __future__ import annotations
@@ -248,6 +248,51 @@ def test_text_without_a_lone_surrogate_is_sent_unchanged(text: str) -> None:
     event = json.loads(data)
     assert event["user_id"] == text and event["properties"] == {text: text}
     data.decode("ascii")  # every non-ASCII character is escaped
+
+
+# -- keys that collide once converted -------------------------------------------------------
+class Key(str):
+    """A str subclass that hashes apart from its text, as some str mixins do."""
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Key and str.__eq__(self, other)
+
+
+@pytest.mark.parametrize(
+    ("properties", "shown"),
+    [
+        ({1: "a", "1": "b"}, "the keys 1 (int) and '1' would both be the JSON key '1'"),
+        ({"1": "a", 1: "b"}, "the keys '1' and 1 (int) would both be"),
+        ({True: "a", "true": "b"}, "the keys True (bool) and 'true'"),
+        ({None: "a", "null": "b"}, "the keys None (NoneType) and 'null'"),
+        ({1.5: "a", "1.5": "b"}, "the keys 1.5 (float) and '1.5'"),
+        ({"m": {2: "a", "2": "b"}}, "the keys 2 (int) and '2'"),
+        ({"m": [{"ok": 1}, {0: "a", "0": "b"}]}, "the keys 0 (int) and '0'"),
+        ({Key("k"): 1, "k": 2}, "the keys 'k' (Key) and 'k'"),
+    ],
+    ids=["int", "int-second", "bool", "none", "float", "nested", "in-a-list", "str-subclass"],
+)
+def test_keys_that_would_be_the_same_json_key_are_refused(
+    properties: dict[Any, Any], shown: str
+) -> None:
+    error = refusal(lambda: encode(properties))
+    assert error.reason == "key_collision"
+    assert shown in str(error)
+
+
+def test_keys_that_stay_apart_once_converted_are_sent_as_json_keys() -> None:
+    properties = {1: "a", 2.5: "b", False: "c", None: "d", "x": {10: "e", "10.0": "f"}}
+    event = json.loads(encode(properties))
+    assert event["properties"] == {
+        "1": "a",
+        "2.5": "b",
+        "false": "c",
+        "null": "d",
+        "x": {"10": "e", "10.0": "f"},
+    }
 
 
 # -- huge strings ---------------------------------------------------------------------------
