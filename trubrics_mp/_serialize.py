@@ -53,6 +53,7 @@ import datetime as _dt
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Optional
@@ -110,23 +111,24 @@ def _convert(value: Any) -> Any:
     )
 
 
-def _make_encoder() -> Callable[[Any], str]:
+def _make_encoder() -> Callable[[Any, int], Iterable[str]]:
     """One JSON encoder built once: ``JSONEncoder.encode`` rebuilds its C encoder per call.
 
-    No circular-reference markers: a self-containing value ends in a
-    ``RecursionError`` instead (in the checks of ``_values.py``, before the
-    encoder), refused like any unserialisable value.
+    It returns the text in chunks, joined by the caller (one Python call less
+    than a wrapper would cost). No circular-reference markers: a
+    self-containing value ends in a ``RecursionError`` instead (in the checks
+    of ``_values.py``, before the encoder), refused like any unserialisable value.
     """
     if c_make_encoder is None:  # no C accelerator (not CPython)
         encoder = json.JSONEncoder(default=_to_json, allow_nan=False, separators=(",", ":"))
-        return encoder.encode
-    encode = c_make_encoder(
+        return lambda value, _indent: (encoder.encode(value),)
+    encode: Callable[[Any, int], Iterable[str]] = c_make_encoder(
         None, _to_json, encode_basestring_ascii, None, ":", ",", False, False, False
     )
-    return lambda value: "".join(encode(value, 0))
+    return encode
 
 
-_encode_json = _make_encoder()
+_encode_chunks = _make_encoder()
 
 
 class _UtcClock:
@@ -200,12 +202,12 @@ def _thread_id(value: object, max_bytes: int) -> Optional[str]:
 
 def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
     try:
-        text = _encode_json(payload)
+        text = "".join(_encode_chunks(payload, 0))
     except InvalidEvent:
         raise
     except RecursionError:
         raise too_deep() from None
-    except Exception as exc:  # NaN, a tuple key; or the caller's code, read by the encoder
+    except Exception as exc:  # NaN, a tuple key; or the caller's code, read again by the encoder
         message = f"properties cannot be sent: {describe(exc)}"
         raise InvalidEvent("unserialisable", message) from None
     if "\\" in text and "\\ud" in text:  # a surrogate escape, or lookalike text: rare
@@ -228,8 +230,16 @@ def encode_event(
     user_id: object, event: object, properties: object, timestamp: object, max_bytes: int
 ) -> bytes:
     """The JSON object ``track()`` sends, as ASCII bytes (non-ASCII text is \\u-escaped)."""
-    _require_text("user_id", user_id, max_bytes)
-    _require_text("event", event, max_bytes)
+    if (  # _require_text() twice, inlined: this is the hot path of track()
+        type(user_id) is not str
+        or type(event) is not str
+        or not user_id
+        or not event
+        or len(user_id) > max_bytes
+        or len(event) > max_bytes
+    ):
+        _check_text("user_id", user_id, max_bytes, _REQUIRED)
+        _check_text("event", event, max_bytes, _REQUIRED)
     payload = {
         "user_id": user_id,
         "event": event,
