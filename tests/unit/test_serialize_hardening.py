@@ -2,7 +2,7 @@
 
 Exceptions raised by the caller's own objects, lone surrogates, keys that
 collide once converted to JSON, and strings over the size limit: each is an
-``InvalidEvent`` with its own reason.
+``InvalidEvent`` with its own reason, and the client counts and logs it once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import enum
 import json
+import logging
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import pytest
 
+from trubrics_mp import Trubrics
 from trubrics_mp._serialize import InvalidEvent, encode_event, encode_llm_event
 
 LIMIT = 65536
@@ -428,3 +430,35 @@ def test_ordinary_values_are_encoded_as_before() -> None:
         },
         "timestamp": "2026-01-01T12:00:00+00:00",
     }
+
+
+# -- through the public client ---------------------------------------------------------------
+def test_the_client_counts_and_logs_each_bad_value_once(caplog: pytest.LogCaptureFixture) -> None:
+    api_key = "sk-values-test-91c7"
+    client = Trubrics(api_key, disabled=True)  # encodes every event, starts no process
+    with caplog.at_level(logging.DEBUG, logger=client.logger.name):
+        client.track(user_id="u", event="ok", properties={"seq": 0})
+        client.track(user_id="u", event="e", properties={"s": RaisingSet({1})})
+        client.track(
+            user_id="u", event="e", timestamp=datetime.datetime.max.replace(tzinfo=UTC_MINUS_5)
+        )
+        client.track(user_id="u", event="e", properties={1: "a", "1": "b"})  # type: ignore[dict-item]
+        client.track(user_id="u", event="e", properties={"text": LONE_HIGH})
+        client.track(user_id=HUGE, event="e")
+        client.track_llm(user_id="u", prompt="p", generation="g", thread_id=Unprintable())  # type: ignore[arg-type]
+        client.track(user_id="u", event="ok", properties={"seq": 1})
+    assert client.stats().dropped == {
+        "unserialisable": 3,
+        "key_collision": 1,
+        "invalid_text": 1,
+        "too_large": 1,
+        "disabled": 2,  # the two good events took the usual way
+    }
+    records = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    messages = [r.getMessage() for r in records]
+    assert len(messages) == 6, messages
+    assert all("dropped an invalid event" in m for m in messages), messages
+    assert not any("internal error" in m or r.exc_info for m, r in zip(messages, records))
+    assert not any(api_key in m for m in messages)
+    assert all(len(m) < 300 for m in messages), "a log line quotes a whole value"
+    client.close()
