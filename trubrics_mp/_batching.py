@@ -23,11 +23,13 @@ class Batch:
 
     __slots__ = ("endpoint", "events", "nbytes", "id", "attempts", "alone", "ready_at", "sources")
 
-    def __init__(self, endpoint: str, events: list[bytes], nbytes: int = -1) -> None:
+    def __init__(
+        self, endpoint: str, events: list[bytes], nbytes: int = -1, batch_id: int = 0
+    ) -> None:
         self.endpoint = endpoint
         self.events = events
         self.nbytes = sum(map(len, events)) if nbytes < 0 else nbytes
-        self.id = next(_batch_ids)
+        self.id = batch_id or next(_batch_ids)
         self.attempts = 0
         self.alone = False
         self.ready_at = 0.0  # when delivery took it (monotonic seconds)
@@ -49,9 +51,12 @@ class Batch:
 
 
 class _Pending:
-    __slots__ = ("events", "nbytes", "oldest_at", "sources")
+    """Events waiting for their batch; ``id`` is the id that batch will have."""
+
+    __slots__ = ("id", "events", "nbytes", "oldest_at", "sources")
 
     def __init__(self, now: float) -> None:
+        self.id = next(_batch_ids)
         self.sources: set[object] = set()
         self.events: list[bytes] = []
         self.nbytes = 0
@@ -98,13 +103,17 @@ class Batcher:
         """Every waiting event, as batches (for ``flush()`` and shutdown)."""
         return [self._cut(endpoint) for endpoint in list(self._pending)]
 
+    def pending_ids(self) -> list[int]:
+        """The ids the batches of the events waiting now will have once cut."""
+        return [pending.id for pending in self._pending.values()]
+
     def next_due_at(self) -> Optional[float]:
         times = [p.oldest_at + self._interval_s for p in self._pending.values()]
         return min(times) if times else None
 
     def _cut(self, endpoint: str) -> Batch:
         pending = self._pending.pop(endpoint)
-        batch = Batch(endpoint, pending.events, pending.nbytes)
+        batch = Batch(endpoint, pending.events, pending.nbytes, pending.id)
         batch.sources = pending.sources
         return batch
 

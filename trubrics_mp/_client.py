@@ -283,11 +283,11 @@ class Trubrics(OfficialAttributes):
             return True
         self.is_flushing = True
         try:
-            lost = link.take_losses()
             if self._closed or (not link.buffer and link.counters.queued == 0):
-                return lost == 0  # nothing of this process's to wait for (or no flusher)
+                return link.take_losses() == 0  # nothing of ours to wait for (or no flusher)
             reply = link.request(proto.FLUSH, _deadline(timeout))
-            return lost == 0 and reply is not None and reply.ok
+            # Taken after the request: it may find that a flusher died with our events.
+            return link.take_losses() == 0 and reply is not None and reply.ok
         finally:
             self.is_flushing = False
             self.last_flush_time = datetime.datetime.now(datetime.timezone.utc)
@@ -309,7 +309,9 @@ class Trubrics(OfficialAttributes):
         elif self._supervisor.may_stop:
             ok = self._stop_pipeline(link, deadline)
         else:
-            ok = link.drain(deadline) and link.take_losses() == 0
+            drained = link.drain(deadline)
+            link.read_waiting()  # a flusher that died with events of ours: counted
+            ok = drained and link.take_losses() == 0
         link.disconnect()
         self._closed = True
         atexit.unregister(self._close_at_exit)
@@ -317,14 +319,13 @@ class Trubrics(OfficialAttributes):
 
     def _stop_pipeline(self, link: Link, deadline: Optional[float]) -> bool:
         _PIPELINES.pop(self._config.fingerprint, None)
-        lost = link.take_losses()
         # The flusher leaves, counting what it could not deliver, a little before
         # our deadline; past it, it is killed.
         within = b"" if deadline is None else b"%.3f" % max(0.0, deadline - time.monotonic())
         reply = link.request(proto.SHUTDOWN, deadline, within)
         self._supervisor.wait_exit(deadline)
         self._supervisor.release()
-        return lost == 0 and reply is not None and reply.ok
+        return link.take_losses() == 0 and reply is not None and reply.ok
 
     def _close_at_exit(self) -> None:
         if not self._closed:

@@ -60,7 +60,7 @@ from ._reader import Conn, Reader, reply
 from ._redact import RedactingFilter, redact
 from ._split import Loss
 from ._stats import FlusherCounters
-from ._waiters import Waiters
+from ._waiters import Waiter, Waiters
 
 _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
@@ -235,6 +235,7 @@ class Flusher:
 
     def _add_event(self, conn: Conn, endpoint: str, payload: bytes) -> None:
         self.counters.count_received(conn.pid)
+        conn.events_read += 1
         if self.intake.full:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
             self.record_drop("queue_full", 1)
@@ -243,6 +244,8 @@ class Flusher:
         batch = self.intake.add(endpoint, payload, time.monotonic(), conn)
         if batch is not None:
             self._dispatch([batch])
+        if not conn.confirming:
+            self._confirm_later(conn)
         if self.intake.full:
             self.reader.pause()  # what comes next waits in the kernel, then in each process
             self.log.warning(
@@ -318,11 +321,29 @@ class Flusher:
             self._scrub(what),
         )
 
+    def _confirm_later(self, conn: Conn) -> None:
+        """Tell ``conn`` once the events it sent so far are settled (``K``, see _protocol)."""
+        conn.confirming = True
+        self.waiters.add_confirmation(conn, conn.events_read, self.intake.pending_ids())
+
     def _answer_waiters(self) -> None:
-        for waiter in self.waiters.answerable():
-            reply(waiter.peer, proto.ack(waiter.request_id, waiter.ok))
+        done = self.waiters.answerable()
+        while done:  # a confirmation followed by a new one may be answerable at once
+            for waiter in done:
+                self._answer(waiter)
+            done = self.waiters.answerable()
+
+    def _answer(self, waiter: Waiter[Conn]) -> None:
+        conn = waiter.peer
+        if waiter.confirms is None:
+            reply(conn, proto.ack(waiter.request_id, waiter.ok))
             if waiter.shutdown:
                 self.lifetime.request_end("shutdown requested by the owner")
+            return
+        reply(conn, proto.confirmed(waiter.confirms, conn.dropped))
+        conn.confirming = False
+        if conn.open and conn.events_read > waiter.confirms:
+            self._confirm_later(conn)
 
     # -- the end -----------------------------------------------------------------------------
     def _begin_end(self, reason: str, now: float) -> None:
@@ -346,7 +367,11 @@ class Flusher:
             self.record_drop("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
         for waiter in self.waiters.abandon():  # nobody waits in vain: they lost events
-            reply(waiter.peer, proto.ack(waiter.request_id, False))
+            if waiter.confirms is None:
+                reply(waiter.peer, proto.ack(waiter.request_id, False))
+        for conn in self.reader.open_connections():  # what each can count as settled
+            reply(conn, proto.bye(0 if lost else conn.events_read, conn.dropped))
+            self.reader.close(conn)
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
 

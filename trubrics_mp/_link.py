@@ -6,6 +6,14 @@ waits in a bounded per-process buffer (drained first on the next call);
 when that is full too it is dropped and counted. A broken connection means
 the flusher died: the first process to notice has its :class:`Supervisor`
 start a new one on the same address.
+
+What a dead flusher took with it is counted here, as ``flusher_gone``: the
+events sent on the connection that the flusher had not confirmed settled
+(its ``K``, ``B`` and flush answers, see ``_protocol``). That is an upper
+bound: the flusher may have delivered some of them just before it died,
+unconfirmed. A process that tracks reads confirmations at its periodic
+check (every ``_logs.LEVEL_CHECK_S``), so they lag by about a batch's
+delivery time.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ class Link:
         self._declared_level: Optional[int] = None  # what the flusher was told
         self._next_logging_check = 0.0  # monotonic seconds
         self._lost_since_flush = 0
+        self._queued_before_connection = 0  # counters.queued when it was made
+        self._confirmed = 0  # events of this connection the flusher confirmed settled
+        self._unreported = 0  # of those, lost in the flusher and not told to a flush yet
         self._request_ids = itertools.count(1)
         self._lock = threading.RLock()
 
@@ -72,6 +83,7 @@ class Link:
         self.supervisor.forget_parent()
         self.counters = LocalCounters()
         self._lost_since_flush = 0
+        self._queued_before_connection = self._confirmed = self._unreported = 0
         self._declared_level = None
         self._next_logging_check = 0.0
         self._lock = threading.RLock()  # a thread of the parent may have held it
@@ -84,10 +96,10 @@ class Link:
         """
         self.counters.dropped[reason] += 1
 
-    def lose(self, reason: str) -> None:
-        """Count an event that was accepted and then lost: the next ``flush()`` says False."""
-        self.counters.dropped[reason] += 1
-        self._lost_since_flush += 1
+    def lose(self, reason: str, events: int = 1) -> None:
+        """Count events that were accepted and then lost: the next ``flush()`` says False."""
+        self.counters.dropped[reason] += events
+        self._lost_since_flush += events
 
     def take_losses(self) -> int:
         """Events lost here since the last call (what the next ``flush()`` reports)."""
@@ -172,27 +184,47 @@ class Link:
                 self._declared_level = level
             except OSError:
                 pass  # full or gone: told at a later check
-        self._read_waiting(sock)
+        self.read_waiting()
 
-    def _read_waiting(self, sock: socket.socket) -> None:
+    def read_waiting(self) -> None:
+        """Take in what the flusher sent (records, confirmations); notice that it ended."""
+        if self.sock is not None and not self._read_waiting(self.sock):
+            self._ended()
+            self.disconnect()
+
+    def _read_waiting(self, sock: socket.socket) -> bool:
+        """Handle every message waiting on ``sock``; False once the connection ended."""
         while True:
             try:
-                self._heard(sock.recv(proto.MAX_MESSAGE_BYTES, socket.MSG_DONTWAIT))
-            except (OSError, proto.ProtocolError):
-                return
+                message = sock.recv(proto.MAX_MESSAGE_BYTES, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except ConnectionResetError:
+                continue  # reported once, before what the peer still sent us
+            except OSError:
+                return False
+            if not message:
+                return False
+            try:
+                self._heard(message)
+            except proto.ProtocolError:
+                pass  # a flusher of another version, say: nothing to act on
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> Optional[socket.socket]:
         try:
-            self.sock = proto.connect(self.address)
+            sock = proto.connect(self.address)
         except OSError as exc:
             if exc.errno not in _NO_LISTENER or not self._restart():
                 return None
             try:
-                self.sock = proto.connect(self.address)
+                sock = proto.connect(self.address)
             except OSError:
                 return None
-        return self.sock
+        self.sock = sock
+        self._queued_before_connection = self.counters.queued
+        self._confirmed = self._unreported = 0
+        return sock
 
     def _restart(self) -> bool:
         if not self.supervisor.restart(self.generation + 1):
@@ -202,9 +234,28 @@ class Link:
 
     def _lost(self, exc: OSError) -> None:
         self.log.warning("lost the connection to the flusher (%s)", exc.strerror or exc)
-        if self.sock is not None:  # a hello still waiting tells which flusher this was
+        if self.sock is not None:  # a hello, confirmations, a goodbye may still wait
             self._read_waiting(self.sock)
+        self._ended()
         self.disconnect()
+
+    def _ended(self) -> None:
+        """The connection ended: count what the flusher had not confirmed as lost."""
+        unconfirmed = self._sent_here() - self._confirmed
+        self._lost_since_flush += self._unreported  # counted and logged by the flusher
+        self._queued_before_connection = self.counters.queued
+        self._confirmed = self._unreported = 0
+        if unconfirmed > 0:
+            self.lose("flusher_gone", unconfirmed)
+            self.log.error(
+                "the flusher ended before confirming %d events of this process: counted "
+                "as lost ('flusher_gone'; it may have delivered some of them)",
+                unconfirmed,
+            )
+
+    def _sent_here(self) -> int:
+        """Events sent on the current connection."""
+        return self.counters.queued - self._queued_before_connection
 
     def disconnect(self) -> None:
         """Close the connection (in a forked child: only the child's descriptor)."""
@@ -221,7 +272,15 @@ class Link:
             self.generation = max(self.generation, proto.hello_generation(reply))
         elif reply.kind == proto.RECORD:
             _logs.replay(self.log, reply.body)
+        elif reply.kind in (proto.CONFIRMED, proto.BYE):
+            counts = proto.settled_counts(reply)
+            if counts is not None:
+                self._confirm(counts[0])
+                self._unreported = counts[1]
         return reply
+
+    def _confirm(self, events: int) -> None:
+        self._confirmed = max(self._confirmed, min(events, self._sent_here()))
 
     # -- blocking requests: flush, stats, shutdown -------------------------------------------
     def drain(self, deadline: Optional[float]) -> bool:
@@ -246,6 +305,7 @@ class Link:
                 if not self._drain_until(deadline) or self.sock is None:
                     return None
                 request_id = next(self._request_ids)
+                sent_before = self._sent_here()
                 try:
                     message = proto.request(kind, request_id, body)
                     if not _send_until(self.sock, message, deadline):
@@ -253,7 +313,11 @@ class Link:
                 except OSError as exc:  # the request never reached a flusher
                     self._lost(exc)
                     continue
-                return self._await_reply(request_id, deadline)
+                answer = self._await_reply(request_id, deadline)
+                if answer is not None and answer.kind == proto.ACK:
+                    self._confirm(sent_before)  # settled, and its losses told in the answer
+                    self._unreported = 0
+                return answer
             return None
 
     def _await_reply(self, request_id: int, deadline: Optional[float]) -> Optional[proto.Reply]:
@@ -264,7 +328,10 @@ class Link:
             except BlockingIOError:
                 continue
             except (OSError, proto.ProtocolError):  # reset or end: the flusher died
-                self.disconnect()
+                self.read_waiting()  # a goodbye after the reset, then the end
+                if self.sock is not None:
+                    self._ended()
+                    self.disconnect()
                 return None
             if reply.kind in _ANSWERS and reply.request_id == request_id:
                 return reply

@@ -29,7 +29,21 @@ kind       sent by                                    rest of the message
            connection                                 generation in ASCII
 ``R``      the flusher: a log record for the          request id 0, the record
            application's logger                       as JSON (see ``_logs``)
+``K``      the flusher: the first N events of this    request id 0, ``N D`` in
+           connection are settled (delivered, or      ASCII: D of them are lost
+           lost and counted by the flusher)           and no flush was told yet
+``B``      the flusher: goodbye, just before it       request id 0, ``N D`` as for
+           closes the connection as it exits          ``K`` (N is 0 when it leaves
+                                                      events undelivered)
 =========  =========================================  ==============================
+
+``K`` and ``B`` let a process count what a flusher that died took with it
+(see ``_link``): what it sent past the last ``K`` (or ``B``) was never
+confirmed, and the D lost ones were never reported to its ``flush()``. The
+flusher sends a ``K`` once the events covered by the previous one are
+settled and more came since, so a connection holds at most a few unread
+ones: a process that tracks reads them at its periodic check, and one that
+stopped tracking gets no new ``K`` after its last events are settled.
 """
 
 from __future__ import annotations
@@ -50,6 +64,8 @@ ACK = b"A"
 HELLO = b"H"
 LEVEL = b"V"
 RECORD = b"R"
+CONFIRMED = b"K"
+BYE = b"B"
 
 EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
 REQUEST_KINDS = frozenset({FLUSH[0], STATS[0], SHUTDOWN[0]})
@@ -167,6 +183,14 @@ def record(body: bytes) -> bytes:
     return RECORD + _REQUEST_ID.pack(0) + body
 
 
+def confirmed(events: int, dropped: int) -> bytes:
+    return CONFIRMED + _REQUEST_ID.pack(0) + b"%d %d" % (events, dropped)
+
+
+def bye(events: int, dropped: int) -> bytes:
+    return BYE + _REQUEST_ID.pack(0) + b"%d %d" % (events, dropped)
+
+
 # -- parsing -------------------------------------------------------------------------
 def parse_request(message: bytes) -> Request:
     """A client's control request; :class:`ProtocolError` if it is not one."""
@@ -196,3 +220,11 @@ def parse_reply(message: bytes) -> Reply:
 def hello_generation(reply: Reply) -> int:
     """The generation a hello announces (0 when unreadable)."""
     return int(reply.body) if reply.body.isdigit() else 0
+
+
+def settled_counts(reply: Reply) -> Optional[tuple[int, int]]:
+    """``(N, D)`` of a ``K`` or ``B``: events settled, and lost but not yet reported."""
+    settled, _, dropped = reply.body.partition(b" ")
+    if settled.isdigit() and dropped.isdigit():
+        return int(settled), int(dropped)
+    return None

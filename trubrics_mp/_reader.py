@@ -31,6 +31,8 @@ class Conn:
     pid: int
     dropped: int = 0
     complained: bool = False  # a bad message from it was logged already
+    events_read: int = 0
+    confirming: bool = False  # a confirmation of its events waits (see _waiters)
 
     @property
     def open(self) -> bool:
@@ -163,6 +165,9 @@ class Reader:
         conn.sock.close()
         self.connections -= 1
         self.on_close(conn)
+
+    def open_connections(self) -> list[Conn]:
+        return [conn for conn in self._conns if conn.open]
 
     def has_pid(self, pid: int) -> bool:
         """Whether a connection of process ``pid`` is open."""

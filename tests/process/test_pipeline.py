@@ -159,6 +159,30 @@ def test_a_killed_flusher_is_restarted_by_the_next_track(
     wait_exactly_once(collector, {"before": 20, "after": 20})
 
 
+def test_a_flusher_killed_holding_events_makes_each_process_flush_false(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
+    """The API is down: the flusher holds every event when it is SIGKILLed. The owner and
+    a forked child each count their own events as lost and their next flush() says so."""
+    collector.set_faults(down=True)
+    result = app.run("flusher_killed_holding", n=30, wait_for="received")
+    assert result.get("owner_flushed") is False and result.get("child_flushed") is False
+    assert result.get("owner_dropped") == {"flusher_gone": 30}
+    assert result.get("child_dropped") == {"flusher_gone": 30}
+    assert "the flusher ended before confirming 30 events of this process" in result.stderr
+
+
+def test_a_flusher_killed_after_delivering_costs_no_process_a_false_alarm(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
+    """Nobody flushed before the kill: the flusher's confirmations, waiting unread in
+    each process's socket, tell them that their events were delivered."""
+    result = app.run("flusher_killed_holding", n=30, wait_for="delivered")
+    assert result.get("owner_flushed") is True and result.get("child_flushed") is True
+    assert result.get("owner_dropped") == {} and result.get("child_dropped") == {}
+    wait_exactly_once(collector, {"owner": 30, "child": 30})
+
+
 def test_producers_killed_while_sending_do_not_corrupt_the_queue(
     app: AppRunner, collector: CollectorProcess
 ) -> None:

@@ -338,6 +338,42 @@ def kill_flusher(args: Args) -> None:
     finish("close", client)
 
 
+def _pipeline_count(client: Trubrics, what: str) -> int:
+    stats = client.stats()
+    if what == "delivered":
+        return stats.delivered or 0
+    return sum(stats.received_by_pid.values())
+
+
+def flusher_killed_holding(args: Args) -> None:
+    """The flusher is SIGKILLed once it has ``wait_for`` ("received" or "delivered") the
+    events of the owner and of a forked child; then each one flushes and reports."""
+    client = make_client(args)
+    n = args["n"]
+    track_many(client, "owner", n)
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(go_w)
+        track_many(client, "child", n)
+        os.read(go_r, 1)  # the flusher is dead now
+        flushed = client.flush(timeout=60)
+        emit(child_flushed=flushed, child_dropped=client.stats(flusher=False).dropped)
+        os._exit(0)
+    os.close(go_r)
+    deadline = time.monotonic() + 60
+    while _pipeline_count(client, args["wait_for"]) < 2 * n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    old = flusher_pid(client) or 0
+    os.kill(old, signal.SIGKILL)
+    os.waitpid(old, 0)
+    os.write(go_w, b"x")
+    flushed = client.flush(timeout=60)
+    emit(owner_flushed=flushed, owner_dropped=client.stats(flusher=False).dropped)
+    os.waitpid(child, 0)
+    finish("close", client)
+
+
 def _big_producer(client: Trubrics, index: int) -> None:
     blob = "x" * 20_000
     seq = 0
@@ -437,6 +473,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
         pool,
         stall,
         kill_flusher,
+        flusher_killed_holding,
         killed_producers,
         no_fork_warning,
         burst,

@@ -260,3 +260,84 @@ def test_flush_says_false_for_a_batch_dropped_before_it_was_asked(harness: Any) 
     assert h.ask(sock, proto.FLUSH).ok is False  # settled before the flush came: still told
     assert h.ask(other, proto.FLUSH).ok is True  # none of its events were lost
     assert h.ask(sock, proto.FLUSH).ok is True  # told once
+
+
+# -- confirmations and goodbyes: what a process can count if the flusher dies ---------------
+def replies_before(h: Harness, sock: socket.socket) -> list[proto.Reply]:
+    """Everything the flusher sent ``sock`` before it answered a stats request now."""
+    request_id = next(h._ids)
+    sock.send(proto.request(proto.STATS, request_id))
+    seen: list[proto.Reply] = []
+    while True:
+        reply = proto.parse_reply(sock.recv(proto.MAX_MESSAGE_BYTES))
+        if reply.kind == proto.STATS and reply.request_id == request_id:
+            return seen
+        seen.append(reply)
+
+
+def confirmations(replies: list[proto.Reply]) -> list[Optional[tuple[int, int]]]:
+    return [proto.settled_counts(r) for r in replies if r.kind == proto.CONFIRMED]
+
+
+def replies_until_closed(sock: socket.socket) -> list[proto.Reply]:
+    seen: list[proto.Reply] = []
+    while True:
+        try:
+            message = sock.recv(proto.MAX_MESSAGE_BYTES)
+        except ConnectionResetError:
+            continue
+        if not message:
+            return seen
+        seen.append(proto.parse_reply(message))
+
+
+def test_a_connection_hears_once_its_events_are_settled_then_nothing_while_idle(
+    harness: Any,
+) -> None:
+    h = harness()  # batches of 5; a waiting batch never comes due by itself
+    sock = h.connect()
+    for seq in range(3):
+        h.track(sock, seq)
+    assert confirmations(replies_before(h, sock)) == []  # still waiting in their batch
+    for seq in range(3, 5):
+        h.track(sock, seq)  # the batch is full: it leaves, and is delivered
+    got: list[proto.Reply] = []
+    while (5, 0) not in confirmations(got):
+        got.append(proto.parse_reply(sock.recv(proto.MAX_MESSAGE_BYTES)))
+    # The first confirmation covers the event that armed it; the next one, all five.
+    assert confirmations(got) == [(1, 0), (5, 0)]
+    assert confirmations(replies_before(h, sock)) == []  # idle: nothing more to confirm
+
+
+def test_confirmations_tell_a_loss_no_flush_has_reported_yet(harness: Any) -> None:
+    h = harness(always(400), flush_at=1)
+    sock = h.connect()
+    h.track(sock, 0)
+    got: list[proto.Reply] = []
+    while not confirmations(got):
+        got.append(proto.parse_reply(sock.recv(proto.MAX_MESSAGE_BYTES)))
+    assert confirmations(got) == [(1, 1)]
+    assert h.ask(sock, proto.FLUSH).ok is False  # the flush is told, once
+
+
+def test_the_goodbye_tells_what_was_read_and_lost_when_all_was_settled(harness: Any) -> None:
+    h = harness(always(400))
+    sock = h.connect()
+    h.track(sock, 0)
+    h.track(sock, 1)
+    replies_before(h, sock)  # both events are read
+    h.stop()
+    byes = [proto.settled_counts(r) for r in replies_until_closed(sock) if r.kind == proto.BYE]
+    assert byes == [(2, 1)]  # both settled; one loss (their batch) no flush was told of
+
+
+def test_the_goodbye_confirms_nothing_when_events_are_left_undelivered(harness: Any) -> None:
+    h = harness(always(503), shutdown_timeout_s=0.2)
+    sock = h.connect()
+    for seq in range(5):
+        h.track(sock, seq)
+    poll_until(lambda: h.poster.count() >= 1, DEADLINE_S, "a first failed post")
+    h.stop()
+    replies = replies_until_closed(sock)
+    assert [proto.settled_counts(r) for r in replies if r.kind == proto.BYE] == [(0, 0)]
+    assert confirmations(replies) == []

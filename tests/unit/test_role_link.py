@@ -98,7 +98,7 @@ def test_past_the_buffer_events_are_lost_counted_and_reported_once(
 ) -> None:
     ours, supervisor = link
     fill(ours, 1)
-    supervisor.accept()
+    peer = supervisor.accept()  # kept open: the flusher is alive, just not reading
     sent = 1
     while not ours.counters.dropped:
         fill(ours, 1, sent)
@@ -107,6 +107,7 @@ def test_past_the_buffer_events_are_lost_counted_and_reported_once(
     assert len(ours.buffer) == 50
     assert ours.counters.dropped == {"buffer_full": 10}
     assert ours.take_losses() == 10 and ours.take_losses() == 0
+    peer.close()
 
 
 def test_a_refused_event_is_counted_but_is_no_loss(link: tuple[Link, StandInSupervisor]) -> None:
@@ -130,6 +131,8 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     assert supervisor.restarts == [5] and ours.generation == 5
     assert ours.drain(deadline=None)
     assert read_all(second) == [b"E00001"]
+    # The first flusher never confirmed E00000: it may have taken it along.
+    assert ours.counters.dropped == {"flusher_gone": 1} and ours.take_losses() == 1
 
 
 def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupervisor]) -> None:
@@ -189,3 +192,70 @@ def test_connecting_to_a_flusher_whose_backlog_is_full_never_blocks() -> None:
         for sock in waiting:
             sock.close()
         listener.close()
+
+
+# -- what a flusher that died took with it ---------------------------------------------------
+def ended_after(link: tuple[Link, StandInSupervisor], tracked: int, *said: bytes) -> Link:
+    """``tracked`` events sent, the flusher says ``said`` and closes; the link notices."""
+    ours, supervisor = link
+    fill(ours, tracked)
+    peer = supervisor.accept()
+    for message in (proto.hello(0), *said):
+        peer.send(message)
+    peer.close()
+    ours.read_waiting()
+    assert ours.sock is None
+    return ours
+
+
+def test_events_the_flusher_never_confirmed_are_lost_with_it(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours = ended_after(link, 5, proto.confirmed(3, 0))
+    assert ours.counters.dropped == {"flusher_gone": 2} and ours.take_losses() == 2
+
+
+def test_a_goodbye_confirms_what_was_read_and_reports_an_untold_loss(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours = ended_after(link, 5, proto.confirmed(2, 0), proto.bye(5, 1))
+    assert ours.counters.dropped == {}  # counted by the flusher, under its own reason
+    assert ours.take_losses() == 1  # but the next flush() says False
+
+
+def test_a_goodbye_that_left_events_undelivered_confirms_nothing_more(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours = ended_after(link, 5, proto.confirmed(2, 0), proto.bye(0, 0))
+    assert ours.counters.dropped == {"flusher_gone": 3} and ours.take_losses() == 3
+
+
+def test_a_flush_answer_confirms_everything_sent_before_it(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours, supervisor = link
+    fill(ours, 4)
+    peer = supervisor.accept()
+    peer.send(proto.confirmed(1, 1))
+    peer.send(proto.ack(1, False))  # the answer to the flush below: it reports the loss
+    reply = ours.request(proto.FLUSH, deadline=None)
+    assert reply is not None and not reply.ok
+    peer.close()
+    ours.read_waiting()
+    assert ours.sock is None and ours.counters.dropped == {} and ours.take_losses() == 0
+
+
+def test_a_reply_that_comes_after_its_request_timed_out_is_not_taken_for_the_next(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    import time
+
+    ours, supervisor = link
+    fill(ours, 1)
+    peer = supervisor.accept()
+    assert ours.request(proto.STATS, deadline=time.monotonic() + 0.05) is None  # request 1
+    peer.send(proto.stats_reply(1, b"{}"))  # its answer, late
+    peer.send(proto.ack(2, True))  # the answer to the flush below
+    reply = ours.request(proto.FLUSH, deadline=None)
+    assert reply is not None and (reply.kind, reply.request_id) == (proto.ACK, 2)
+    peer.close()
