@@ -266,7 +266,14 @@ class Trubrics(OfficialAttributes):
 
     def _reject(self, method: str, exc: InvalidEvent) -> None:
         self._link.reject(exc.reason)
-        self.logger.error("trubrics_mp: %s() dropped an invalid event: %s", method, exc)
+        self._link.limiter.log(
+            self.logger,
+            logging.ERROR,
+            f"invalid:{exc.reason}",
+            "trubrics_mp: %s() dropped an invalid event: %s",
+            method,
+            exc,
+        )
 
     # -- blocking calls ------------------------------------------------------------------
     def flush(self, timeout: Optional[float] = None) -> bool:

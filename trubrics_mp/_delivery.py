@@ -32,6 +32,7 @@ from typing import Callable, Optional
 from ._batching import Batch
 from ._config import MAX_FLUSH_AT
 from ._http import Poster
+from ._ratelimit import LogLimiter
 from ._retry import Decision, Outcome, RetryPolicy
 from ._split import Loss, Splits
 
@@ -39,6 +40,7 @@ MAX_REQUEST_EVENTS = MAX_FLUSH_AT  # the API's (and the official SDK's) limit pe
 MAX_REQUEST_BYTES = 1024 * 1024  # batches join a request while its body stays under this
 BUNDLE_AFTER_S = 1.0  # batches share a request once the head has waited this long in line
 _SHARED_FATE = frozenset({"retries_exhausted", "unauthorized"})  # true of every batch
+_MALFORMED = frozenset({"http_400", "http_422"})  # refusals a bad event explains: sifted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Delivery:
         self._in_flight = 0
         self._closed = False
         self._splits = Splits()
+        self._limiter = LogLimiter()
         self.requests = 0
         self.retried_requests = 0
         self.split_batches = 0
@@ -208,7 +211,7 @@ class Delivery:
             return Outcome(None, detail=repr(exc))
 
     def _record(self, bundle: list[Batch], outcome: Outcome, decision: Decision) -> None:
-        settled_any = False
+        settled_any, part = False, None
         with self._cond:
             self.requests += 1
             self._in_flight -= 1
@@ -232,22 +235,64 @@ class Delivery:
                 for half in halves:
                     half.alone = True  # too large already: it travels on its own
                 self._ready.extendleft(reversed(halves))
+            elif decision.reason in _MALFORMED and len(bundle) == 1:
+                self._failing = False  # the API answered: no transient failure
+                part = self._splits.sift(bundle[0], outcome)  # None: the refusal stands
+                if part is not None:
+                    part.alone = True
+                    self._ready.appendleft(part)
+                else:
+                    settled_any = self._settle(bundle[0], outcome, decision) is not None
             else:
                 self._failing = self._failing and decision.reason == "retries_exhausted"
                 for batch in bundle:
                     settled_any = self._settle(batch, outcome, decision) is not None or settled_any
             self._cond.notify_all()
-        if decision.action == "retry":
-            self._log_retry(bundle, outcome, decision.retry_at)
-        elif decision.action == "split" and len(bundle) == 1:
-            self._log.warning(
-                "POST /%s refused %d events as too large (%s): sending them in two halves",
-                bundle[0].endpoint,
-                len(bundle[0]),
-                self._scrub(outcome.summary),
-            )
-        elif settled_any:
+        self._tell(bundle, outcome, decision, part)
+        if settled_any:
             self._wake()
+
+    def _tell(
+        self, bundle: list[Batch], outcome: Outcome, decision: Decision, part: Optional[Batch]
+    ) -> None:
+        """Log (rate-limited) a retry, a split or a sift; a drop is the main loop's to log."""
+        head, summary = bundle[0], self._scrub(outcome.summary)
+        if decision.action == "retry":
+            self._limiter.log(
+                self._log,
+                logging.WARNING,
+                "retry",
+                "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
+                head.endpoint,
+                summary,
+                head.attempts,
+                self._policy.max_retries,
+                sum(map(len, bundle)),
+                max(0.0, decision.retry_at - self._clock()),
+            )
+        elif decision.action == "split" and len(bundle) == 1:
+            self._limiter.log(
+                self._log,
+                logging.WARNING,
+                "split",
+                "POST /%s refused %d events as too large (%s): sending them in two halves",
+                head.endpoint,
+                len(head),
+                summary,
+            )
+        elif part is not None:
+            self._limiter.log(
+                self._log,
+                logging.ERROR,
+                "sift",
+                "POST /%s refused %d events (%s): %d are no JSON object, dropped as "
+                "bad_message; sending the other %d again",
+                head.endpoint,
+                len(head),
+                summary,
+                len(head) - len(part),
+                len(part),
+            )
 
     def _settle(self, batch: Batch, outcome: Outcome, decision: Decision) -> Optional[Settled]:
         """Under the lock: settle ``batch``, or fold it into the batch it was split from."""
@@ -260,14 +305,3 @@ class Delivery:
         settled = Settled(*done)
         self._settled.append(settled)
         return settled
-
-    def _log_retry(self, bundle: list[Batch], outcome: Outcome, retry_at: float) -> None:
-        self._log.warning(
-            "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
-            bundle[0].endpoint,
-            self._scrub(outcome.summary),
-            bundle[0].attempts,
-            self._policy.max_retries,
-            sum(map(len, bundle)),
-            max(0.0, retry_at - self._clock()),
-        )

@@ -56,6 +56,7 @@ from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
 from ._process import drain_pipe
+from ._ratelimit import LogLimiter
 from ._reader import Conn, Reader, reply
 from ._redact import RedactingFilter, redact
 from ._split import Loss
@@ -117,6 +118,7 @@ class Flusher:
         )
         self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
         self._warned: set[str] = set()
+        self.limiter = LogLimiter()  # every line about lost events goes through it
 
     # -- the main loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -225,6 +227,9 @@ class Flusher:
     def _on_message(self, conn: Conn, kind: int, payload: bytes) -> None:
         endpoint = _ENDPOINTS.get(kind)
         if endpoint is not None:
+            if not self._plausible_event(payload):
+                self._bad_message(conn, f"an event of {len(payload)} bytes that is no JSON object")
+                return
             self._add_event(conn, endpoint, payload)
         elif kind in proto.REQUEST_KINDS:
             self._requests.append((conn, bytes((kind,)) + payload))
@@ -239,7 +244,11 @@ class Flusher:
         if self.intake.full:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
             self.record_drop("queue_full", 1)
-            self._warn_once("queue_full", f"queue full ({self.intake.max_bytes} bytes held)")
+            self._limited(
+                "queue_full",
+                "queue full (%d bytes held): an event was dropped",
+                self.intake.max_bytes,
+            )
             return
         batch = self.intake.add(endpoint, payload, time.monotonic(), conn)
         if batch is not None:
@@ -248,7 +257,10 @@ class Flusher:
             self._confirm_later(conn)
         if self.intake.full:
             self.reader.pause()  # what comes next waits in the kernel, then in each process
-            self.log.warning(
+            self.limiter.log(
+                self.log,
+                logging.WARNING,
+                "paused",
                 "holding %d events (%d bytes, the bound): reading paused until some are sent",
                 self.intake.held,
                 self.intake.held_bytes,
@@ -270,16 +282,41 @@ class Flusher:
         if not self.reader.has_pid(conn.pid):
             self.counters.process_gone(conn.pid)
 
+    def _plausible_event(self, payload: bytes) -> bool:
+        """What can be checked at no cost per event: the size, and ``{`` ... ``}``.
+
+        A payload that passes and still is no JSON object is caught if the API
+        refuses its batch (``_delivery`` then sifts the batch's events).
+        """
+        return (
+            len(payload) <= self.config.max_event_bytes
+            and payload[:1] == b"{"
+            and payload[-1:] == b"}"
+        )
+
     def _bad_message(self, conn: Conn, what: str) -> None:
+        """Drop, count and log (once) a bad message; close its connection.
+
+        What the peer queued after it is lost with the connection: a client
+        counts it as ``flusher_gone`` (never confirmed) and reconnects.
+        """
         self.record_drop("bad_message", 1)
         if not conn.complained:
             conn.complained = True
-            self.log.error("ignored a bad message from pid %d: %s", conn.pid, what)
+            self._limited(
+                "bad_message",
+                "closed the connection of pid %d after a bad message: %s",
+                conn.pid,
+                what,
+            )
+        self.reader.close(conn)
 
     def _may_stop(self, conn: Conn) -> bool:
         if conn.pid == self.owner_pid:
             return True
-        self.log.error("pid %d asked to stop the flusher and is not its owner", conn.pid)
+        self._limited(
+            "not_owner", "pid %d asked to stop the flusher and is not its owner", conn.pid
+        )
         return False
 
     # -- delivery and waiters --------------------------------------------------------------
@@ -313,7 +350,8 @@ class Flusher:
             rejected = f"the API key was rejected ({self._scrub(last.summary)})"
             self._warn_once(loss.reason, rejected)
         what = f"{last.summary}: {last.detail}" if last.status is not None else last.detail
-        self.log.error(
+        self._limited(
+            f"loss:{loss.reason}",
             "dropped %d events for /%s (%s): %s",
             loss.events,
             endpoint,
@@ -383,6 +421,10 @@ class Flusher:
     def _scrub(self, text: str) -> str:
         """Text from the API, a server or an exception, without the API key."""
         return redact(text, self.config.api_key)
+
+    def _limited(self, key: str, message: str, *args: object) -> None:
+        """An error line, at most at the limiter's rate for ``key``."""
+        self.limiter.log(self.log, logging.ERROR, key, message, *args)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

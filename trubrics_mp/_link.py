@@ -31,6 +31,7 @@ from typing import Optional
 from . import _logs
 from . import _protocol as proto
 from ._config import Config
+from ._ratelimit import LogLimiter
 from ._stats import LocalCounters
 from ._supervisor import Supervisor
 
@@ -52,6 +53,7 @@ class Link:
         self.supervisor = supervisor
         self.log = logger
         self.counters = LocalCounters()
+        self.limiter = LogLimiter()  # every line about lost events goes through it
         self.sock: Optional[socket.socket] = None
         self.buffer: collections.deque[bytes] = collections.deque()
         self.buffer_bytes = 0
@@ -151,6 +153,14 @@ class Link:
             self.buffer_bytes += len(message)
         else:
             self.lose("buffer_full")
+            self.limiter.log(
+                self.log,
+                logging.ERROR,
+                "buffer_full",
+                "an event was dropped: this process's buffer holds %d bytes (its bound) "
+                "while the flusher takes nothing ('buffer_full')",
+                self.buffer_bytes,
+            )
 
     def _drain_nowait(self) -> bool:
         """Send buffered messages while the socket takes them; True once empty."""
@@ -233,7 +243,10 @@ class Link:
         return True
 
     def _lost(self, exc: OSError) -> None:
-        self.log.warning("lost the connection to the flusher (%s)", exc.strerror or exc)
+        why = exc.strerror or str(exc)
+        self.limiter.log(
+            self.log, logging.WARNING, "connection", "lost the connection to the flusher (%s)", why
+        )
         if self.sock is not None:  # a hello, confirmations, a goodbye may still wait
             self._read_waiting(self.sock)
         self._ended()
@@ -247,7 +260,10 @@ class Link:
         self._confirmed = self._unreported = 0
         if unconfirmed > 0:
             self.lose("flusher_gone", unconfirmed)
-            self.log.error(
+            self.limiter.log(
+                self.log,
+                logging.ERROR,
+                "flusher_gone",
                 "the flusher ended before confirming %d events of this process: counted "
                 "as lost ('flusher_gone'; it may have delivered some of them)",
                 unconfirmed,

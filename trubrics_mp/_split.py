@@ -1,7 +1,11 @@
-"""Batches split after a 413, and settling the batch they came from (pure bookkeeping).
+"""Batches split after a 413 or sifted after a refusal, and settling the batch they
+came from (pure bookkeeping).
 
 A batch the API refuses as too large (413) is split into two halves that are
-sent on their own, and split again while they are refused. The main loop
+sent on their own, and split again while they are refused. A batch refused as
+malformed (400, 422) is sifted: if some of its events are not JSON objects (a
+broken peer's, which only the size and the braces were checked of), they are
+dropped as ``bad_message`` and the rest goes again, as one part. The main loop
 never sees the halves: it handed over one batch and hears back once about
 that batch, when every part of it is settled, with what was lost (an event
 too large alone, a part whose retries were spent...). So its invariants hold
@@ -12,6 +16,7 @@ waiter waits for the batch ids it saw.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Optional
 
 from ._batching import Batch
@@ -63,6 +68,21 @@ class Splits:
             self._parent_of[half.id] = batch
         return halves
 
+    def sift(self, batch: Batch, outcome: Outcome) -> Optional[Batch]:
+        """The part of ``batch`` worth sending again after ``outcome`` refused it.
+
+        None when every event is a JSON object, or none is: then the refusal
+        stands for the whole batch, dropped under the refusal's reason.
+        """
+        good = [event for event in batch.events if _is_json_object(event)]
+        if len(good) == len(batch) or not good:
+            return None
+        part = Batch(batch.endpoint, good)
+        loss = Loss(len(batch) - len(good), "bad_message", outcome)
+        self._open[batch.id] = _Open(batch, 1, [loss])
+        self._parent_of[part.id] = batch
+        return part
+
     def settle(
         self, batch: Batch, losses: tuple[Loss, ...]
     ) -> Optional[tuple[Batch, tuple[Loss, ...]]]:
@@ -83,3 +103,10 @@ class Splits:
                 return None
             del self._open[parent.id]
             batch, losses = parent, tuple(entry.losses)
+
+
+def _is_json_object(event: bytes) -> bool:
+    try:
+        return isinstance(json.loads(event), dict)
+    except ValueError:  # not JSON, or not UTF-8
+        return False

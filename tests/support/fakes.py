@@ -45,11 +45,17 @@ class FakePoster:
         self._lock = threading.Lock()
 
     def post(self, endpoint: str, body: bytes) -> Outcome:
-        events = json.loads(body)
+        """As the script says; a body that is not JSON gets a 422, as from the API."""
+        try:
+            events = json.loads(body)
+        except ValueError:
+            events = None
         with self._lock:
             number = len(self.calls) + 1
-            self.calls.append(Call(number, endpoint, events, time.monotonic()))
+            self.calls.append(Call(number, endpoint, events or [], time.monotonic()))
             script = self.script
+        if events is None:
+            return Outcome(422, detail="the body is not JSON")
         return script(number, endpoint, events)
 
     def close(self) -> None:

@@ -184,15 +184,42 @@ def test_at_the_deadline_what_is_undelivered_is_counted(harness: Any) -> None:
     assert h.flusher.counters.dropped == {"shutdown_timeout": 5}
 
 
-def test_a_bad_message_is_counted_and_hurts_no_one(harness: Any) -> None:
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"F",  # a flush request without its request id
+        b"Z{}",  # an unknown kind
+        b"E[1, 2]",  # an event that is no JSON object
+        b"E{" + b"x" * 70_000 + b"}",  # over max_event_bytes
+    ],
+    ids=["short-request", "unknown-kind", "not-an-object", "too-large"],
+)
+def test_a_bad_message_is_counted_closes_its_connection_and_hurts_no_one(
+    harness: Any, message: bytes
+) -> None:
     h = harness()
     bad, good = h.connect(), h.connect()
-    bad.send(b"F")  # a flush request without its request id
-    bad.send(b"Z{}")  # an unknown kind
+    bad.send(message)
     h.track(good, 0)
     assert h.ask(good, proto.FLUSH).ok
-    assert h.stats(good)["dropped"] == {"bad_message": 2}
+    assert h.stats(good)["dropped"] == {"bad_message": 1}
     assert h.delivered() == [("t", 0)]
+    assert replies_until_closed(bad) == []  # closed by the flusher, nothing said
+
+
+def test_an_event_that_only_looks_like_an_object_is_sifted_out_of_its_refused_batch(
+    harness: Any,
+) -> None:
+    h = harness()
+    sock = h.connect()
+    h.track(sock, 0)
+    sock.send(proto.EVENT + b'{"broken": }')  # braces, but no JSON: the API refuses the body
+    for seq in range(1, 4):
+        h.track(sock, seq)
+    assert h.ask(sock, proto.FLUSH).ok is False  # one of its events was lost
+    assert sorted(seq for _, seq in h.delivered()) == [0, 1, 2, 3]
+    stats = h.stats(sock)
+    assert stats["dropped"] == {"bad_message": 1} and stats["delivered"] == 4
 
 
 def test_a_connection_reset_still_delivers_what_it_had_queued(harness: Any) -> None:
