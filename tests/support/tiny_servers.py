@@ -20,7 +20,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from trubrics_mp.collector import make_server
 from trubrics_mp.collector._store import EventStore
@@ -54,7 +54,31 @@ class _Recorder:
             return list(self._seen)
 
 
-class ScriptedServer(_Recorder):
+_Served = TypeVar("_Served", bound="_ServedInThread")
+
+
+class _ServedInThread:
+    """An HTTP server on 127.0.0.1 served by a thread while the ``with`` block runs."""
+
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self: _Served) -> _Served:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+class ScriptedServer(_Recorder, _ServedInThread):
     """Answers each request with ``answer(seen)``: (status, headers, body)."""
 
     def __init__(self, answer: Callable[[Seen], Answer]) -> None:
@@ -82,24 +106,9 @@ class ScriptedServer(_Recorder):
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        _ServedInThread.__init__(self, server)
 
 
 def read_request(conn: socket.socket) -> Optional[bytes]:
@@ -206,29 +215,15 @@ def cut_off(head: bytes, partial_body: bytes) -> Callable[[socket.socket, thread
     return reply
 
 
-class ThreadedCollector:
+class ThreadedCollector(_ServedInThread):
     """The real collector in a thread, storing into ``db_path``."""
 
     def __init__(self, db_path: Path, max_body_bytes: int) -> None:
         self.store = EventStore(db_path)
         self.log: list[str] = []
-        self._server = make_server(
-            self.store, port=0, max_body_bytes=max_body_bytes, log=self.log.append
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.port}"
-
-    def __enter__(self) -> ThreadedCollector:
-        self._thread.start()
-        return self
+        server = make_server(self.store, port=0, max_body_bytes=max_body_bytes, log=self.log.append)
+        super().__init__(server)
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(10)
+        super().__exit__(*exc_info)
         self.store.close()
