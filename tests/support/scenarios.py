@@ -352,15 +352,18 @@ def flusher_killed_holding(args: Args) -> None:
     n = args["n"]
     track_many(client, "owner", n)
     go_r, go_w = os.pipe()
+    result_r, result_w = os.pipe()
     child = os.fork()
     if child == 0:
         os.close(go_w)
         track_many(client, "child", n)
         os.read(go_r, 1)  # the flusher is dead now
         flushed = client.flush(timeout=60)
-        emit(child_flushed=flushed, child_dropped=client.stats(flusher=False).dropped)
+        dropped = client.stats(flusher=False).dropped
+        os.write(result_w, json.dumps([flushed, dropped]).encode())
         os._exit(0)
     os.close(go_r)
+    os.close(result_w)
     deadline = time.monotonic() + 60
     while _pipeline_count(client, args["wait_for"]) < 2 * n and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -371,6 +374,8 @@ def flusher_killed_holding(args: Args) -> None:
     flushed = client.flush(timeout=60)
     emit(owner_flushed=flushed, owner_dropped=client.stats(flusher=False).dropped)
     os.waitpid(child, 0)
+    child_flushed, child_dropped = json.loads(os.read(result_r, 65536))
+    emit(child_flushed=child_flushed, child_dropped=child_dropped)  # one writer: whole lines
     finish("close", client)
 
 
