@@ -1,5 +1,10 @@
 """Fixtures shared by the whole suite (each layer's own are in its ``conftest.py``).
 
+- ``private_pipeline`` (autouse): every test gets a runtime directory of its
+  own (``TRUBRICS_MP_RUNTIME_DIR``, inherited by every process it starts), so
+  tests running in parallel never share a flusher, and a short linger
+  (``TRUBRICS_MP_LINGER``, 0.3 s) so flushers leave soon after the test's
+  processes.
 - ``no_leaked_processes`` (autouse): after every test, waits until no process
   started during it is left (found through the ``PYTEST_CURRENT_TEST``
   variable every descendant inherits, even once reparented to init, plus this
@@ -15,6 +20,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,13 +32,24 @@ from support.processes import stop_leftovers
 
 from trubrics_mp.collector import EventStore
 
-__all__ = ["collector", "no_internal_errors", "no_leaked_processes", "store"]
+__all__ = ["collector", "no_internal_errors", "no_leaked_processes", "private_pipeline", "store"]
 
 LEAK_DEADLINE_S = 60.0
+TEST_LINGER_S = "0.3"
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+def private_pipeline(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short private runtime directory (socket paths must stay under 108 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="tmrt-"))
+    monkeypatch.setenv("TRUBRICS_MP_RUNTIME_DIR", str(directory))
+    monkeypatch.setenv("TRUBRICS_MP_LINGER", TEST_LINGER_S)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes(request: pytest.FixtureRequest, private_pipeline: Path) -> Iterator[None]:
     yield
     killed = stop_leftovers(request.node.nodeid, LEAK_DEADLINE_S)
     if killed:

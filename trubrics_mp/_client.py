@@ -1,9 +1,11 @@
 """The public client: a drop-in ``Trubrics`` that stays correct in forked workers.
 
-The process that creates a client is its *owner*: it starts the flusher
-process. Any other process that uses the client (a forked child, or a spawn
-or forkserver child that received it pickled) is *attached*: it opens its own
-connection to the same flusher and never stops it.
+Every process that makes a client, or uses one it inherited (a forked child,
+or a spawn or forkserver child that received it pickled), opens its own
+connection to the machine's flusher for that pipeline (see ``_address``),
+starting the flusher if none is running. No process owns the flusher: it
+leaves by itself once no process is connected (see ``_lifetime``), and
+``close()`` in any process waits only for that process's events.
 
 Fork detection is done twice, as in OpenTelemetry: ``os.register_at_fork``
 for Python's own forks, and a pid check on every call for forks made in C
@@ -21,25 +23,19 @@ import time
 import weakref
 from typing import Any, Callable, Optional
 
+from . import _address
 from . import _protocol as proto
+from ._address import DEFAULT_PIPELINE, LINGER_ENV, PIPELINE_ENV
 from ._compat import OfficialAttributes, clamp_like_official
 from ._config import DEFAULT_HOST, LOGGER_NAME, Config
 from ._link import Link
 from ._logs import AnyLogger, effective_level, underlying
-from ._process import pid_alive
 from ._serialize import InvalidEvent, encode_event, encode_llm_event
 from ._stats import Stats, merge
 from ._supervisor import Supervisor
 
 _STATS_TIMEOUT_S = 5.0
 _QUEUED = "Event `%s` by user `%s` has been added to queue."  # 1.8.5's words, at DEBUG
-
-# Pipelines started in this process or inherited from a forking parent, by
-# settings fingerprint: (flusher address, owner pid). A client made with the
-# same settings joins the existing flusher instead of starting another, which
-# is how workers of a server that did not preload the app still share the
-# flusher its master started (see the integrations).
-_PIPELINES: dict[str, tuple[bytes, int]] = {}
 
 
 class Trubrics(OfficialAttributes):
@@ -74,6 +70,8 @@ class Trubrics(OfficialAttributes):
         max_event_bytes: int = Config.max_event_bytes,
         shutdown_timeout: float = Config.shutdown_timeout_s,
         disabled: bool = False,
+        pipeline: Optional[str] = None,
+        linger: Optional[float] = None,
     ) -> None:
         self.logger: AnyLogger = _checked_logger(logger)
         clamped = clamp_like_official(
@@ -93,31 +91,28 @@ class Trubrics(OfficialAttributes):
             max_event_bytes=max_event_bytes,
             shutdown_timeout_s=shutdown_timeout,
             disabled=disabled,
+            pipeline=_from_env(pipeline, PIPELINE_ENV, DEFAULT_PIPELINE),
+            linger_s=_linger(linger),
             logger_name=underlying(self.logger).name,
             log_level=effective_level(self.logger),
         )
         self.flush_periodic_check = clamped.flush_periodic_check
-        self._join_or_start(config)
-
-    def _join_or_start(self, config: Config) -> None:
-        shared = _PIPELINES.get(config.fingerprint)
-        if shared is not None and pid_alive(shared[1]) and not config.disabled:
-            self._setup(config, *shared)  # same settings as a live pipeline: join it
-            return
-        self._setup(config, proto.new_address(), os.getpid())
+        path = ""
         if not config.disabled:
-            self._supervisor.start(generation=0)
-            _PIPELINES[config.fingerprint] = (self._supervisor.address, self._owner_pid)
+            directory = _address.runtime_dir(os.environ)
+            path = _address.socket_path(directory, config.pipeline, config.fingerprint)
+        self._setup(config, path)
+        if not config.disabled:
+            self._link.connect_now()  # joins the machine's flusher, or starts it
 
-    def _setup(self, config: Config, address: bytes, owner_pid: int) -> None:
+    def _setup(self, config: Config, path: str) -> None:
         self._config = config
         self._pid = os.getpid()
-        self._owner_pid = owner_pid
         self._closed = False
         self._said_closed = False
         self.last_flush_time = datetime.datetime.now(datetime.timezone.utc)
         self.is_flushing = False
-        self._supervisor = Supervisor(config, address, owner_pid, self.logger)
+        self._supervisor = Supervisor(config, path, self.logger)
         self._link = Link(config, self._supervisor, self.logger)
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=_call_weak(ref, Trubrics.after_fork))
@@ -157,8 +152,7 @@ class Trubrics(OfficialAttributes):
     def __getstate__(self) -> dict[str, Any]:
         return {
             "config": self._config.to_wire(),
-            "address": self._supervisor.address,
-            "owner_pid": self._owner_pid,
+            "path": self._supervisor.path,
             "flush_periodic_check": self.flush_periodic_check,
         }
 
@@ -166,14 +160,13 @@ class Trubrics(OfficialAttributes):
         config = Config.from_wire(state["config"])
         self.logger = logging.getLogger(config.logger_name)
         self.flush_periodic_check = state["flush_periodic_check"]
-        self._setup(config, state["address"], state["owner_pid"])
+        self._setup(config, state["path"])
 
     def __repr__(self) -> str:
-        role = "owner" if self._pid == self._owner_pid else "attached"
         return (
             f"Trubrics(host={self._config.host!r}, flush_at={self._config.flush_at}, "
             f"flush_interval={self._config.flush_interval_s}, api_key=<hidden>, "
-            f"role={role}, pid={self._pid}, closed={self._closed})"
+            f"pipeline={self._config.pipeline!r}, pid={self._pid}, closed={self._closed})"
         )
 
     def __enter__(self) -> Trubrics:
@@ -300,39 +293,23 @@ class Trubrics(OfficialAttributes):
             self.last_flush_time = datetime.datetime.now(datetime.timezone.utc)
 
     def close(self, timeout: Optional[float] = None) -> bool:
-        """Stop the pipeline if this process owns it, else hand over what is buffered.
+        """Wait (until ``timeout`` seconds) for this process's events, then disconnect.
 
-        The owner waits (until ``timeout`` seconds) for every event to be
-        delivered and the flusher to exit; any other process only waits for its
-        buffered events to enter the shared queue. Returns True if nothing this
-        process handed over is known lost. Calling it again returns True.
+        This is :meth:`flush` followed by closing this process's connection.
+        The flusher is not stopped: other processes may still use it, and it
+        leaves by itself ``linger`` seconds after the last one disconnected.
+        Returns True if nothing this process tracked is known lost (False too
+        when ``timeout`` passed first). Calling it again returns True.
         """
         if self._closed:
             return True
         link = self._current_link()
-        deadline = _deadline(timeout)
-        if self._config.disabled:
-            ok = True
-        elif self._supervisor.may_stop:
-            ok = self._stop_pipeline(link, deadline)
-        else:
-            drained = link.drain(deadline)
-            link.read_waiting()  # a flusher that died with events of ours: counted
-            ok = drained and link.take_losses() == 0
+        ok = self.flush(timeout)
         link.disconnect()
+        self._supervisor.reap()
         self._closed = True
         atexit.unregister(self._close_at_exit)
         return ok
-
-    def _stop_pipeline(self, link: Link, deadline: Optional[float]) -> bool:
-        _PIPELINES.pop(self._config.fingerprint, None)
-        # The flusher leaves, counting what it could not deliver, a little before
-        # our deadline; past it, it is killed.
-        within = b"" if deadline is None else b"%.3f" % max(0.0, deadline - time.monotonic())
-        reply = link.request(proto.SHUTDOWN, deadline, within)
-        self._supervisor.wait_exit(deadline)
-        self._supervisor.release()
-        return link.take_losses() == 0 and reply is not None and reply.ok
 
     def _close_at_exit(self) -> None:
         if not self._closed:
@@ -350,7 +327,7 @@ class Trubrics(OfficialAttributes):
             reply = link.request(proto.STATS, _deadline(_STATS_TIMEOUT_S))
             if reply is not None:
                 answer = json.loads(reply.body)
-        pipeline = proto.printable_address(self._supervisor.address)
+        pipeline = self._supervisor.path
         return merge(link.counters, len(link.buffer), link.generation, pipeline, answer)
 
 
@@ -373,6 +350,25 @@ def _checked_logger(logger: Optional[AnyLogger]) -> AnyLogger:
             f"logger must be a logging.Logger or LoggerAdapter, got {type(logger).__name__}"
         )
     return logger
+
+
+def _linger(linger: Optional[float]) -> float:
+    if linger is not None:
+        return linger
+    text = os.environ.get(LINGER_ENV)
+    if not text:
+        return Config.linger_s
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{LINGER_ENV} must be a number of seconds, got {text!r}") from None
+
+
+def _from_env(value: Optional[Any], name: str, default: Any) -> Any:
+    """An argument, else the environment variable ``name`` (read now), else ``default``."""
+    if value is not None:
+        return value
+    return os.environ.get(name) or default
 
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:

@@ -12,6 +12,7 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._address import check_pipeline_name
 from ._redact import redact
 from ._retry import RetryPolicy
 
@@ -48,6 +49,8 @@ class Config:
     shutdown_timeout_s: float = 10.0
     senders: int = 4
     disabled: bool = False
+    pipeline: str = "default"  # the name of this machine's pipeline (see _address)
+    linger_s: float = 5.0  # the flusher stays this long once no process is connected
     logger_name: str = LOGGER_NAME
     log_level: int = 40
 
@@ -63,13 +66,18 @@ class Config:
         _check_int("max_event_bytes", self.max_event_bytes, 1_024, MAX_EVENT_BYTES_LIMIT)
         _check_number("shutdown_timeout", self.shutdown_timeout_s, 0.0, 3600.0)
         _check_int("senders", self.senders, 1, 16)
+        check_pipeline_name(self.pipeline)
+        _check_number("linger", self.linger_s, 0.0, 3600.0)
         if not isinstance(self.disabled, bool):
             raise TypeError(f"disabled must be a bool, got {type(self.disabled).__name__}")
 
     @property
     def fingerprint(self) -> str:
-        """A digest of what the flusher uses (logging aside): same digest, same pipeline."""
-        shared = dataclasses.replace(self, logger_name="", log_level=0)
+        """A digest of the delivery settings: the same digest, the same flusher (the
+        pipeline's name, its linger and logging aside)."""
+        shared = dataclasses.replace(
+            self, logger_name="", log_level=0, pipeline="x", linger_s=0.0, disabled=False
+        )
         return hashlib.sha256(repr(dataclasses.astuple(shared)).encode()).hexdigest()[:16]
 
     @property

@@ -2,22 +2,22 @@
 
 ::
 
-    owner process (made the client)        forked / spawned workers
-    +--------------------------+           +----------------+  +----------------+
-    | Trubrics  (no threads)   |           | Trubrics       |  | Trubrics       |
-    |  track() -> 1 message    |           |  (re-initialised after fork)      |
-    +------------+-------------+           +-------+--------+  +-------+--------+
-                 | own connection                  |                   |
-                 v                                 v                   v
-         ====== AF_UNIX SOCK_SEQPACKET, abstract address, one connection each ======
+    any process of the user that made a client (the same pipeline and settings)
+    +----------------+  +----------------+  +----------------+
+    | Trubrics       |  | Trubrics       |  | Trubrics       |   forked, spawned, or
+    |  track() -> 1 message per event    |  | (no threads)   |   started on their own
+    +-------+--------+  +-------+--------+  +-------+--------+
+            | own connection    |                   |
+            v                   v                   v
+      === AF_UNIX SOCK_SEQPACKET, <runtime dir>/<pipeline>-<digest>.sock (0700 dir) ===
                                            |
-    flusher process (fresh interpreter, started with subprocess by the owner)
+    flusher process (fresh interpreter in a session of its own, child of init)
     +--------------------------------------v-----------------------------------+
     | main thread: one selector loop over four roles                           |
     |   Reader    listener + connections -> messages                           |
     |   Intake    batches per endpoint, the bound on events held               |
-    |   Waiters   flush()/shutdown requests and the batches they cover         |
-    |   Lifetime  SIGTERM, owner pidfd, exec watch -> phase, deadline          |
+    |   Waiters   flush() requests, confirmations, and the batches they cover  |
+    |   Lifetime  SIGTERM, connections open -> phase, deadline                 |
     |        | batches                                   ^ settled outcomes    |
     |        v                                           |  + wake pipe        |
     |   Delivery: ready line, pause gate, retries --> sender threads x N       |
@@ -27,13 +27,14 @@
                                          POST {host}/publish_events
                                          POST {host}/publish_llm_events
 
-Lifetime: the flusher exits after a ``Q`` (shutdown) request from the owner,
-once the owner process is gone (watched through a pidfd), once the owner
-replaces its program (exec), or ``shutdown_timeout`` after a SIGTERM; each
-time it first delivers what it holds, within ``shutdown_timeout``. SIGINT is
-ignored: Ctrl-C reaches the whole process group, and the owner's exit
-handler still needs the flusher. What it holds in memory is lost if the
-flusher itself is SIGKILLed.
+Lifetime: the flusher belongs to no process. It serves while any process is
+connected, and leaves ``linger`` seconds after the last connection closed,
+or ``shutdown_timeout`` after a SIGTERM; each time it first delivers what it
+holds, within ``shutdown_timeout``. SIGINT is ignored. As it stops listening
+it removes its socket (under the start lock, and only if the path is still
+its own), so the next process to make a client starts a new flusher. What it
+holds in memory is lost if the flusher itself is SIGKILLed (each process
+counts its unconfirmed events, see ``_link``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ import selectors
 import signal
 import socket
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from . import _logs
+from . import _address, _logs
 from . import _protocol as proto
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
@@ -65,9 +66,8 @@ from ._waiters import Waiter, Waiters
 
 _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
-READ_ALL_LIMIT = 100_000  # per connection, for flush and shutdown
+READ_ALL_LIMIT = 100_000  # per connection, for flush and the end
 SENDER_JOIN_S = 1.0
-EXIT_MARGIN_S = 0.5  # a shutdown with a deadline ends this much before it, to exit in time
 
 
 class Flusher:
@@ -81,16 +81,15 @@ class Flusher:
         self,
         config: Config,
         listener: socket.socket,
-        owner_pid: int,
         generation: int,
-        exec_watch_fd: Optional[int] = None,
         poster: Optional[Poster] = None,
         log_handler: Optional[ForwardingHandler] = None,
+        on_stop_listening: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.log_handler = log_handler
         self.log = logging.getLogger(config.logger_name)
-        self.owner_pid = owner_pid
+        self.on_stop_listening = on_stop_listening
         self.counters = FlusherCounters(pid=os.getpid(), generation=generation)
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
@@ -103,11 +102,7 @@ class Flusher:
         self.reader.on_close = self._on_close
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
-        self.lifetime = Lifetime(
-            config.shutdown_timeout_s, owner_pid, exec_watch_fd, time.monotonic
-        )
-        for fd in self.lifetime.watches:
-            self.selector.register(fd, selectors.EVENT_READ, "watch")
+        self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
         self.delivery = Delivery(
             poster if poster is not None else RequestsPoster(config, self.log),
             config.retry_policy,
@@ -132,7 +127,7 @@ class Flusher:
     def serve(self) -> None:
         """Loop until the lifetime says to leave; then count what is left and stop."""
         self.delivery.start()
-        self.log.debug("flusher %d started for owner %d", os.getpid(), self.owner_pid)
+        self.log.debug("flusher %d started (pipeline %s)", os.getpid(), self.config.pipeline)
         try:
             while not self.lifetime.finished(time.monotonic(), len(self.waiters.unsettled)):
                 self.step()
@@ -142,6 +137,7 @@ class Flusher:
     def step(self) -> None:
         ready = self.selector.select(self._select_timeout())
         self._read_pass(ready)
+        self.lifetime.connections(self.reader.connections, time.monotonic())
         self._answer_requests()
         self._take_outcomes()
         now = time.monotonic()
@@ -176,9 +172,6 @@ class Flusher:
                 self.reader.accept()
             elif key.data == "wake":
                 drain_pipe(self.wake_r)
-            elif key.data == "watch":
-                self.selector.unregister(key.fd)
-                self.lifetime.request_end(self.lifetime.watches[key.fd])
             elif isinstance(key.data, Conn) and key.data.open:
                 self.reader.read(key.data, READS_PER_WAKE)
 
@@ -192,18 +185,15 @@ class Flusher:
                 self._bad_message(conn, str(exc))
                 continue
             if request.kind == proto.STATS:
-                body = json.dumps(self.counters.snapshot(self.intake.held, self.delivery))
+                snapshot = self.counters.snapshot(
+                    self.intake.held, self.delivery, self.reader.connections
+                )
+                body = json.dumps(snapshot)
                 reply(conn, proto.stats_reply(request.request_id, body.encode()))
                 continue
-            shutdown = request.kind == proto.SHUTDOWN and self._may_stop(conn)
-            within_s = proto.shutdown_within_s(request) if shutdown else None
-            if within_s is not None:  # the owner waits that long: leave before, say why
-                self.lifetime.request_end(
-                    "shutdown requested by the owner", max(0.0, within_s - EXIT_MARGIN_S)
-                )
             self.reader.read_all(READ_ALL_LIMIT)  # events queued before it leave now too
             self._dispatch(self.intake.cut_all())
-            self.waiters.add(conn, request.request_id, conn.dropped == 0, shutdown)
+            self.waiters.add(conn, request.request_id, conn.dropped == 0)
             conn.dropped = 0
         self._answer_waiters()
 
@@ -311,14 +301,6 @@ class Flusher:
             )
         self.reader.close(conn)
 
-    def _may_stop(self, conn: Conn) -> bool:
-        if conn.pid == self.owner_pid:
-            return True
-        self._limited(
-            "not_owner", "pid %d asked to stop the flusher and is not its owner", conn.pid
-        )
-        return False
-
     # -- delivery and waiters --------------------------------------------------------------
     def _dispatch(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -375,8 +357,6 @@ class Flusher:
         conn = waiter.peer
         if waiter.confirms is None:
             reply(conn, proto.ack(waiter.request_id, waiter.ok))
-            if waiter.shutdown:
-                self.lifetime.request_end("shutdown requested by the owner")
             return
         reply(conn, proto.confirmed(waiter.confirms, conn.dropped))
         conn.confirming = False
@@ -391,10 +371,7 @@ class Flusher:
         self.log.debug("flusher %d ending: %s", os.getpid(), reason)
         self.reader.read_all(READ_ALL_LIMIT)
         self.reader.stop_listening()
-        for fd in self.lifetime.watches:
-            if fd in self.selector.get_map():
-                self.selector.unregister(fd)
-        self.lifetime.close_watches()
+        self.on_stop_listening()
         self._answer_requests()
         self._dispatch(self.intake.cut_all())
 
@@ -438,5 +415,7 @@ def main(boot: dict[str, Any]) -> None:
     handler = _logs.setup_flusher_logging(config.logger_name, config.log_level)
     handler.addFilter(RedactingFilter(config.api_key))  # whatever a message or traceback holds
     listener = socket.socket(fileno=boot["listener_fd"])
-    watch = boot.get("exec_watch_fd")
-    Flusher(config, listener, boot["owner_pid"], boot["generation"], watch, None, handler).run()
+    path, inode = boot["socket_path"], boot["socket_inode"]
+    flusher = Flusher(config, listener, boot["generation"], None, handler)
+    flusher.on_stop_listening = lambda: _address.remove_if_ours(path, inode)
+    flusher.run()

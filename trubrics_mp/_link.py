@@ -4,8 +4,8 @@
 of one message, no lock, no thread. When the socket is full the message
 waits in a bounded per-process buffer (drained first on the next call);
 when that is full too it is dropped and counted. A broken connection means
-the flusher died: the first process to notice has its :class:`Supervisor`
-start a new one on the same address.
+the flusher died or left: the first process to notice has its
+:class:`Supervisor` start a new one on the same path.
 
 What a dead flusher took with it is counted here, as ``flusher_gone``: the
 events sent on the connection that the flusher had not confirmed settled
@@ -19,7 +19,6 @@ delivery time.
 from __future__ import annotations
 
 import collections
-import errno
 import itertools
 import logging
 import select
@@ -35,7 +34,6 @@ from ._ratelimit import LogLimiter
 from ._stats import LocalCounters
 from ._supervisor import Supervisor
 
-_NO_LISTENER = (errno.ECONNREFUSED, errno.ENOENT)
 _ANSWERS = (proto.ACK, proto.STATS)
 _RECONNECT_POLL_S = 0.05
 
@@ -68,9 +66,11 @@ class Link:
         self._request_ids = itertools.count(1)
         self._lock = threading.RLock()
 
-    @property
-    def address(self) -> bytes:
-        return self.supervisor.address
+    def connect_now(self) -> None:
+        """Connect (starting the flusher if none runs) before the first event."""
+        with self._lock:
+            if self.sock is None:
+                self._connect()
 
     def forget_parent(self) -> None:
         """In a forked child: drop the parent's connection, buffer, lock and counters.
@@ -185,6 +185,7 @@ class Link:
         """Tell the flusher a changed level; replay the records it sent us. Never blocks."""
         self._next_logging_check = time.monotonic() + _logs.LEVEL_CHECK_S
         self.debug = level <= logging.DEBUG
+        self.supervisor.reap()
         sock = self.sock
         if sock is None:
             return
@@ -222,25 +223,13 @@ class Link:
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> Optional[socket.socket]:
-        try:
-            sock = proto.connect(self.address)
-        except OSError as exc:
-            if exc.errno not in _NO_LISTENER or not self._restart():
-                return None
-            try:
-                sock = proto.connect(self.address)
-            except OSError:
-                return None
+        sock = self.supervisor.connect()
+        if sock is None:
+            return None
         self.sock = sock
         self._queued_before_connection = self.counters.queued
         self._confirmed = self._unreported = 0
         return sock
-
-    def _restart(self) -> bool:
-        if not self.supervisor.restart(self.generation + 1):
-            return False
-        self.generation += 1
-        return True
 
     def _lost(self, exc: OSError) -> None:
         why = exc.strerror or str(exc)
@@ -305,16 +294,18 @@ class Link:
             return self._drain_until(deadline)
 
     def _drain_until(self, deadline: Optional[float]) -> bool:
-        while not self._drain_nowait():
-            if self.sock is None and not self._wait_restart(deadline):
+        """Until ``deadline``: connected (a flusher started if needed), buffer empty."""
+        while True:
+            drained = self._drain_nowait()
+            if self.sock is None:
+                if not self._wait_restart(deadline):
+                    return False
+            elif drained:
+                return True
+            elif not _wait(self.sock, select.POLLOUT, deadline):
                 return False
-            if self.sock is not None and not _wait(self.sock, select.POLLOUT, deadline):
-                return False
-        return True
 
-    def request(
-        self, kind: bytes, deadline: Optional[float], body: bytes = b""
-    ) -> Optional[proto.Reply]:
+    def request(self, kind: bytes, deadline: Optional[float]) -> Optional[proto.Reply]:
         """Send a control request after all buffered events; its reply, or None."""
         with self._lock:
             for _attempt in range(2):  # again on a new connection if the flusher was replaced
@@ -323,7 +314,7 @@ class Link:
                 request_id = next(self._request_ids)
                 sent_before = self._sent_here()
                 try:
-                    message = proto.request(kind, request_id, body)
+                    message = proto.request(kind, request_id)
                     if not _send_until(self.sock, message, deadline):
                         return None
                 except OSError as exc:  # the request never reached a flusher
@@ -356,8 +347,6 @@ class Link:
     def _wait_restart(self, deadline: Optional[float]) -> bool:
         while self._connect() is None:
             if deadline is not None and time.monotonic() >= deadline:
-                return False
-            if not self.supervisor.owner_alive:
                 return False
             time.sleep(_RECONNECT_POLL_S)
         return True

@@ -1,15 +1,14 @@
 """The shared queue's wire format: every message framed and parsed here, and only here.
 
 Every process holds its own connection to the flusher's listening socket, a
-Unix ``SOCK_SEQPACKET`` socket in Linux's abstract namespace. One message is
+Unix ``SOCK_SEQPACKET`` socket in a private directory (see ``_address``). One message is
 one event (or one control request) and the kernel delivers it whole or not at
 all, so no lock is shared between processes and a producer killed while
 sending cannot corrupt the stream. A dead flusher shows as ``EPIPE`` or
 ``ECONNREFUSED``; replies come back on the same ordered connection.
 
-The address is ``\\0trubrics-mp/<128 random bits>``: nothing on disk to clean
-up. Both ends check the peer's uid (``SO_PEERCRED``), so other users on the
-machine can neither feed the flusher nor pose as it.
+Both ends check the peer's uid (``SO_PEERCRED``), so other users on the
+machine can neither feed the flusher nor pose as it, should they reach the socket.
 
 Messages (first byte is the kind):
 
@@ -20,9 +19,8 @@ kind       sent by                                    rest of the message
 ``L``      a client: an LLM event                     the event's JSON object
 ``F``      a client: flush request                    request id (8 bytes)
 ``S``      a client: stats request                    request id
-``Q``      the owner: shutdown request                request id
 ``V``      a client: its logger's effective level     the level in ASCII
-``A``      the flusher: flush/shutdown answer         request id, ``1`` (all
+``A``      the flusher: flush answer                  request id, ``1`` (all
                                                       delivered) or ``0``
 ``S``      the flusher: stats answer                  request id, stats JSON
 ``H``      the flusher: hello, on every new           request id 0, its
@@ -50,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import socket
 import struct
 from typing import Optional
@@ -59,7 +56,6 @@ EVENT = b"E"
 LLM_EVENT = b"L"
 FLUSH = b"F"
 STATS = b"S"
-SHUTDOWN = b"Q"
 ACK = b"A"
 HELLO = b"H"
 LEVEL = b"V"
@@ -68,7 +64,7 @@ CONFIRMED = b"K"
 BYE = b"B"
 
 EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
-REQUEST_KINDS = frozenset({FLUSH[0], STATS[0], SHUTDOWN[0]})
+REQUEST_KINDS = frozenset({FLUSH[0], STATS[0]})
 
 SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -76,7 +72,6 @@ LISTEN_BACKLOG = 1024
 _CRED = struct.Struct("3i")
 _REQUEST_ID = struct.Struct("!Q")
 _HEADER_BYTES = 1 + _REQUEST_ID.size
-_MAX_SHUTDOWN_BODY = 32
 
 
 class ProtocolError(ValueError):
@@ -85,11 +80,10 @@ class ProtocolError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """A control request: ``kind`` is :data:`FLUSH`, :data:`STATS` or :data:`SHUTDOWN`."""
+    """A control request: ``kind`` is :data:`FLUSH` or :data:`STATS`."""
 
     kind: bytes
     request_id: int
-    body: bytes = b""  # a shutdown's: the seconds the owner still waits, in ASCII
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,16 +100,7 @@ class Reply:
         return self.body == b"1"
 
 
-# -- addresses and sockets ---------------------------------------------------------
-def new_address() -> bytes:
-    return b"\0trubrics-mp/" + secrets.token_hex(16).encode()
-
-
-def printable_address(address: bytes) -> str:
-    """The address as Linux prints abstract names (``@`` for the leading NUL)."""
-    return "@" + address[1:].decode() if address.startswith(b"\0") else address.decode()
-
-
+# -- sockets -------------------------------------------------------------------------
 def peer_pid_uid(sock: socket.socket) -> tuple[int, int]:
     pid, uid, _gid = _CRED.unpack(
         sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
@@ -123,8 +108,8 @@ def peer_pid_uid(sock: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def bind_listener(address: bytes) -> socket.socket:
-    """Bind the flusher's socket; ``OSError(EADDRINUSE)`` means one already runs."""
+def bind_listener(address: str) -> socket.socket:
+    """Bind the flusher's socket; ``OSError(EADDRINUSE)`` if the path exists."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.bind(address)
@@ -135,7 +120,7 @@ def bind_listener(address: bytes) -> socket.socket:
     return sock
 
 
-def connect(address: bytes) -> socket.socket:
+def connect(address: str) -> socket.socket:
     """A non-blocking connection to the flusher; raises ``OSError`` if none listens.
 
     Connecting never blocks: a flusher whose backlog is full makes it raise
@@ -159,8 +144,8 @@ def connect(address: bytes) -> socket.socket:
 
 
 # -- framing -------------------------------------------------------------------------
-def request(kind: bytes, request_id: int, body: bytes = b"") -> bytes:
-    return kind + _REQUEST_ID.pack(request_id) + body
+def request(kind: bytes, request_id: int) -> bytes:
+    return kind + _REQUEST_ID.pack(request_id)
 
 
 def ack(request_id: int, ok: bool) -> bytes:
@@ -195,19 +180,9 @@ def bye(events: int, dropped: int) -> bytes:
 def parse_request(message: bytes) -> Request:
     """A client's control request; :class:`ProtocolError` if it is not one."""
     size, kind = len(message), message[:1]
-    body_allowed = _MAX_SHUTDOWN_BODY if kind == SHUTDOWN else 0
-    if not _HEADER_BYTES <= size <= _HEADER_BYTES + body_allowed or kind[0] not in REQUEST_KINDS:
+    if size != _HEADER_BYTES or kind[0] not in REQUEST_KINDS:
         raise ProtocolError(f"not a control request: {size} bytes, kind {kind!r}")
-    return Request(kind, _REQUEST_ID.unpack_from(message, 1)[0], message[_HEADER_BYTES:])
-
-
-def shutdown_within_s(request: Request) -> Optional[float]:
-    """The seconds a shutdown's owner still waits, or None (no limit, or unreadable)."""
-    try:
-        value = float(request.body) if request.body else None
-    except ValueError:
-        return None
-    return value if value is not None and value >= 0 else None
+    return Request(kind, _REQUEST_ID.unpack_from(message, 1)[0])
 
 
 def parse_reply(message: bytes) -> Reply:

@@ -5,9 +5,18 @@ The flusher is started with ``subprocess`` (fork + exec), never with
 SIGTERM it through ``multiprocessing.util._exit_function``. The process that
 starts it binds the listening socket itself and hands it over, so clients can
 connect and queue events before the new interpreter has even imported
-anything; binding also serves as the lock that lets only one process restart
-a dead flusher. Settings, including the API key, travel over stdin: they
-never appear in ``ps``.
+anything. Settings, including the API key, travel over stdin: they never
+appear in ``ps``.
+
+The flusher belongs to no client: it is started in a session of its own (so
+a host that kills a job's process group, or a Ctrl-C to the terminal's
+group, does not reach it), and the interpreter forks once more as soon as it
+has read its settings and exits, so the flusher is reparented to init (or the
+nearest subreaper) and no client ever has to reap it::
+
+    client --Popen, new session--> bootstrap interpreter --fork--> flusher
+              (reaped by the client             exits at once      (child of init)
+               on a later call)
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ from . import _protocol as proto
 from ._config import Config
 
 BOOTSTRAP = (
-    "import sys,json;boot=json.loads(sys.stdin.readline());sys.path[:]=boot['sys_path'];"
-    "from trubrics_mp._flusher import main;main(boot)"
+    "import sys,json,os;boot=json.loads(sys.stdin.readline());sys.stdin.close()\n"
+    "if os.fork():os._exit(0)\n"
+    "sys.path[:]=boot['sys_path'];from trubrics_mp._flusher import main;main(boot)"
 )
 PROCESS_TAG = "trubrics-mp-flusher"
 _DEFERRED_SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -50,33 +60,23 @@ def python_executable() -> str:
     raise FlusherStartError(f"cannot find a {versioned} interpreter to run the flusher")
 
 
-def start_flusher(
-    config: Config,
-    address: bytes,
-    owner_pid: int,
-    generation: int,
-    exec_watch_fd: Optional[int] = None,
-) -> subprocess.Popen[bytes]:
-    """Bind ``address`` and start a flusher on it.
+def start_flusher(config: Config, path: str, generation: int) -> subprocess.Popen[bytes]:
+    """Bind ``path`` (the caller holds the start lock) and start a flusher on it.
 
-    ``exec_watch_fd`` is the read end of a close-on-exec pipe whose write end
-    the owner keeps: it reaches end of file when the owner replaces its
-    program (a uWSGI reload execs the master under the same pid, which a
-    pidfd does not see) and every forked child holding it is gone too.
-    Raises ``OSError(EADDRINUSE)`` when a flusher already listens there.
+    Returns the bootstrap process, which exits as soon as the flusher is
+    forked: the caller reaps it (:meth:`subprocess.Popen.poll`) on a later call.
     """
-    listener = proto.bind_listener(address)
+    listener = proto.bind_listener(path)
     try:
         boot = {
             "config": config.to_wire(),
             "sys_path": [p for p in sys.path if isinstance(p, str)],
             "listener_fd": listener.fileno(),
-            "owner_pid": owner_pid,
+            "socket_path": path,
+            "socket_inode": os.stat(path).st_ino,
             "generation": generation,
-            "exec_watch_fd": exec_watch_fd,
         }
-        inherited = [listener.fileno()] + ([] if exec_watch_fd is None else [exec_watch_fd])
-        process = _popen_with_signals_blocked(inherited)
+        process = _popen_with_signals_blocked([listener.fileno()], config.pipeline)
         assert process.stdin is not None
         try:
             process.stdin.write(json.dumps(boot).encode() + b"\n")
@@ -88,7 +88,7 @@ def start_flusher(
         listener.close()
 
 
-def _popen_with_signals_blocked(pass_fds: list[int]) -> subprocess.Popen[bytes]:
+def _popen_with_signals_blocked(pass_fds: list[int], pipeline: str) -> subprocess.Popen[bytes]:
     """Start the flusher interpreter born with SIGTERM and SIGINT blocked.
 
     The mask survives exec, so the flusher cannot die of one before its
@@ -98,11 +98,12 @@ def _popen_with_signals_blocked(pass_fds: list[int]) -> subprocess.Popen[bytes]:
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
     try:
         return subprocess.Popen(
-            [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG],
+            [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG, pipeline],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             pass_fds=pass_fds,
             close_fds=True,
+            start_new_session=True,
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

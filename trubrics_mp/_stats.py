@@ -51,11 +51,14 @@ class FlusherCounters:
             oldest = self._gone.popleft()
             self.received_from_forgotten += self.received_by_pid.pop(oldest, 0)
 
-    def snapshot(self, held: int, delivery: Optional[_DeliveryCounts] = None) -> dict[str, Any]:
+    def snapshot(
+        self, held: int, delivery: Optional[_DeliveryCounts] = None, processes: int = 0
+    ) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["dropped"] = dict(self.dropped)
         data["received_by_pid"] = {str(k): v for k, v in self.received_by_pid.items()}
         data["held"] = held
+        data["processes"] = processes
         data["requests"] = 0 if delivery is None else delivery.requests
         data["retried_requests"] = 0 if delivery is None else delivery.retried_requests
         return data
@@ -76,7 +79,9 @@ class Stats:
 
     ``tracked``, ``queued`` (handed to the shared queue) and ``buffered``
     (waiting in this process for room in the queue) are this process's own;
-    ``pipeline`` is the address of the flusher it talks to. ``delivered``,
+    ``pipeline`` is the path of the flusher's socket (see the deployment docs:
+    every process of the user on the machine with that path shares it), and
+    ``processes`` the number of processes connected to it now. ``delivered``,
     ``requests``, ``retried_requests``, ``failed_batches``, ``held`` and
     ``received_by_pid`` (the processes connected and the last 1,024 gone;
     older ones add up in ``received_from_forgotten``) are the whole
@@ -102,6 +107,7 @@ class Stats:
     held: Optional[int] = None
     received_by_pid: dict[int, int] = dataclasses.field(default_factory=dict)
     received_from_forgotten: Optional[int] = None
+    processes: Optional[int] = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,4 +140,5 @@ def merge(
         held=flusher["held"],
         received_by_pid={int(k): v for k, v in flusher["received_by_pid"].items()},
         received_from_forgotten=flusher["received_from_forgotten"],
+        processes=flusher["processes"],
     )

@@ -1,112 +1,105 @@
-"""Supervision of the flusher process, as one client process sees it.
+"""Finding the machine's flusher, and starting one when there is none.
 
-The owner (the process that made the client) starts the flusher; any process
-of the pipeline restarts it when it finds it gone (binding the address is the
-lock, so one restart wins). Only the owner may stop it, and only the process
-that started a flusher can reap it.
+Any process that finds no flusher listening starts one (under the pipeline's
+start lock, so two at the same instant end with one). The flusher belongs to
+no client: it leaves by itself once no process has been connected for its
+linger time (see ``_lifetime``). This process only reaps the short-lived
+bootstrap process of a flusher it started (see ``_spawn``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
 import time
 from typing import Optional
 
+from . import _address
+from . import _protocol as proto
 from ._config import Config
 from ._logs import AnyLogger
-from ._process import pid_alive
 from ._spawn import FlusherStartError, start_flusher
 
-RESTART_PAUSE_S = 1.0  # at most one restart attempt per process in this time
+RESTART_PAUSE_S = 1.0  # at most one start attempt per process in this time
+_NO_LISTENER = (errno.ECONNREFUSED, errno.ENOENT)
 
 
 class Supervisor:
-    """Start, restart, reap and stop the flusher of one pipeline.
+    """Connect to the pipeline's flusher, starting one first when none listens.
 
-    Invariants: ``started`` is a flusher this process started and has not
-    reaped; ``exec_watch`` (the write end of the exec watch pipe) is held
-    from the owner's first start until it stops the pipeline.
+    Invariant: ``bootstraps`` holds the bootstrap processes this process
+    started and has not reaped yet (each exits within moments of its start).
     """
 
-    def __init__(self, config: Config, address: bytes, owner_pid: int, logger: AnyLogger) -> None:
+    def __init__(self, config: Config, path: str, logger: AnyLogger) -> None:
         self.config = config
-        self.address = address
-        self.owner_pid = owner_pid
+        self.path = path
         self.log = logger
-        self.started: Optional[subprocess.Popen[bytes]] = None
-        self.exec_watch: Optional[int] = None
-        self._next_restart_at = 0.0
-
-    @property
-    def may_stop(self) -> bool:
-        """Whether this process owns the pipeline and started the running flusher."""
-        return os.getpid() == self.owner_pid and self.started is not None
-
-    @property
-    def owner_alive(self) -> bool:
-        return pid_alive(self.owner_pid)
+        self.bootstraps: list[subprocess.Popen[bytes]] = []
+        self._next_start_at = 0.0
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's flusher is not ours to reap.
+        """In a forked child: the parent's bootstrap processes are not ours to reap."""
+        self.bootstraps = []
+        self._next_start_at = 0.0
 
-        The inherited exec watch stays open on purpose: the flusher then also
-        outlives the owner's exec while a forked child still runs.
+    def connect(self) -> Optional[socket.socket]:
+        """A connection to the flusher, starting one if none listens; None if not now.
+
+        Never waits: when another process holds the start lock (it is starting
+        one), or a start failed less than ``RESTART_PAUSE_S`` ago, it is None.
         """
-        self.started = None
-        self._next_restart_at = 0.0
-
-    def start(self, generation: int) -> None:
-        """Start a flusher on the address (the owner's first start, or a restart)."""
-        self._reap()
-        watch_r = None
-        if os.getpid() == self.owner_pid:  # only the owner's program can be replaced
-            self.release()
-            watch_r, self.exec_watch = os.pipe()  # both ends close on exec
+        self.reap()
         try:
-            self.started = start_flusher(
-                self.config, self.address, self.owner_pid, generation, watch_r
-            )
+            return proto.connect(self.path)
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:  # in use: another process restarted it
-                raise
-        finally:
-            if watch_r is not None:
-                os.close(watch_r)
-
-    def restart(self, generation: int) -> bool:
-        """Start a replacement if allowed now; True if a flusher should be listening."""
-        now = time.monotonic()
-        if now < self._next_restart_at or not self.owner_alive:
-            return False
-        self._next_restart_at = now + RESTART_PAUSE_S
+            if exc.errno not in _NO_LISTENER:
+                return None
+        if not self._start():
+            return None
         try:
-            self.start(generation)
-        except (OSError, FlusherStartError) as exc:
-            self.log.error("the flusher is gone and could not be restarted: %s", exc)
+            return proto.connect(self.path)
+        except OSError:
+            return None
+
+    def _start(self) -> bool:
+        """Start a flusher unless another process is at it; True if one should listen."""
+        now = time.monotonic()
+        if now < self._next_start_at:
             return False
-        self.log.warning("the flusher was gone: started a new one")
+        self._next_start_at = now + RESTART_PAUSE_S
+        try:
+            with _address.start_lock(self.path) as lock_fd:
+                if lock_fd is None:
+                    return False  # another process is starting one
+                if _listening(self.path):
+                    return True  # it was started while we looked
+                generation = _address.next_generation(lock_fd)
+                _remove_stale(self.path)
+                self.bootstraps.append(start_flusher(self.config, self.path, generation))
+        except (OSError, FlusherStartError) as exc:
+            self.log.error("could not start the flusher: %s", exc)
+            return False
+        self.log.info("started a flusher (generation %d) on %s", generation, self.path)
         return True
 
-    def wait_exit(self, deadline: Optional[float]) -> None:
-        """After a shutdown request: reap the flusher we started, killing it if overdue."""
-        process, self.started = self.started, None
-        if process is None:
-            return
-        try:
-            process.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self.log.error("the flusher did not exit in time: killing it")
-            process.kill()
-            process.wait()
+    def reap(self) -> None:
+        """Collect the bootstrap processes that have exited (no zombie is left)."""
+        self.bootstraps = [process for process in self.bootstraps if process.poll() is None]
 
-    def release(self) -> None:
-        """Close the exec watch: the flusher no longer waits for our exec."""
-        if self.exec_watch is not None:
-            os.close(self.exec_watch)
-            self.exec_watch = None
 
-    def _reap(self) -> None:
-        if self.started is not None and self.started.poll() is not None:
-            self.started = None
+def _listening(path: str) -> bool:
+    try:
+        proto.connect(path).close()
+    except OSError:
+        return False
+    return True
+
+
+def _remove_stale(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

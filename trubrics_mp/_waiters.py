@@ -1,4 +1,4 @@
-"""Waiters: ``flush()`` and shutdown requests, and confirmations, waiting for batches.
+"""Waiters: ``flush()`` requests, and confirmations, waiting for the batches they cover.
 
 Pure bookkeeping, no I/O: the flusher tells this role which batches it handed
 to delivery and which were settled, and asks which waiters can be answered.
@@ -28,7 +28,6 @@ class Waiter(Generic[Peer]):
     request_id: int
     batch_ids: set[int]
     ok: bool
-    shutdown: bool = False
     confirms: Optional[int] = None
 
 
@@ -58,9 +57,9 @@ class Waiters(Generic[Peer]):
                 waiter.batch_ids.discard(batch_id)
                 waiter.ok = waiter.ok and ok
 
-    def add(self, peer: Peer, request_id: int, ok: bool, shutdown: bool = False) -> None:
+    def add(self, peer: Peer, request_id: int, ok: bool) -> None:
         """Wait for every batch unsettled now; ``ok`` False if the peer lost events already."""
-        self._waiting.append(Waiter(peer, request_id, set(self.unsettled), ok, shutdown))
+        self._waiting.append(Waiter(peer, request_id, set(self.unsettled), ok))
 
     def add_confirmation(self, peer: Peer, events: int, pending: Iterable[int]) -> None:
         """Wait for every batch unsettled now and the ``pending`` ones (not yet cut)."""

@@ -15,7 +15,7 @@ import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
-from support.processes import poll_until
+from support.processes import flushers, poll_until
 
 from trubrics_mp import Trubrics
 from trubrics_mp._config import MIB
@@ -215,8 +215,7 @@ def test_clients_with_the_same_settings_share_one_flusher(
     track(second, "second", 2)
     assert second.flush(timeout=60) and first.flush(timeout=60)
     assert first.stats().flusher_pid == second.stats().flusher_pid
-    flushers = [p for p in psutil.Process().children() if "trubrics-mp-flusher" in p.cmdline()]
-    assert len(flushers) == 1
+    assert [p.pid for p in flushers()] == [first.stats().flusher_pid]
     wait_exactly_once(collector, {"first": 2, "second": 2})
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from support.processes import is_running, poll_until
+from support.processes import flushers, is_running, poll_until
 
 SCRIPT = Path(sys.executable).parent / "trubrics-mp"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "trubrics_mp"]
@@ -122,7 +122,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
             if line.startswith("requests ["):
                 break
         assert lines and lines[-1].startswith("requests ["), "".join(lines)
-        started = psutil.Process(demo.pid).children(recursive=True)
+        started = psutil.Process(demo.pid).children(recursive=True) + flushers()
         names = " ".join(" ".join(p.cmdline()) for p in started)
         assert "gunicorn" in names and "collect" in names and "trubrics-mp-flusher" in names
         demo.send_signal(signal.SIGINT)

@@ -8,8 +8,10 @@ the delivery and flusher roles run in milliseconds without HTTP.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -102,3 +104,12 @@ class RunningDelivery:
 
     def stop(self) -> None:
         self.delivery.stop(timeout_s=5.0)
+
+
+_socket_numbers = itertools.count(1)
+
+
+def private_socket_path() -> str:
+    """A fresh socket path in the test's private runtime directory (tests/conftest.py)."""
+    directory = os.environ["TRUBRICS_MP_RUNTIME_DIR"]
+    return os.path.join(directory, f"unit-{os.getpid()}-{next(_socket_numbers)}.sock")

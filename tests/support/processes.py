@@ -20,6 +20,7 @@ import them from here.
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import psutil
 
@@ -36,6 +37,7 @@ LEAK_POLL_S = 0.1  # each look lists every process of the machine
 
 __all__ = [
     "READER_THREAD_PREFIX",
+    "flushers",
     "ServerError",
     "ServerProcess",
     "WaitTimeout",
@@ -75,6 +77,22 @@ def leftovers(nodeid: str) -> list[psutil.Process]:
         if proc.pid != me and proc.pid not in found and _nodeid_of(proc) == nodeid:
             found[proc.pid] = proc
     return [proc for proc in found.values() if is_running(proc.pid)]
+
+
+def flushers(runtime_dir: Optional[str] = None) -> list[psutil.Process]:
+    """Running flusher processes whose pipeline directory is ``runtime_dir`` (default:
+    this test's, ``TRUBRICS_MP_RUNTIME_DIR``), however they were started."""
+    wanted = runtime_dir or os.environ["TRUBRICS_MP_RUNTIME_DIR"]
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if "trubrics-mp-flusher" not in proc.cmdline()[-2:]:
+                continue
+            if proc.environ().get("TRUBRICS_MP_RUNTIME_DIR") == wanted:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue  # gone, a zombie, or not ours to read
+    return [proc for proc in found if is_running(proc.pid)]
 
 
 def _describe(procs: list[psutil.Process]) -> str:

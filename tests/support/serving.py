@@ -7,11 +7,10 @@ only need to track events, flush and read the counters.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from typing import Any
 
-from support.fakes import FakePoster, Script
+from support.fakes import FakePoster, Script, private_socket_path
 from trubrics_mp import _protocol as proto
 from trubrics_mp._config import Config
 from trubrics_mp._flusher import Flusher
@@ -26,9 +25,9 @@ class ServingFlusher:
         options = {"api_key": "unit-key", "host": "http://127.0.0.1:9", **settings}
         self.config = Config(**options)
         self.poster = FakePoster(script)
-        address = proto.new_address()
+        address = private_socket_path()
         listener = proto.bind_listener(address)
-        self.flusher = Flusher(self.config, listener, os.getpid(), 1, poster=self.poster)
+        self.flusher = Flusher(self.config, listener, 1, poster=self.poster)
         self.thread = threading.Thread(target=self.flusher.serve, daemon=True)
         self.thread.start()
         self.sock = proto.connect(address)

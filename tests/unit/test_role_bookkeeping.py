@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -14,25 +13,17 @@ from trubrics_mp._waiters import Waiters
 
 
 # -- protocol ----------------------------------------------------------------------
-@pytest.mark.parametrize("kind", [proto.FLUSH, proto.STATS, proto.SHUTDOWN])
+@pytest.mark.parametrize("kind", [proto.FLUSH, proto.STATS])
 def test_requests_round_trip(kind: bytes) -> None:
     assert proto.parse_request(proto.request(kind, 2**40)) == proto.Request(kind, 2**40)
 
 
-@pytest.mark.parametrize("message", [b"F", b"F1234567", b"Fx" * 9, b"E" + bytes(8), b""])
+@pytest.mark.parametrize(
+    "message", [b"F", b"F1234567", b"Fx" * 9, b"E" + bytes(8), b"Q" + bytes(8), b""]
+)
 def test_malformed_requests_are_refused(message: bytes) -> None:
     with pytest.raises(proto.ProtocolError):
         proto.parse_request(message)
-
-
-def test_a_shutdown_may_say_how_long_its_owner_waits() -> None:
-    request = proto.parse_request(proto.request(proto.SHUTDOWN, 3, b"2.500"))
-    assert proto.shutdown_within_s(request) == 2.5
-    assert proto.shutdown_within_s(proto.parse_request(proto.request(proto.SHUTDOWN, 3))) is None
-    bad = proto.parse_request(proto.request(proto.SHUTDOWN, 3, b"soon"))
-    assert proto.shutdown_within_s(bad) is None
-    with pytest.raises(proto.ProtocolError):
-        proto.parse_request(proto.request(proto.FLUSH, 3, b"2.5"))
 
 
 def test_replies_round_trip() -> None:
@@ -42,13 +33,11 @@ def test_replies_round_trip() -> None:
     stats = proto.parse_reply(proto.stats_reply(8, b'{"a":1}'))
     assert (stats.kind, stats.request_id, stats.body) == (proto.STATS, 8, b'{"a":1}')
     assert proto.hello_generation(proto.parse_reply(proto.hello(12))) == 12
+    assert proto.settled_counts(proto.parse_reply(proto.confirmed(5, 1))) == (5, 1)
+    assert proto.settled_counts(proto.parse_reply(proto.bye(0, 2))) == (0, 2)
+    assert proto.settled_counts(proto.parse_reply(proto.record(b"x y"))) is None
     with pytest.raises(proto.ProtocolError):
         proto.parse_reply(b"A123")
-
-
-def test_addresses_print_as_linux_shows_abstract_names() -> None:
-    address = proto.new_address()
-    assert proto.printable_address(address) == "@" + address[1:].decode()
 
 
 # -- waiters -------------------------------------------------------------------------
@@ -69,18 +58,31 @@ def test_a_waiter_covers_the_batches_unsettled_when_it_came() -> None:
 
 def test_a_waiter_with_nothing_to_wait_for_is_answerable_at_once() -> None:
     waiters: Waiters[str] = Waiters()
-    waiters.add("p", 1, ok=False, shutdown=True)
+    waiters.add("p", 1, ok=False)
     (waiter,) = waiters.answerable()
-    assert waiter.ok is False and waiter.shutdown
+    assert waiter.ok is False
+
+
+def test_a_confirmation_waits_for_batches_not_cut_yet_and_hears_of_no_loss() -> None:
+    waiters: Waiters[str] = Waiters()
+    waiters.dispatched(1)
+    waiters.add_confirmation("p", 7, pending=[2])
+    waiters.settled(1, ok=False)
+    assert waiters.answerable() == [] and not waiters.covers("p", 2)
+    waiters.dispatched(2)
+    waiters.settled(2, ok=True)
+    (waiter,) = waiters.answerable()
+    assert waiter.confirms == 7
 
 
 # -- lifetime ------------------------------------------------------------------------
-def lifetime(timeout_s: float = 5.0) -> Lifetime:
-    return Lifetime(timeout_s, os.getpid(), None, clock=lambda: 0.0)
+def lifetime(timeout_s: float = 5.0, linger_s: float = 2.0) -> Lifetime:
+    return Lifetime(timeout_s, linger_s, clock=lambda: 0.0)
 
 
 def test_sigterm_means_serve_on_until_the_timeout_then_end() -> None:
-    life = lifetime()
+    life = lifetime(linger_s=1000.0)
+    life.connections(1, 0.0)
     life.on_sigterm()
     assert life.due(100.0) is None and life.phase.name == LEAVING
     assert life.phase.deadline == 105.0
@@ -88,37 +90,39 @@ def test_sigterm_means_serve_on_until_the_timeout_then_end() -> None:
     assert life.due(105.0) == "SIGTERM"
     assert life.begin_end("SIGTERM", 105.0) and life.phase.name == ENDING
     assert life.phase.deadline == 110.0
-    life.close_watches()
 
 
-def test_an_end_request_begins_the_end_once_and_deadlines_only_move_earlier() -> None:
+def test_an_end_request_begins_the_end_once() -> None:
     life = lifetime()
+    life.connections(3, 0.0)
     assert life.phase.name == SERVING and not life.finished(0.0, 0)
-    life.request_end("shutdown requested by the owner")
-    assert life.due(10.0) == "shutdown requested by the owner"
-    assert life.begin_end("shutdown requested by the owner", 10.0)
-    assert not life.begin_end("owner process exited", 20.0)  # later: keeps 15.0
-    assert life.phase.deadline == 15.0 and life.phase.reason.startswith("shutdown")
-    assert not life.begin_end("again", 1.0) and life.phase.deadline == 6.0
-    assert life.finished(2.0, unsettled=0) and not life.finished(2.0, unsettled=1)
-    assert life.finished(6.0, unsettled=1)
-    life.close_watches()
+    life.request_end("test")
+    assert life.due(10.0) == "test"
+    assert life.begin_end("test", 10.0) and life.phase.deadline == 15.0
+    assert not life.begin_end("again", 20.0) and life.phase.deadline == 15.0
+    assert life.due(11.0) is None  # ending already
+    assert life.finished(12.0, unsettled=0) and not life.finished(12.0, unsettled=1)
+    assert life.finished(15.0, unsettled=1)
 
 
-@pytest.mark.parametrize("within_s", [1.5, 30.0])
-def test_an_end_requested_within_a_time_takes_the_owners_deadline(within_s: float) -> None:
-    life = lifetime(timeout_s=5.0)
-    life.request_end("shutdown requested by the owner", within_s=within_s)
-    assert life.begin_end(life.due(10.0) or "", 10.0)
-    assert life.phase.deadline == 10.0 + within_s
-    life.close_watches()
+def test_the_flusher_lingers_once_no_process_is_connected_then_ends() -> None:
+    life = lifetime(linger_s=2.0)
+    assert life.next_deadline() == 2.0  # nobody has connected yet: the linger runs
+    life.connections(2, 1.0)
+    assert life.due(50.0) is None and life.next_deadline() is None
+    life.connections(0, 50.0)
+    assert life.due(51.9) is None and life.next_deadline() == 52.0
+    life.connections(1, 51.0)  # a new process came in time: it serves on
+    assert life.due(60.0) is None
+    life.connections(0, 60.0)
+    assert life.due(62.0) == "no process connected for 2 s"
 
 
-def test_the_owner_is_watched_through_a_descriptor() -> None:
-    life = lifetime()
-    assert list(life.watches.values()) == ["owner process exited"]
-    closed = life.close_watches()
-    assert len(closed) == 1 and life.watches == {}
+def test_a_sigtermed_flusher_with_nobody_connected_ends_after_its_linger() -> None:
+    life = lifetime(timeout_s=100.0, linger_s=2.0)
+    life.on_sigterm()
+    assert life.due(1.0) is None and life.phase.name == LEAVING
+    assert life.due(2.0) == "no process connected for 2 s"
 
 
 # -- stats ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 import pytest
-from support.fakes import ANSWER_200, FakePoster, Script, always
+from support.fakes import ANSWER_200, FakePoster, Script, always, private_socket_path
 
 from trubrics_mp import _protocol as proto
 from trubrics_mp._config import MIB, Config
@@ -29,15 +29,20 @@ DEADLINE_S = 10.0
 class Harness:
     """A flusher serving in a thread, and helpers to talk to it."""
 
-    def __init__(self, script: Script, owner_pid: int, **settings: Any) -> None:
-        options = {"flush_at": 5, "flush_interval_s": 3600.0, "shutdown_timeout_s": 5.0}
+    def __init__(self, script: Script, **settings: Any) -> None:
+        options = {
+            "flush_at": 5,
+            "flush_interval_s": 3600.0,
+            "shutdown_timeout_s": 5.0,
+            "linger_s": 3600.0,
+        }
         self.config = Config(
             api_key="unit-key", host="http://127.0.0.1:9", **{**options, **settings}
         )
-        self.address = proto.new_address()
+        self.address = private_socket_path()
         self.poster = FakePoster(script)
         listener = proto.bind_listener(self.address)
-        self.flusher = Flusher(self.config, listener, owner_pid, 3, poster=self.poster)
+        self.flusher = Flusher(self.config, listener, 3, poster=self.poster)
         self.thread = threading.Thread(target=self.flusher.serve, daemon=True)
         self.thread.start()
         self._ids = iter(range(1, 1_000_000))
@@ -81,10 +86,8 @@ class Harness:
 def harness() -> Iterator[Any]:
     made: list[Harness] = []
 
-    def make(
-        script: Script = ANSWER_200, owner_pid: Optional[int] = None, **settings: Any
-    ) -> Harness:
-        made.append(Harness(script, os.getpid() if owner_pid is None else owner_pid, **settings))
+    def make(script: Script = ANSWER_200, **settings: Any) -> Harness:
+        made.append(Harness(script, **settings))
         return made[-1]
 
     yield make
@@ -151,25 +154,31 @@ def test_at_the_bound_reading_pauses_and_events_wait_in_the_kernel(harness: Any)
     assert h.stats(sock)["dropped"] == {} and not h.flusher.reader.paused
 
 
-def test_shutdown_from_the_owner_delivers_everything_then_leaves(harness: Any) -> None:
-    h = harness()
-    sock = h.connect()
+def test_once_the_last_connection_closed_it_lingers_then_delivers_and_leaves(
+    harness: Any,
+) -> None:
+    h = harness(linger_s=0.2)
+    stopped_listening = threading.Event()
+    h.flusher.on_stop_listening = stopped_listening.set
+    first, second = h.connect(), h.connect()
     for seq in range(7):
-        h.track(sock, seq)
-    assert h.ask(sock, proto.SHUTDOWN).ok
+        h.track(first, seq)
+    first.close()
+    h.ask(second, proto.STATS)  # one connection left: it serves on
+    assert h.thread.is_alive() and not stopped_listening.is_set()
+    second.close()
     h.thread.join(DEADLINE_S)
-    assert not h.thread.is_alive()
+    assert not h.thread.is_alive() and stopped_listening.is_set()
     assert sorted(s for _, s in h.delivered()) == list(range(7))
     with pytest.raises(ConnectionRefusedError):
         proto.connect(h.address)  # it stopped listening
 
 
-def test_shutdown_from_another_process_is_only_a_flush(harness: Any) -> None:
-    h = harness(owner_pid=1)  # the owner is some other process
-    sock = h.connect()
-    h.track(sock, 0)
-    assert h.ask(sock, proto.SHUTDOWN).ok
-    assert h.thread.is_alive() and h.delivered() == [("t", 0)]
+def test_a_shutdown_request_is_no_longer_understood(harness: Any) -> None:
+    h = harness()
+    sock, other = h.connect(), h.connect()
+    sock.send(b"Q" + bytes(8))  # what an owner of 0.1 sent to stop the pipeline
+    assert h.stats(other)["dropped"] == {"bad_message": 1} and h.thread.is_alive()
 
 
 def test_at_the_deadline_what_is_undelivered_is_counted(harness: Any) -> None:
@@ -261,12 +270,12 @@ class _Exhausted(socket.socket):
 
 def test_out_of_descriptors_the_flusher_backs_off_and_serves_on() -> None:
     config = Config(api_key="unit-key", host="http://127.0.0.1:9", flush_at=1)
-    address = proto.new_address()
+    address = private_socket_path()
     listener = _Exhausted(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(address)
     listener.listen(8)
     poster = FakePoster()
-    flusher = Flusher(config, listener, os.getpid(), 0, poster=poster)
+    flusher = Flusher(config, listener, 0, poster=poster)
     thread = threading.Thread(target=flusher.serve, daemon=True)
     thread.start()
     try:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Optional
 
 import pytest
+from support.fakes import private_socket_path
 
 from trubrics_mp import _protocol as proto
 from trubrics_mp._config import Config
@@ -24,16 +25,17 @@ DEADLINE_S = 10.0
 
 
 class StandInSupervisor(Supervisor):
-    """Restarts by binding a fresh listener on the same address; counts generations."""
+    """Starts a "flusher" by binding a fresh listener on the same path; counts starts."""
 
-    def __init__(self, config: Config, address: bytes) -> None:
-        super().__init__(config, address, os.getpid(), LOG)
-        self.listener: Optional[socket.socket] = proto.bind_listener(address)
-        self.restarts: list[int] = []
+    def __init__(self, config: Config, path: str) -> None:
+        super().__init__(config, path, LOG)
+        self.listener: Optional[socket.socket] = proto.bind_listener(path)
+        self.restarts = 0
 
-    def restart(self, generation: int) -> bool:
-        self.restarts.append(generation)
-        self.listener = proto.bind_listener(self.address)
+    def _start(self) -> bool:
+        self.restarts += 1
+        os.unlink(self.path)
+        self.listener = proto.bind_listener(self.path)
         return True
 
     def accept(self) -> socket.socket:
@@ -45,14 +47,14 @@ class StandInSupervisor(Supervisor):
 
     def die(self) -> None:
         assert self.listener is not None
-        self.listener.close()
+        self.listener.close()  # the path stays, refusing connections, as after a SIGKILL
         self.listener = None
 
 
 @pytest.fixture
 def link() -> Iterator[tuple[Link, StandInSupervisor]]:
     config = Config(api_key="unit-key", process_buffer_bytes=50 * 6)
-    supervisor = StandInSupervisor(config, proto.new_address())
+    supervisor = StandInSupervisor(config, private_socket_path())
     made = Link(config, supervisor, LOG)
     yield made, supervisor
     made.disconnect()
@@ -128,7 +130,9 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     first.close()
     fill(ours, 1, 1)  # notices the hang-up, restarts, reconnects, sends
     second = supervisor.accept()
-    assert supervisor.restarts == [5] and ours.generation == 5
+    second.send(proto.hello(5))
+    ours.read_waiting()
+    assert supervisor.restarts == 1 and ours.generation == 5
     assert ours.drain(deadline=None)
     assert read_all(second) == [b"E00001"]
     # The first flusher never confirmed E00000: it may have taken it along.
@@ -174,7 +178,7 @@ def test_connecting_to_a_flusher_whose_backlog_is_full_never_blocks() -> None:
     import time
 
     config = Config(api_key="unit-key")
-    address = proto.new_address()
+    address = private_socket_path()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(address)
     listener.listen(0)  # never accepted: the backlog fills at once
@@ -183,7 +187,7 @@ def test_connecting_to_a_flusher_whose_backlog_is_full_never_blocks() -> None:
         with pytest.raises(BlockingIOError):
             for _ in range(16):
                 waiting.append(proto.connect(address))
-        ours = Link(config, Supervisor(config, address, os.getpid(), LOG), LOG)
+        ours = Link(config, Supervisor(config, address, LOG), LOG)
         started = time.monotonic()
         ours.send(b"E00000")
         assert time.monotonic() - started < 1.0  # generous: a blocking connect waits forever
