@@ -137,10 +137,11 @@ class Flusher:
     def step(self) -> None:
         ready = self.selector.select(self._select_timeout())
         self._read_pass(ready)
-        self.lifetime.connections(self.reader.connections, time.monotonic())
         self._answer_requests()
         self._take_outcomes()
         now = time.monotonic()
+        holding = self.intake.held + len(self.waiters.unsettled)
+        self.lifetime.activity(self.reader.connections, holding, now)
         self.reader.resume_accepting(now)
         self._dispatch_due(now)
         self._follow_lifetime(now)
@@ -205,8 +206,9 @@ class Flusher:
         self._answer_waiters()
 
     def _dispatch_due(self, now: float) -> None:
-        ending = self.lifetime.ending  # no more waiting to fill batches
-        self._dispatch(self.intake.cut_all() if ending else self.intake.due(now))
+        # No more waiting to fill batches when ending, or when nobody is left to fill them.
+        drain = self.lifetime.ending or self.reader.connections == 0
+        self._dispatch(self.intake.cut_all() if drain else self.intake.due(now))
 
     def _follow_lifetime(self, now: float) -> None:
         reason = self.lifetime.due(now)

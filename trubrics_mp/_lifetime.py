@@ -3,13 +3,15 @@
 ::
 
     serving --SIGTERM--> leaving (serves on until its deadline) --deadline--> ending
-    serving | leaving --no connection for linger_s, or a request--> ending
+    serving | leaving --idle for linger_s, or a request--> ending
+    idle: no process connected and no event held or in flight
     ending: no new connections; every batch leaves at once; the flusher exits
             when nothing is unsettled or at the deadline, whichever is first
 
 The flusher belongs to no process: it serves while any process is connected
-and leaves ``linger_s`` after the last one went (so that hosts that start a
-process per job, RQ say, do not start a flusher per job). The signal handler
+or it holds events (it delivers what processes that left gave it, retrying as
+its policy says), and leaves once it has been idle for ``linger_s`` (so that
+hosts that start a process per job, RQ say, do not start a flusher per job). The signal handler
 and :meth:`Lifetime.request_end` only record a request (safe from a signal
 handler or another thread); the main loop turns requests into phase changes
 in :meth:`Lifetime.due`.
@@ -39,7 +41,7 @@ class Lifetime:
 
     Invariants: the phase only moves forward (serving, leaving, ending); once
     ending, its deadline only moves earlier; ``idle_since`` is set exactly
-    while no connection is open (it starts set: nobody has connected yet).
+    while no connection is open and nothing is held (it starts set).
     """
 
     def __init__(
@@ -64,9 +66,9 @@ class Lifetime:
         """Leave, delivering for ``shutdown_timeout``."""
         self._requested = self._requested or reason
 
-    def connections(self, count: int, now: float) -> None:
-        """The number of open connections changed to ``count``."""
-        if count:
+    def activity(self, connections: int, holding: int, now: float) -> None:
+        """``connections`` are open and ``holding`` events are held or in flight."""
+        if connections or holding:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = now
@@ -81,7 +83,7 @@ class Lifetime:
         if self._requested is not None:
             return self._requested
         if self.idle_since is not None and now >= self.idle_since + self._linger_s:
-            return f"no process connected for {self._linger_s:g} s"
+            return f"idle (no process connected, nothing held) for {self._linger_s:g} s"
         if self.phase.name == LEAVING and self.phase.deadline is not None:
             return self.phase.reason if now >= self.phase.deadline else None
         return None

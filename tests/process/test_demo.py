@@ -123,7 +123,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
                 break
         assert lines and lines[-1].startswith("requests ["), "".join(lines)
         started = psutil.Process(demo.pid).children(recursive=True) + flushers()
-        names = " ".join(" ".join(p.cmdline()) for p in started)
+        names = " ".join(_cmdline(p) for p in started)
         assert "gunicorn" in names and "collect" in names and "trubrics-mp-flusher" in names
         demo.send_signal(signal.SIGINT)
         rest = demo.communicate(timeout=RUN_TIMEOUT_S)[0]
@@ -142,3 +142,11 @@ def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
     )
     assert ids and max(ids.values()) == 1
     assert {i.replace("/llm", "/prompt") for i in ids} == {i for i in ids if i.endswith("/prompt")}
+
+
+def _cmdline(process: psutil.Process) -> str:
+    """Its command line; empty for a zombie (a flusher's bootstrap not reaped yet, say)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.ZombieProcess:
+        return ""

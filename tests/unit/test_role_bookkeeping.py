@@ -82,7 +82,7 @@ def lifetime(timeout_s: float = 5.0, linger_s: float = 2.0) -> Lifetime:
 
 def test_sigterm_means_serve_on_until_the_timeout_then_end() -> None:
     life = lifetime(linger_s=1000.0)
-    life.connections(1, 0.0)
+    life.activity(1, 0, 0.0)
     life.on_sigterm()
     assert life.due(100.0) is None and life.phase.name == LEAVING
     assert life.phase.deadline == 105.0
@@ -94,7 +94,7 @@ def test_sigterm_means_serve_on_until_the_timeout_then_end() -> None:
 
 def test_an_end_request_begins_the_end_once() -> None:
     life = lifetime()
-    life.connections(3, 0.0)
+    life.activity(3, 0, 0.0)
     assert life.phase.name == SERVING and not life.finished(0.0, 0)
     life.request_end("test")
     assert life.due(10.0) == "test"
@@ -108,21 +108,30 @@ def test_an_end_request_begins_the_end_once() -> None:
 def test_the_flusher_lingers_once_no_process_is_connected_then_ends() -> None:
     life = lifetime(linger_s=2.0)
     assert life.next_deadline() == 2.0  # nobody has connected yet: the linger runs
-    life.connections(2, 1.0)
+    life.activity(2, 0, 1.0)
     assert life.due(50.0) is None and life.next_deadline() is None
-    life.connections(0, 50.0)
+    life.activity(0, 0, 50.0)
     assert life.due(51.9) is None and life.next_deadline() == 52.0
-    life.connections(1, 51.0)  # a new process came in time: it serves on
+    life.activity(1, 0, 51.0)  # a new process came in time: it serves on
     assert life.due(60.0) is None
-    life.connections(0, 60.0)
-    assert life.due(62.0) == "no process connected for 2 s"
+    life.activity(0, 0, 60.0)
+    assert life.due(62.0) == "idle (no process connected, nothing held) for 2 s"
+
+
+def test_a_flusher_holding_events_serves_on_with_nobody_connected() -> None:
+    life = lifetime(linger_s=2.0)
+    life.activity(0, 500, 1.0)  # every process left; their events are still on the way
+    assert life.due(100.0) is None and life.next_deadline() is None
+    life.activity(0, 0, 100.0)  # all settled: now it lingers
+    assert life.due(101.9) is None
+    assert life.due(102.0) == "idle (no process connected, nothing held) for 2 s"
 
 
 def test_a_sigtermed_flusher_with_nobody_connected_ends_after_its_linger() -> None:
     life = lifetime(timeout_s=100.0, linger_s=2.0)
     life.on_sigterm()
     assert life.due(1.0) is None and life.phase.name == LEAVING
-    assert life.due(2.0) == "no process connected for 2 s"
+    assert life.due(2.0) == "idle (no process connected, nothing held) for 2 s"
 
 
 # -- stats ---------------------------------------------------------------------------
