@@ -1,9 +1,11 @@
 """Batching decisions and the bound on what the flusher holds (pure: the caller passes
 ``now``, nothing here does I/O).
 
-Events arrive already encoded as JSON bytes. They wait per endpoint until
-``flush_at`` of them are there or the oldest has waited ``flush_interval_s``,
-whichever comes first; then they leave as one :class:`Batch`.
+Events arrive already encoded as JSON bytes. They wait per endpoint and
+route (see ``_route``: a client's host, key and batch settings) until
+``flush_at`` of them are there or the oldest has waited ``flush_interval_s``
+(the route's, else the batcher's), whichever comes first; then they leave as
+one :class:`Batch`.
 """
 
 from __future__ import annotations
@@ -11,22 +13,40 @@ from __future__ import annotations
 import itertools
 from typing import Optional
 
+from ._route import Route
+
 _batch_ids = itertools.count(1)
 
 
 class Batch:
-    """Events bound for one endpoint; ``attempts`` counts its POSTs.
+    """Events bound for one endpoint of one route; ``attempts`` counts its POSTs.
 
     ``alone`` marks a batch that must travel in a request of its own (it
     shared one that the API refused: which batch caused it is unknown).
     """
 
-    __slots__ = ("endpoint", "events", "nbytes", "id", "attempts", "alone", "ready_at", "sources")
+    __slots__ = (
+        "endpoint",
+        "route",
+        "events",
+        "nbytes",
+        "id",
+        "attempts",
+        "alone",
+        "ready_at",
+        "sources",
+    )
 
     def __init__(
-        self, endpoint: str, events: list[bytes], nbytes: int = -1, batch_id: int = 0
+        self,
+        endpoint: str,
+        events: list[bytes],
+        nbytes: int = -1,
+        batch_id: int = 0,
+        route: Optional[Route] = None,
     ) -> None:
         self.endpoint = endpoint
+        self.route = route  # None: the flusher's own settings
         self.events = events
         self.nbytes = sum(map(len, events)) if nbytes < 0 else nbytes
         self.id = batch_id or next(_batch_ids)
@@ -35,12 +55,17 @@ class Batch:
         self.ready_at = 0.0  # when delivery took it (monotonic seconds)
         self.sources: set[object] = set()  # who sent its events (told if it is lost)
 
+    @property
+    def destination(self) -> tuple[str, Optional[Route]]:
+        """Batches may share a request only if this is the same."""
+        return self.endpoint, self.route
+
     def body(self) -> bytes:
         return b"[" + b",".join(self.events) + b"]"
 
     @staticmethod
     def join_bodies(batches: list[Batch]) -> bytes:
-        """One JSON list of every event of ``batches`` (all for one endpoint)."""
+        """One JSON list of every event of ``batches`` (all for one destination)."""
         return b"[" + b",".join(event for batch in batches for event in batch.events) + b"]"
 
     def __len__(self) -> int:
@@ -53,67 +78,84 @@ class Batch:
 class _Pending:
     """Events waiting for their batch; ``id`` is the id that batch will have."""
 
-    __slots__ = ("id", "events", "nbytes", "oldest_at", "sources")
+    __slots__ = ("id", "events", "nbytes", "sources", "flush_at", "due_at")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, flush_at: int, interval_s: float) -> None:
         self.id = next(_batch_ids)
+        self.flush_at = flush_at
+        self.due_at = now + interval_s
         self.sources: set[object] = set()
         self.events: list[bytes] = []
         self.nbytes = 0
-        self.oldest_at = now
+
+
+Destination = tuple[str, Optional[Route]]  # an endpoint, and a route (None: the default)
 
 
 class Batcher:
-    """Groups events per endpoint; ``add`` and ``due`` hand out full or old batches.
+    """Groups events per destination; ``add`` and ``due`` hand out full or old batches.
 
+    ``flush_at`` and ``flush_interval_s`` apply to events without a route.
     Invariant: a pending entry exists only while it has at least one event.
     """
 
     def __init__(self, flush_at: int, flush_interval_s: float) -> None:
         self._flush_at = flush_at
         self._interval_s = flush_interval_s
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[Destination, _Pending] = {}
 
     def __len__(self) -> int:
         return sum(len(p.events) for p in self._pending.values())
 
     def add(
-        self, endpoint: str, event: bytes, now: float, source: object = None
+        self,
+        endpoint: str,
+        event: bytes,
+        now: float,
+        source: object = None,
+        route: Optional[Route] = None,
     ) -> Optional[Batch]:
         """Queue ``event`` (sent by ``source``); return a batch if this event filled one."""
-        pending = self._pending.get(endpoint)
+        destination = (endpoint, route)
+        pending = self._pending.get(destination)
         if pending is None:
-            pending = self._pending[endpoint] = _Pending(now)
+            pending = self._pending[destination] = self._new_pending(now, route)
         pending.events.append(event)
         pending.nbytes += len(event)
         pending.sources.add(source)
-        if len(pending.events) >= self._flush_at:
-            return self._cut(endpoint)
+        if len(pending.events) >= pending.flush_at:
+            return self._cut(destination)
         return None
 
     def due(self, now: float) -> list[Batch]:
-        """Batches whose oldest event has waited ``flush_interval_s``."""
+        """Batches whose oldest event has waited its flush interval."""
         return [
-            self._cut(endpoint)
-            for endpoint, pending in list(self._pending.items())
-            if now - pending.oldest_at >= self._interval_s
+            self._cut(destination)
+            for destination, pending in list(self._pending.items())
+            if now >= pending.due_at
         ]
 
     def cut_all(self) -> list[Batch]:
         """Every waiting event, as batches (for ``flush()`` and shutdown)."""
-        return [self._cut(endpoint) for endpoint in list(self._pending)]
+        return [self._cut(destination) for destination in list(self._pending)]
 
     def pending_ids(self) -> list[int]:
         """The ids the batches of the events waiting now will have once cut."""
         return [pending.id for pending in self._pending.values()]
 
     def next_due_at(self) -> Optional[float]:
-        times = [p.oldest_at + self._interval_s for p in self._pending.values()]
+        times = [p.due_at for p in self._pending.values()]
         return min(times) if times else None
 
-    def _cut(self, endpoint: str) -> Batch:
-        pending = self._pending.pop(endpoint)
-        batch = Batch(endpoint, pending.events, pending.nbytes, pending.id)
+    def _new_pending(self, now: float, route: Optional[Route]) -> _Pending:
+        if route is None:
+            return _Pending(now, self._flush_at, self._interval_s)
+        return _Pending(now, route.flush_at, route.flush_interval_s)
+
+    def _cut(self, destination: Destination) -> Batch:
+        pending = self._pending.pop(destination)
+        endpoint, route = destination
+        batch = Batch(endpoint, pending.events, pending.nbytes, pending.id, route)
         batch.sources = pending.sources
         return batch
 
@@ -139,11 +181,16 @@ class Intake(Batcher):
         return self.held_bytes >= self.max_bytes
 
     def add(
-        self, endpoint: str, event: bytes, now: float, source: object = None
+        self,
+        endpoint: str,
+        event: bytes,
+        now: float,
+        source: object = None,
+        route: Optional[Route] = None,
     ) -> Optional[Batch]:
         self.held += 1
         self.held_bytes += len(event)
-        return super().add(endpoint, event, now, source)
+        return super().add(endpoint, event, now, source, route)
 
     def settled(self, batch: Batch) -> None:
         """``batch`` was delivered or dropped: its events are no longer held."""

@@ -73,12 +73,26 @@ class Config:
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the delivery settings: the same digest, the same flusher (the
-        pipeline's name, its linger and logging aside)."""
+        """A digest of the flusher-wide settings and of this package's version: the
+        same digest, the same flusher. What a flusher applies per client (its
+        route: host, key, ``flush_at``, ``flush_interval``) is left out, and so are
+        the pipeline's name, its linger and logging."""
+        from . import __version__
+
         shared = dataclasses.replace(
-            self, logger_name="", log_level=0, pipeline="x", linger_s=0.0, disabled=False
+            self,
+            api_key="x",
+            host=DEFAULT_HOST,
+            flush_at=1,
+            flush_interval_s=1.0,
+            logger_name="",
+            log_level=0,
+            pipeline="x",
+            linger_s=0.0,
+            disabled=False,
         )
-        return hashlib.sha256(repr(dataclasses.astuple(shared)).encode()).hexdigest()[:16]
+        text = repr((__version__, dataclasses.astuple(shared)))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -15,8 +15,9 @@ head of each request in flight when the failure began; batches that shared
 that request go back in line untouched); after that only one batch is in
 flight at a time (a probe) until an answer that is not a transient failure
 comes back. Every other batch waits untouched. When batches wait in line
-(the API is slower than events arrive), several of one endpoint share a
-request, up to 100 events.
+(the API is slower than events arrive), several of one destination (endpoint
+and route: host, key) share a request, up to 100 events. The pause after a
+failure holds every route's batches: one failing host slows the others.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class Delivery:
             return []
 
     def _bundle(self) -> list[Batch]:
-        """The head batch, and the batches behind it for the same endpoint that fit.
+        """The head batch, and the batches behind it for the same destination that fit.
 
         Batches wait in line only when the API is slower than events arrive;
         once the head has waited ``bundle_after_s``, up to
@@ -190,7 +191,7 @@ class Delivery:
         if self._failing or bundle[0].alone or waited_s < self._bundle_after_s:
             return bundle
         events, nbytes = len(bundle[0]), bundle[0].nbytes
-        while self._ready and self._ready[0].endpoint == bundle[0].endpoint:
+        while self._ready and self._ready[0].destination == bundle[0].destination:
             after = self._ready[0]
             too_many = events + len(after) > MAX_REQUEST_EVENTS
             if after.alone or too_many or nbytes + after.nbytes > MAX_REQUEST_BYTES:
@@ -205,7 +206,7 @@ class Delivery:
         head.attempts += 1
         body = head.body() if len(bundle) == 1 else Batch.join_bodies(bundle)
         try:
-            return self._poster.post(head.endpoint, body)
+            return self._poster.post(head.endpoint, body, head.route)
         except Exception as exc:  # a poster must not raise; a sender must not die
             self._log.exception("unexpected error posting to /%s", head.endpoint)
             return Outcome(None, detail=repr(exc))

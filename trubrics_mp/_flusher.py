@@ -59,7 +59,8 @@ from ._logs import ForwardingHandler
 from ._process import drain_pipe
 from ._ratelimit import LogLimiter
 from ._reader import Conn, Reader, reply
-from ._redact import RedactingFilter, redact
+from ._redact import RedactingFilter, Secrets
+from ._route import Route
 from ._split import Loss
 from ._stats import FlusherCounters
 from ._waiters import Waiter, Waiters
@@ -85,8 +86,10 @@ class Flusher:
         poster: Optional[Poster] = None,
         log_handler: Optional[ForwardingHandler] = None,
         on_stop_listening: Callable[[], None] = lambda: None,
+        secrets: Optional[Secrets] = None,
     ) -> None:
         self.config = config
+        self.secrets = secrets if secrets is not None else Secrets(config.api_key)
         self.log_handler = log_handler
         self.log = logging.getLogger(config.logger_name)
         self.on_stop_listening = on_stop_listening
@@ -112,6 +115,7 @@ class Flusher:
             scrub=self._scrub,
         )
         self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
+        self.routes: dict[Route, Route] = {}  # every route told so far
         self._warned: set[str] = set()
         self.limiter = LogLimiter()  # every line about lost events goes through it
 
@@ -227,6 +231,8 @@ class Flusher:
             self._requests.append((conn, bytes((kind,)) + payload))
         elif kind == proto.LEVEL[0]:
             self._declare_level(conn, payload)
+        elif kind == proto.ROUTE[0]:
+            self._take_route(conn, payload)
         else:
             self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
 
@@ -242,7 +248,7 @@ class Flusher:
                 self.intake.max_bytes,
             )
             return
-        batch = self.intake.add(endpoint, payload, time.monotonic(), conn)
+        batch = self.intake.add(endpoint, payload, time.monotonic(), conn, conn.route)
         if batch is not None:
             self._dispatch([batch])
         if not conn.confirming:
@@ -257,6 +263,16 @@ class Flusher:
                 self.intake.held,
                 self.intake.held_bytes,
             )
+
+    def _take_route(self, conn: Conn, payload: bytes) -> None:
+        """Where ``conn``'s events go from now on (its client's host, key, batching)."""
+        try:
+            route = Route.from_bytes(payload)
+        except (ValueError, TypeError) as exc:  # the message is never quoted: it has a key
+            self._bad_message(conn, f"a route that is no valid settings ({type(exc).__name__})")
+            return
+        self.secrets.add(route.api_key)
+        conn.route = self.routes.setdefault(route, route)  # one object per route
 
     def _declare_level(self, conn: Conn, payload: bytes) -> None:
         """A client's logger level: it becomes the flusher's; the client takes records."""
@@ -372,8 +388,10 @@ class Flusher:
             return
         self.log.debug("flusher %d ending: %s", os.getpid(), reason)
         self.reader.read_all(READ_ALL_LIMIT)
-        self.reader.stop_listening()
+        # The socket goes while the listener still holds its inode, which therefore
+        # cannot be a new flusher's yet (see _address.remove_if_ours).
         self.on_stop_listening()
+        self.reader.stop_listening()
         self._answer_requests()
         self._dispatch(self.intake.cut_all())
 
@@ -398,8 +416,8 @@ class Flusher:
         self.counters.dropped[reason] += count
 
     def _scrub(self, text: str) -> str:
-        """Text from the API, a server or an exception, without the API key."""
-        return redact(text, self.config.api_key)
+        """Text from the API, a server or an exception, without any API key."""
+        return self.secrets.redact(text)
 
     def _limited(self, key: str, message: str, *args: object) -> None:
         """An error line, at most at the limiter's rate for ``key``."""
@@ -415,9 +433,10 @@ def main(boot: dict[str, Any]) -> None:
     """Entry point of the flusher interpreter (see ``_spawn.BOOTSTRAP``)."""
     config = Config.from_wire(boot["config"])
     handler = _logs.setup_flusher_logging(config.logger_name, config.log_level)
-    handler.addFilter(RedactingFilter(config.api_key))  # whatever a message or traceback holds
+    secrets = Secrets(config.api_key)  # every route's key is added as it comes
+    handler.addFilter(RedactingFilter(secrets))  # whatever a message or traceback holds
     listener = socket.socket(fileno=boot["listener_fd"])
     path, inode = boot["socket_path"], boot["socket_inode"]
-    flusher = Flusher(config, listener, boot["generation"], None, handler)
+    flusher = Flusher(config, listener, boot["generation"], None, handler, secrets=secrets)
     flusher.on_stop_listening = lambda: _address.remove_if_ours(path, inode)
     flusher.run()

@@ -20,6 +20,7 @@ from ._config import Config
 from ._deadline import Deadline, DeadlineAdapter, Resolver, Watchdog
 from ._redact import redact
 from ._retry import Outcome
+from ._route import Route
 
 MAX_BODY_READ = 65_536  # bytes of an answer's body read at most
 DETAIL_CHARS = 300
@@ -28,8 +29,9 @@ DETAIL_CHARS = 300
 class Poster(Protocol):
     """POSTs a batch body to an endpoint of the API; safe to call from several threads."""
 
-    def post(self, endpoint: str, body: bytes) -> Outcome:
-        """One attempt; never raises: a failure is an :class:`Outcome` without status."""
+    def post(self, endpoint: str, body: bytes, route: Optional[Route] = None) -> Outcome:
+        """One attempt to the route's host with its key (None: the flusher's own);
+        never raises: a failure is an :class:`Outcome` without status."""
 
     def close(self) -> None:
         """Release connections; no ``post`` follows."""
@@ -51,33 +53,49 @@ class RequestsPoster:
 
     def __init__(self, config: Config, logger: logging.Logger) -> None:
         self._config = config
+        self._default = Route.of(config)
         self._logger = logger
         self._session = _make_session(config)
+        self._proxies: dict[str, dict[str, str]] = {}  # per host, read once (see _make_session)
         self._watchdog = Watchdog()
         self._resolver = Resolver()
 
-    def post(self, endpoint: str, body: bytes) -> Outcome:
-        url = self._config.endpoint_url(endpoint)
+    def post(self, endpoint: str, body: bytes, route: Optional[Route] = None) -> Outcome:
+        route = route or self._default
+        url = route.url(endpoint)
         timeout_s = self._config.request_timeout_s
         response: Optional[requests.Response] = None
         with Deadline(self._watchdog, self._resolver, timeout_s) as deadline:
             try:
                 response = self._session.post(
-                    url, data=body, timeout=timeout_s, allow_redirects=False, stream=True
+                    url,
+                    data=body,
+                    headers={"x-api-key": route.api_key},
+                    proxies=self._proxies_for(route.host),
+                    timeout=timeout_s,
+                    allow_redirects=False,
+                    stream=True,
                 )
                 outcome = _outcome(url, response)
             except Exception as exc:  # never let a sender thread die
-                outcome = self._failed(url, exc, deadline)
+                outcome = self._failed(url, exc, deadline, route)
         if response is not None:  # after the deadline let go of its connection
             with contextlib.suppress(Exception):
                 response.close()
-        return Outcome(outcome.status, outcome.retry_after, self._scrub(outcome.detail))
+        detail = self._scrub(outcome.detail, route)
+        return Outcome(outcome.status, outcome.retry_after, detail)
+
+    def _proxies_for(self, host: str) -> dict[str, str]:
+        found = self._proxies.get(host)
+        if found is None:
+            found = self._proxies[host] = dict(requests.utils.get_environ_proxies(host))
+        return found
 
     def close(self) -> None:
         self._session.close()
         self._watchdog.close()
 
-    def _failed(self, url: str, exc: Exception, deadline: Deadline) -> Outcome:
+    def _failed(self, url: str, exc: Exception, deadline: Deadline, route: Route) -> Outcome:
         if deadline.passed:
             what = f"no complete answer within request_timeout ({deadline.timeout_s:g} s)"
             return Outcome(None, detail=f"{what}: {type(exc).__name__}")
@@ -86,29 +104,31 @@ class RequestsPoster:
         self._logger.error(
             "unexpected error posting to %s:\n%s",
             url,
-            self._scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
+            self._scrub(
+                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), route
+            ),
         )
         return Outcome(None, detail=repr(exc))
 
-    def _scrub(self, text: str) -> str:
-        return redact(text, self._config.api_key)
+    def _scrub(self, text: str, route: Route) -> str:
+        return redact(redact(text, route.api_key), self._config.api_key)
 
 
 def _make_session(config: Config) -> requests.Session:
     """A session for ``config.senders`` threads.
 
-    Proxy settings (``HTTPS_PROXY``, ``NO_PROXY``...) are read once, here,
-    instead of on every request (``trust_env``, which also looks for a
-    ``.netrc`` file each time): that per-request work was a large part of the
-    flusher's CPU. A change to those variables needs a new flusher.
+    Proxy settings (``HTTPS_PROXY``, ``NO_PROXY``...) are read once per host
+    (``RequestsPoster._proxies_for``) instead of on every request
+    (``trust_env``, which also looks for a ``.netrc`` file each time): that
+    per-request work was a large part of the flusher's CPU. A change to those
+    variables needs a new flusher.
     """
     session = requests.Session()
-    session.proxies.update(requests.utils.get_environ_proxies(config.host))
-    session.trust_env = False
+    session.trust_env = False  # proxies are given per request, read once per host
     adapter = DeadlineAdapter(pool_maxsize=config.senders)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.headers.update({"Content-Type": "application/json", "x-api-key": config.api_key})
+    session.headers.update({"Content-Type": "application/json"})  # the key: per request
     return session
 
 

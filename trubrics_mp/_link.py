@@ -31,6 +31,7 @@ from . import _logs
 from . import _protocol as proto
 from ._config import Config
 from ._ratelimit import LogLimiter
+from ._route import Route
 from ._stats import LocalCounters
 from ._supervisor import Supervisor
 
@@ -65,6 +66,7 @@ class Link:
         self._unreported = 0  # of those, lost in the flusher and not told to a flush yet
         self._request_ids = itertools.count(1)
         self._lock = threading.RLock()
+        self._route = proto.route(Route.of(config).to_bytes())  # first on each connection
 
     def connect_now(self) -> None:
         """Connect (starting the flusher if none runs) before the first event."""
@@ -225,6 +227,11 @@ class Link:
     def _connect(self) -> Optional[socket.socket]:
         sock = self.supervisor.connect()
         if sock is None:
+            return None
+        try:  # a new connection's send buffer is empty: this only fails if the flusher left
+            sock.send(self._route, proto.SEND_FLAGS)
+        except OSError:
+            sock.close()
             return None
         self.sock = sock
         self._queued_before_connection = self.counters.queued

@@ -20,6 +20,9 @@ kind       sent by                                    rest of the message
 ``F``      a client: flush request                    request id (8 bytes)
 ``S``      a client: stats request                    request id
 ``V``      a client: its logger's effective level     the level in ASCII
+``C``      a client, first on each connection: where  its route as JSON (host,
+           its events go and how they are batched     api_key, flush_at,
+           (see ``_route``)                           flush_interval_s)
 ``A``      the flusher: flush answer                  request id, ``1`` (all
                                                       delivered) or ``0``
 ``S``      the flusher: stats answer                  request id, stats JSON
@@ -59,6 +62,7 @@ STATS = b"S"
 ACK = b"A"
 HELLO = b"H"
 LEVEL = b"V"
+ROUTE = b"C"
 RECORD = b"R"
 CONFIRMED = b"K"
 BYE = b"B"
@@ -162,6 +166,10 @@ def hello(generation: int) -> bytes:
 
 def level(value: int) -> bytes:
     return LEVEL + str(value).encode()
+
+
+def route(payload: bytes) -> bytes:
+    return ROUTE + payload
 
 
 def record(body: bytes) -> bytes:

@@ -17,6 +17,7 @@ import time
 from typing import Callable, Optional
 
 from . import _protocol as proto
+from ._route import Route
 
 ACCEPT_BACKOFF_S = 0.1
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -33,6 +34,7 @@ class Conn:
     complained: bool = False  # a bad message from it was logged already
     events_read: int = 0
     confirming: bool = False  # a confirmation of its events waits (see _waiters)
+    route: Optional[Route] = None  # where its events go; None: the flusher's own settings
 
     @property
     def open(self) -> bool:

@@ -33,6 +33,26 @@ def redact(text: str, secret: str) -> str:
     return text
 
 
+class Secrets:
+    """Every API key a flusher has been given (one per route), to redact them all.
+
+    Keys are only added (by the flusher's main loop); readers in other
+    threads see a complete tuple, old or new.
+    """
+
+    def __init__(self, *secrets: str) -> None:
+        self._secrets: tuple[str, ...] = tuple(s for s in secrets if s)
+
+    def add(self, secret: str) -> None:
+        if secret and secret not in self._secrets:
+            self._secrets = (*self._secrets, secret)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = redact(text, secret)
+        return text
+
+
 class RedactingFilter(logging.Filter):
     """A handler filter: formats each record's message and traceback, then redacts them.
 
@@ -41,9 +61,9 @@ class RedactingFilter(logging.Filter):
     sees the redacted text too.
     """
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secrets: Secrets) -> None:
         super().__init__()
-        self._secret = secret
+        self._secrets = secrets
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -51,13 +71,13 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format: the handler reports it (handleError)
             message = f"{record.msg!s} {record.args!r}"
-        record.msg = redact(message, self._secret)
+        record.msg = self._secrets.redact(message)
         record.args = ()
         if record.exc_info:
             record.exc_text = self._formatter.formatException(record.exc_info)
             record.exc_info = None
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self._secret)
+            record.exc_text = self._secrets.redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, self._secret)
+            record.stack_info = self._secrets.redact(record.stack_info)
         return True

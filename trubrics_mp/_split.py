@@ -60,8 +60,8 @@ class Splits:
             raise ValueError(f"{batch!r} has fewer than two events to split")
         middle = len(batch) // 2
         halves = (
-            Batch(batch.endpoint, batch.events[:middle]),
-            Batch(batch.endpoint, batch.events[middle:]),
+            Batch(batch.endpoint, batch.events[:middle], route=batch.route),
+            Batch(batch.endpoint, batch.events[middle:], route=batch.route),
         )
         self._open[batch.id] = _Open(batch, 2, [])
         for half in halves:
@@ -77,7 +77,7 @@ class Splits:
         good = [event for event in batch.events if _is_json_object(event)]
         if len(good) == len(batch) or not good:
             return None
-        part = Batch(batch.endpoint, good)
+        part = Batch(batch.endpoint, good, route=batch.route)
         loss = Loss(len(batch) - len(good), "bad_message", outcome)
         self._open[batch.id] = _Open(batch, 1, [loss])
         self._parent_of[part.id] = batch

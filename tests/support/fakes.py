@@ -14,10 +14,11 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from trubrics_mp._delivery import Delivery, Settled
 from trubrics_mp._retry import Outcome, RetryPolicy
+from trubrics_mp._route import Route
 
 Script = Callable[[int, str, list[dict[str, Any]]], Outcome]  # (call number, endpoint, events)
 
@@ -28,6 +29,7 @@ class Call:
     endpoint: str
     events: list[dict[str, Any]]
     at: float  # time.monotonic() when the post began
+    route: Optional[Route] = None  # the client's host and key (None: the flusher's own)
 
 
 def always(status: int, retry_after: str = "") -> Script:
@@ -46,7 +48,7 @@ class FakePoster:
         self.closed = False
         self._lock = threading.Lock()
 
-    def post(self, endpoint: str, body: bytes) -> Outcome:
+    def post(self, endpoint: str, body: bytes, route: Optional[Route] = None) -> Outcome:
         """As the script says; a body that is not JSON gets a 422, as from the API."""
         try:
             events = json.loads(body)
@@ -54,7 +56,7 @@ class FakePoster:
             events = None
         with self._lock:
             number = len(self.calls) + 1
-            self.calls.append(Call(number, endpoint, events or [], time.monotonic()))
+            self.calls.append(Call(number, endpoint, events or [], time.monotonic(), route))
             script = self.script
         if events is None:
             return Outcome(422, detail="the body is not JSON")

@@ -462,10 +462,71 @@ def burst(args: Args) -> None:
     finish("close", client)
 
 
+def many_keys(args: Args) -> None:
+    """``n`` clients in this process, each with its own API key and ``flush_at``; each
+    tracks ``per_client`` events (``src`` names the key). One flusher serves them all."""
+    clients = [
+        Trubrics(f"sk-key-{i}", args["url"], flush_at=1 + i % 7, flush_interval=0.5)
+        for i in range(args["n"])
+    ]
+    for index, client in enumerate(clients):
+        track_many(client, f"key-{index}", args["per_client"])
+    emit(flushed=all(client.flush(timeout=120) for client in clients))
+    stats = [client.stats() for client in clients]
+    emit(
+        flusher_pids=sorted({s.flusher_pid or 0 for s in stats}),
+        peak_rss_kib=_flusher_peak_rss_kib(clients[0]),
+    )
+    emit(closed=all(client.close(timeout=60) for client in clients))
+
+
+def group_killed(args: Args) -> None:
+    """As RQ stops a job: this process leads its own group, tracks ``n`` events and
+    the whole group is SIGKILLed at once (the flusher is in no client's group)."""
+    os.setpgid(0, 0)
+    client = make_client(args)
+    emit(flusher_pid=flusher_pid(client))
+    track_many(client, "job", args["n"])
+    os.killpg(0, signal.SIGKILL)
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def reaping_host(args: Args) -> None:
+    """A host that reaps every orphan below it, as an init (tini) does: it runs
+    ``runs`` applications one after the other, then reaps until no child is left,
+    and says which pids it reaped."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    apps = []
+    for _ in range(args["runs"]):
+        child = {"url": args["url"], "n": 5, "exit": "close"}
+        app = subprocess.run(  # stderr not captured: a flusher it starts would keep it
+            [sys.executable, "-m", "support.scenarios", "basic", json.dumps(child)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            check=True,
+        )
+        apps.append(json.loads(app.stdout.splitlines()[0]))
+    reaped = []
+    while True:  # the flusher was reparented to us: it is reaped here once it leaves
+        try:
+            reaped.append(os.waitpid(-1, 0)[0])
+        except ChildProcessError:
+            break
+    emit(flusher_pids=sorted({a["flusher_pid"] for a in apps}), reaped=reaped)
+
+
 SCENARIOS: dict[str, Callable[[Args], None]] = {
     f.__name__: f
     for f in (
         basic,
+        many_keys,
+        group_killed,
+        reaping_host,
         threads,
         foreign_uid,
         term_flusher,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from trubrics_mp._config import Config
+from trubrics_mp._config import MIB, Config
 
 
 @pytest.mark.parametrize(
@@ -42,8 +42,15 @@ def test_settings_repr_hides_the_api_key() -> None:
     assert "sk-very-secret" not in repr(config)
 
 
-def test_fingerprint_ignores_logging_but_not_delivery_settings() -> None:
+def test_fingerprint_names_the_flusher_wide_settings_only() -> None:
+    """Clients with another key, host or batching share a flusher (their routes differ);
+    another retry budget or bound needs a flusher of its own."""
     base = Config(api_key="k")
-    assert base.fingerprint == Config(api_key="k", logger_name="x", log_level=10).fingerprint
-    assert base.fingerprint != Config(api_key="k2").fingerprint
-    assert base.fingerprint != Config(api_key="k", flush_at=5).fingerprint
+    same = [
+        Config(api_key="k", logger_name="x", log_level=10),
+        Config(api_key="k2", host="http://127.0.0.1:9", flush_at=5, flush_interval_s=60.0),
+        Config(api_key="k", pipeline="other", linger_s=60.0),
+    ]
+    assert {c.fingerprint for c in same} == {base.fingerprint}
+    assert base.fingerprint != Config(api_key="k", max_retries=2).fingerprint
+    assert base.fingerprint != Config(api_key="k", max_queue_bytes=2 * MIB).fingerprint

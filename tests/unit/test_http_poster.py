@@ -20,6 +20,7 @@ from trubrics_mp._config import Config
 from trubrics_mp._deadline import Deadline, Resolver, Watchdog
 from trubrics_mp._http import RequestsPoster
 from trubrics_mp._retry import Outcome
+from trubrics_mp._route import Route
 
 KEY = "sk-poster-test-5e0b"
 LOG = logging.getLogger("trubrics_mp.tests")
@@ -110,6 +111,28 @@ def test_an_error_detail_is_read_with_the_key_redacted(
     with ScriptedServer(answer) as server:
         outcome = poster(server.url).post("publish_events", BODY)
     assert (outcome.status, outcome.detail) == (422, "key <api key> refused")
+
+
+def test_each_route_gets_its_own_key_on_its_own_host(
+    poster: Callable[..., RequestsPoster],
+) -> None:
+    """One flusher, clients of two projects: each batch carries its client's key, to its
+    client's host; a detail echoing a route's key is redacted too."""
+
+    def answer(seen: Seen) -> tuple[int, dict[str, str], bytes]:
+        if seen.headers["x-api-key"] == "sk-two":
+            return 422, {}, b'{"detail": "key sk-two refused"}'
+        return OK
+
+    with ScriptedServer(answer) as one, ScriptedServer(answer) as two:
+        made = poster(one.url)
+        route = Route(two.url, "sk-two", 20, 10.0)
+        assert made.post("publish_events", BODY).status == 200
+        refused = made.post("publish_events", BODY, route)
+        assert made.post("publish_llm_events", BODY, Route(one.url, "sk-one", 5, 1.0)).status == 200
+    assert [s.headers["x-api-key"] for s in one.seen] == [KEY, "sk-one"]
+    assert [(s.path, s.headers["x-api-key"]) for s in two.seen] == [("/publish_events", "sk-two")]
+    assert (refused.status, refused.detail) == (422, "key <api key> refused")
 
 
 # -- request_timeout bounds the whole request ----------------------------------------------

@@ -11,7 +11,7 @@ from support.serving import ServingFlusher
 
 from trubrics_mp import Trubrics
 from trubrics_mp._config import Config
-from trubrics_mp._redact import RedactingFilter, redact
+from trubrics_mp._redact import RedactingFilter, Secrets, redact
 from trubrics_mp._retry import Outcome
 
 KEY = "sk-unit-secret-7f3a"
@@ -34,7 +34,7 @@ def test_the_filter_redacts_arguments_and_tracebacks_of_a_record() -> None:
         record = logging.LogRecord(
             "t", logging.ERROR, __file__, 1, "posting with %s", (KEY,), sys.exc_info()
         )
-    assert RedactingFilter(KEY).filter(record)
+    assert RedactingFilter(Secrets("another-key", KEY)).filter(record)
     formatted = logging.Formatter().format(record)
     assert KEY not in formatted
     assert "posting with <api key>" in formatted and "the server said <api key>" in formatted

@@ -21,6 +21,7 @@ from trubrics_mp import _protocol as proto
 from trubrics_mp._config import MIB, Config
 from trubrics_mp._flusher import Flusher
 from trubrics_mp._retry import Outcome
+from trubrics_mp._route import Route
 from trubrics_mp._servers import poll_until
 
 DEADLINE_S = 10.0
@@ -367,3 +368,39 @@ def test_the_goodbye_tells_what_was_read_and_lost_when_all_was_settled(harness: 
     h.stop()
     byes = [proto.settled_counts(r) for r in replies_until_closed(sock) if r.kind == proto.BYE]
     assert byes == [(2, 1)]  # both settled; one loss (their batch) no flush was told of
+
+
+# -- routes: one flusher for every key, host and batching ---------------------------------
+def test_clients_of_other_keys_hosts_and_batching_share_the_flusher_never_a_batch(
+    harness: Any,
+) -> None:
+    h = harness()  # flush_at 5 for a connection that tells no route
+    plain, other, third = h.connect(), h.connect(), h.connect()
+    other_route = Route("http://127.0.0.1:8", "sk-other", 2, 3600.0)
+    third_route = Route("http://127.0.0.1:9", "sk-third", 3, 3600.0)
+    other.send(proto.route(other_route.to_bytes()))
+    third.send(proto.route(third_route.to_bytes()))
+    for seq in range(6):
+        h.track(plain, seq, "plain")
+        h.track(other, seq, "other")
+        h.track(third, seq, "third")
+    for sock in (plain, other, third):
+        assert h.ask(sock, proto.FLUSH).ok
+    batches = [(call.route, [e["src"] for e in call.events]) for call in h.poster.calls]
+    assert {route for route, _ in batches} == {None, other_route, third_route}
+    for route, sources in batches:  # never a mixed batch, each cut at its own flush_at
+        want = {None: "plain", other_route: "other", third_route: "third"}[route]
+        assert set(sources) == {want}
+    sizes = sorted((want, len(s)) for route, s in batches for want in {s[0]})
+    assert sizes == [("other", 2)] * 3 + [("plain", 1), ("plain", 5)] + [("third", 3)] * 2
+
+
+def test_a_route_that_is_no_valid_settings_is_a_bad_message_never_quoted(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness()
+    sock, other = h.connect(), h.connect()
+    sock.send(proto.route(b'{"host": "ftp://x", "api_key": "sk-leak", "flush_at": 1}'))
+    assert sock.recv(proto.MAX_MESSAGE_BYTES) == b""  # its connection is closed
+    assert h.stats(other)["dropped"] == {"bad_message": 1}
+    assert "sk-leak" not in caplog.text

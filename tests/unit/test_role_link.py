@@ -18,6 +18,7 @@ from support.fakes import private_socket_path
 from trubrics_mp import _protocol as proto
 from trubrics_mp._config import Config
 from trubrics_mp._link import Link
+from trubrics_mp._route import Route
 from trubrics_mp._supervisor import Supervisor
 
 LOG = logging.getLogger("trubrics_mp.tests")
@@ -31,6 +32,7 @@ class StandInSupervisor(Supervisor):
         super().__init__(config, path, LOG)
         self.listener: Optional[socket.socket] = proto.bind_listener(path)
         self.restarts = 0
+        self.routes: list[Route] = []  # each accepted connection's
 
     def _start(self) -> bool:
         self.restarts += 1
@@ -39,10 +41,14 @@ class StandInSupervisor(Supervisor):
         return True
 
     def accept(self) -> socket.socket:
+        """The next connection, whose first message (checked, then kept) is its route."""
         assert self.listener is not None
         self.listener.settimeout(DEADLINE_S)
         conn, _ = self.listener.accept()
         conn.settimeout(DEADLINE_S)
+        first = conn.recv(proto.MAX_MESSAGE_BYTES)
+        assert first[:1] == proto.ROUTE, first
+        self.routes.append(Route.from_bytes(first[1:]))
         return conn
 
     def die(self) -> None:
@@ -92,6 +98,7 @@ def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSup
     assert ours.drain(deadline=None)
     received += read_all(conn)
     assert received == [b"E%05d" % seq for seq in range(sent)]
+    assert supervisor.routes == [Route.of(ours.config)]  # told first, before any event
     assert ours.counters.queued == sent and ours.take_losses() == 0
 
 

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from trubrics_mp._config import Config
+from trubrics_mp._config import DEFAULT_HOST, Config
 
 
-def test_the_senders_session_reads_proxy_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trubrics_mp._http import _make_session
+def test_the_senders_session_reads_proxy_settings_once_per_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trubrics_mp._http import RequestsPoster
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv("NO_PROXY", "internal.example")
-    session = _make_session(Config(api_key="k", host="https://app.trubrics.com/api/ingestion"))
-    assert session.proxies.get("https") == "http://proxy.invalid:3128"
-    assert session.trust_env is False  # no per-request look-ups of env or .netrc
-    assert session.headers["x-api-key"] == "k"
-    bypassed = _make_session(Config(api_key="k", host="https://internal.example/ingest"))
-    assert not bypassed.proxies
+    poster = RequestsPoster(Config(api_key="k"), logging.getLogger("test"))
+    try:
+        assert poster._session.trust_env is False  # no per-request look-ups of env or .netrc
+        assert "x-api-key" not in poster._session.headers  # each request names its route's
+        assert poster._proxies_for(DEFAULT_HOST).get("https") == "http://proxy.invalid:3128"
+        assert poster._proxies_for("https://internal.example/ingest") == {}
+        monkeypatch.setenv("HTTPS_PROXY", "http://changed.invalid:1")
+        assert poster._proxies_for(DEFAULT_HOST).get("https") == "http://proxy.invalid:3128"
+    finally:
+        poster.close()

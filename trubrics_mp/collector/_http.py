@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, cast
 from urllib.parse import parse_qs, urlsplit
 
-from ._store import EventStore, normalise_since
+from ._store import EventStore, key_id, normalise_since
 from ._validate import KIND_EVENT, KIND_LLM_EVENT, BatchError, validate_batch
 
 Response = tuple[int, dict[str, str], bytes]
@@ -156,7 +156,8 @@ class CollectorHandler(BaseHTTPRequestHandler):
             raise _RequestError(404, f"not found: POST {path}")
         self._check_post_headers()
         events = self._decode_batch(self._read_body(), kind)
-        batch_id = self.collector.store.add_batch(kind, events)
+        key = key_id(self.headers.get("x-api-key", "").strip())
+        batch_id = self.collector.store.add_batch(kind, events, key)
         self.collector.log(f"accepted {len(events)} event(s) on {path} (batch {batch_id})")
         return json_response(200, {"accepted": len(events)})
 

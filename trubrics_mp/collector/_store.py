@@ -9,6 +9,7 @@ Caveat: every call is serialised by the lock; this is a development and test too
 not a high-throughput ingestion backend.
 """
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -21,12 +22,19 @@ from ._validate import KIND_EVENT, KIND_LLM_EVENT, KINDS
 
 BUSY_TIMEOUT_MS = 30_000
 
+
+def key_id(api_key: str) -> str:
+    """What the collector keeps of the key that sent a batch: a short digest of it."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
     n_events INTEGER NOT NULL,
-    received_at TEXT NOT NULL
+    received_at TEXT NOT NULL,
+    key_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,12 +94,16 @@ class EventStore:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(batches)")}
+        if "key_id" not in columns:  # a database made before batches had a key_id
+            self._conn.execute("ALTER TABLE batches ADD COLUMN key_id TEXT NOT NULL DEFAULT ''")
 
-    def add_batch(self, kind: str, events: Sequence[dict[str, Any]]) -> int:
+    def add_batch(self, kind: str, events: Sequence[dict[str, Any]], key_id: str = "") -> int:
         """Store one batch atomically and return its id.
 
         ``events`` must already be valid (see ``validate_batch``); only ``kind`` is
-        checked here.
+        checked here. ``key_id`` names the API key that sent it (see
+        :func:`key_id`), never the key itself.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {KINDS}")
@@ -110,17 +122,19 @@ class EventStore:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                batch_id = self._insert_batch(kind, rows, received_at)
+                batch_id = self._insert_batch(kind, rows, received_at, key_id)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
         return batch_id
 
-    def _insert_batch(self, kind: str, rows: Sequence[tuple[str, ...]], received_at: str) -> int:
+    def _insert_batch(
+        self, kind: str, rows: Sequence[tuple[str, ...]], received_at: str, key_id: str
+    ) -> int:
         cursor = self._conn.execute(
-            "INSERT INTO batches (kind, n_events, received_at) VALUES (?, ?, ?)",
-            (kind, len(rows), received_at),
+            "INSERT INTO batches (kind, n_events, received_at, key_id) VALUES (?, ?, ?, ?)",
+            (kind, len(rows), received_at, key_id),
         )
         batch_id = cursor.lastrowid
         assert batch_id is not None
@@ -168,10 +182,11 @@ class EventStore:
         return [_event_dict(row) for row in reversed(rows)]
 
     def batches(self) -> list[dict[str, Any]]:
-        """All batches, oldest first: ``id``, ``kind``, ``n_events``, ``received_at``."""
+        """All batches, oldest first: ``id``, ``kind``, ``n_events``, ``received_at``,
+        ``key_id``."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, kind, n_events, received_at FROM batches ORDER BY id"
+                "SELECT id, kind, n_events, received_at, key_id FROM batches ORDER BY id"
             ).fetchall()
         return [dict(row) for row in rows]
 
