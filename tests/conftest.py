@@ -11,6 +11,9 @@
 - ``collector``: the real local collector (fault-injecting variant) on a free
   port, with its database in the test's private ``tmp_path``.
 - ``store``: an empty collector store, used in this process.
+- the ``pipeline_per_machine`` marker: a test that holds only once issue 10 is done
+  (one flusher per machine, ``support/pipelines.py``) becomes a strict xfail, so the
+  suite stays green today and a test that starts passing fails until unmarked.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from trubrics_mp.collector import EventStore
 __all__ = ["collector", "no_internal_errors", "no_leaked_processes", "store"]
 
 LEAK_DEADLINE_S = 60.0
+PIPELINE_PER_MACHINE = pytest.mark.xfail(strict=True, reason="issue 10: one pipeline per machine")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("pipeline_per_machine") is not None:
+            item.add_marker(PIPELINE_PER_MACHINE)
 
 
 @pytest.fixture(autouse=True)
