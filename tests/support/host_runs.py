@@ -18,7 +18,8 @@ granian, gunicorn with gevent, RQ, dramatiq); the apps are in
   (every event exactly once, each ``id`` property once), :meth:`wait_no_zombie`,
   :meth:`assert_nothing_left` (every flusher with the marker gone);
 - :meth:`report`: one ``HOST-RESULT {json}`` line (``pytest -rP`` shows it) with
-  sent / delivered / duplicates, POSTs, flusher processes seen, stop seconds.
+  sent / delivered / duplicates, POSTs, flusher processes seen (in all, at once, and
+  still running when the host's main process had exited), stop seconds.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class HostRun:
         self.census = Census(self.test_id)
         self.server: Optional[ServerProcess] = None
         self.signals: list[str] = []
+        self.flushers_at_exit: Optional[int] = None
 
     def env(self, **extra: str) -> dict[str, str]:
         """What the server's environment gets on top of the test process's own."""
@@ -107,6 +109,7 @@ class HostRun:
         if group:
             host.signal_group(sig)
         host.stop(DEADLINE_S, sig=None if group else sig)
+        self.flushers_at_exit = len(self.census.sample())  # still delivering, or lingering
         assert not host.killed, f"{host.name}: no exit {DEADLINE_S} s after {self.signals[-1]}"
         assert host.stop_seconds is not None
         return host.stop_seconds
@@ -182,6 +185,7 @@ class HostRun:
             "flushers_at_once": self.census.most,
             "stop": " then ".join(self.signals),
             "stop_s": round(self.host.stop_seconds or 0.0, 2),
+            "flushers_after_exit": self.flushers_at_exit,
             **extra,
         }
         print("HOST-RESULT " + json.dumps(row))
