@@ -70,7 +70,7 @@ class RqHost:
         return int(line.group(1))
 
 
-Start = Callable[[], RqHost]
+Start = Callable[..., RqHost]
 
 
 def kill_session(sid: int) -> None:
@@ -90,10 +90,12 @@ def rq_worker(tmp_path: Path, collector: CollectorProcess) -> Iterator[Start]:
     connections: list[Redis] = []
     runs: list[HostRun] = []
 
-    def start() -> RqHost:
-        run = HostRun("rq worker", collector, OPTIONS)
+    def start(settings: bool = False) -> RqHost:
+        """``settings``: ``-c servers_rq_settings``, which makes the client in the worker."""
+        flags = ["-c", "servers_rq_settings"] if settings else []
+        run = HostRun(" ".join(["rq worker", *flags]), collector, OPTIONS)
         runs.append(run)
-        argv = [RQ, "worker", "--url", redis_server.url, "--path", str(APP_DIR)]
+        argv = [RQ, "worker", "--url", redis_server.url, "--path", str(APP_DIR), *flags]
         server = ServerProcess(argv, name="rq worker", ready=READY, cwd=tmp_path, env=run.env())
         run.start(server)
         connections.append(Redis.from_url(redis_server.url))
@@ -179,6 +181,22 @@ def test_stop_job_kills_only_that_job(rq_worker: Start) -> None:
     rq.run.assert_nothing_left()
     lost = len(stopped - set(counts(events)))
     rq.run.report(len(stopped) + len(after), stopped_job_events_lost=lost)
+
+
+def test_client_made_in_the_worker_serves_every_horse(
+    rq_worker: Start, collector: CollectorProcess
+) -> None:
+    """The recipe of the RQ page: the settings module makes the client in the worker's
+    main process, so every horse uses its one flusher, which is outside every horse's
+    process group: a stopped job loses nothing."""
+    rq = rq_worker(settings=True)
+    expected = run_jobs(rq, JOBS)
+    stopped, after = stop_a_job(rq)
+    rq.run.assert_nothing_left()
+    rq.run.delivered_once(expected_keys(expected) | stopped | after)
+    sent = JOBS * PER_JOB + len(stopped) + len(after)
+    assert_one_pipeline(rq.run.census, collector, sent, FLUSH_AT)
+    rq.run.report(sent, jobs=JOBS + 2)
 
 
 @pytest.mark.pipeline_per_machine
