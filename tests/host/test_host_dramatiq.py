@@ -38,6 +38,9 @@ FLUSH_AT = 50
 OPTIONS = {"flush_at": FLUSH_AT, "flush_interval": 600, "shutdown_timeout": 30}
 DEADLINE_S = 60.0
 MESSAGES, PER_MESSAGE = 40, 5
+# Each message holds its thread that long: one worker process alone would take 2 s,
+# while an idle one polls again within dramatiq's backoff (at most 1 s by default).
+HOLD_S = 0.1
 
 Start = Callable[[bool], tuple[HostRun, Any]]
 
@@ -77,7 +80,7 @@ def send_and_stop(run: HostRun, broker: Any, messages: int) -> set[int]:
     """``messages`` messages, each tracking PER_MESSAGE events; SIGTERM once all tracked.
     The pids of the worker processes that tracked."""
     for i in range(messages):
-        args = (run.test_id, f"message-{i}", PER_MESSAGE)
+        args = (run.test_id, f"message-{i}", PER_MESSAGE, HOLD_S)
         message: Any = Message(
             queue_name="default", actor_name=ACTOR, args=args, kwargs={}, options={}
         )

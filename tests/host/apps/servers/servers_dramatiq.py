@@ -9,6 +9,7 @@ actor name from its own broker object and never imports this module.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import dramatiq
@@ -23,10 +24,12 @@ dramatiq.set_broker(broker)
 
 
 @dramatiq.actor(actor_name=ACTOR, max_retries=0)
-def track_actor(test_id: str, src: str, count: int) -> None:
-    """Track ``count`` events ``src:0..count-1`` and say so."""
+def track_actor(test_id: str, src: str, count: int, hold_s: float = 0.0) -> None:
+    """Track ``count`` events ``src:0..count-1``, say so, then hold for ``hold_s`` seconds
+    (so that an idle worker process, polling with a backoff, gets messages too)."""
     if test_id != TEST_ID:
         raise RuntimeError(f"a message of test {test_id} reached the worker of test {TEST_ID}")
     for seq in range(count):
         track(src, seq)
     say(f"TRUBRICS-TEST-TRACKED src={src} pid={os.getpid()}")
+    time.sleep(hold_s)
