@@ -6,7 +6,9 @@ horse" per job; the horse calls ``setpgrp()``, imports the job's module (so make
 client of its own), runs the job and leaves through ``os._exit``. Stops as RQ
 documents them: SIGTERM to the worker (warm shutdown: the running job finishes,
 queued jobs stay queued), and ``rq.command.send_stop_job_command`` (the worker
-SIGKILLs the horse's whole process group).
+SIGKILLs the horse's whole process group). One test runs the recipe of
+``docs/deployment/rq.md`` instead: ``rq worker -c servers_rq_settings`` makes the
+client in the worker's main process, which every horse inherits.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class RqHost:
         def reached() -> bool:
             return all(job.get_status(refresh=True) == status for job in jobs)
 
-        statuses = lambda: f"{status}: {[job.get_status() for job in jobs]}"  # noqa: E731
+        def statuses() -> str:
+            return f"{status}: {[job.get_status() for job in jobs]}"
+
         poll_until(reached, DEADLINE_S, statuses, interval=0.05)
 
     def horse_of(self, src: str) -> int:
