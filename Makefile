@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= auto
 OTHER_PYTHONS  ?= 3.9 3.13
 
-.PHONY: venv system-deps test test-other-pythons lint typecheck demo bench docs clean
+.PHONY: venv system-deps test test-pipeline test-other-pythons lint typecheck demo bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: lint typecheck system-deps docs
 	$(BIN)/pytest --durations=5 tests/unit
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=15 tests/process tests/host
 	$(MAKE) test-other-pythons
+
+# Only the host tests of the one-pipeline-per-machine promise.
+test-pipeline: venv system-deps
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -m pipeline_per_machine tests/host
 
 bench: venv
 	$(BIN)/pip install -q -e '.[bench]'

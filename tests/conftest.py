@@ -16,6 +16,9 @@
 - ``collector``: the real local collector (fault-injecting variant) on a free
   port, with its database in the test's private ``tmp_path``.
 - ``store``: an empty collector store, used in this process.
+- the ``pipeline_per_machine`` marker labels the host tests of the promise that
+  every process of a machine shares one flusher (``support/pipelines.py``);
+  ``make test-pipeline`` runs only them.
 """
 
 from __future__ import annotations
