@@ -28,9 +28,10 @@
                                          POST {host}/publish_llm_events
 
 Lifetime: the flusher belongs to no process. It serves while any process is
-connected, and leaves ``linger`` seconds after the last connection closed,
-or ``shutdown_timeout`` after a SIGTERM; each time it first delivers what it
-holds, within ``shutdown_timeout``. SIGINT is ignored. As it stops listening
+connected; once none has been for ``linger`` seconds it sends all it holds
+(retrying as its policy says) and leaves when nothing is left. After a
+SIGTERM it serves on for ``shutdown_timeout``, then delivers what it holds
+within ``shutdown_timeout`` more. SIGINT is ignored. As it stops listening
 it removes its socket (under the start lock, and only if the path is still
 its own), so the next process to make a client starts a new flusher. What it
 holds in memory is lost if the flusher itself is SIGKILLed (each process
@@ -56,7 +57,7 @@ from ._delivery import Delivery, Settled
 from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
-from ._process import drain_pipe
+from ._process import FLUSHER_COMM, drain_pipe, set_name
 from ._ratelimit import LogLimiter
 from ._reader import Conn, Reader, reply
 from ._redact import RedactingFilter, Secrets
@@ -165,7 +166,7 @@ class Flusher:
     def _select_timeout(self) -> float:
         candidates = (
             self.intake.next_due_at(),
-            self.lifetime.next_deadline(),
+            self.lifetime.next_deadline(time.monotonic()),
             self.reader.accept_paused_until,
         )
         deadlines = [d for d in candidates if d is not None]
@@ -210,8 +211,8 @@ class Flusher:
         self._answer_waiters()
 
     def _dispatch_due(self, now: float) -> None:
-        # No more waiting to fill batches when ending, or when nobody is left to fill them.
-        drain = self.lifetime.ending or self.reader.connections == 0
+        # No more waiting to fill batches when ending, or once nobody is left to fill them.
+        drain = self.lifetime.ending or self.lifetime.draining(now)
         self._dispatch(self.intake.cut_all() if drain else self.intake.due(now))
 
     def _follow_lifetime(self, now: float) -> None:
@@ -431,6 +432,7 @@ class Flusher:
 
 def main(boot: dict[str, Any]) -> None:
     """Entry point of the flusher interpreter (see ``_spawn.BOOTSTRAP``)."""
+    set_name(FLUSHER_COMM)  # its bootstrap, same command line, keeps the interpreter's
     config = Config.from_wire(boot["config"])
     handler = _logs.setup_flusher_logging(config.logger_name, config.log_level)
     secrets = Secrets(config.api_key)  # every route's key is added as it comes

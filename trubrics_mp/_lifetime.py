@@ -3,15 +3,15 @@
 ::
 
     serving --SIGTERM--> leaving (serves on until its deadline) --deadline--> ending
-    serving | leaving --idle for linger_s, or a request--> ending
-    idle: no process connected and no event held or in flight
+    serving | leaving --no process for linger_s, then nothing held; or a request--> ending
     ending: no new connections; every batch leaves at once; the flusher exits
             when nothing is unsettled or at the deadline, whichever is first
 
-The flusher belongs to no process: it serves while any process is connected
-or it holds events (it delivers what processes that left gave it, retrying as
-its policy says), and leaves once it has been idle for ``linger_s`` (so that
-hosts that start a process per job, RQ say, do not start a flusher per job). The signal handler
+The flusher belongs to no process: it serves while any process is connected.
+Once none has been for ``linger_s`` (so that hosts that start a process per
+job, RQ say, do not start a flusher per job, and its batches keep filling
+across jobs), it drains: everything it holds leaves at once, retried as its
+policy says, and it ends when nothing is held any more. The signal handler
 and :meth:`Lifetime.request_end` only record a request (safe from a signal
 handler or another thread); the main loop turns requests into phase changes
 in :meth:`Lifetime.due`.
@@ -41,7 +41,7 @@ class Lifetime:
 
     Invariants: the phase only moves forward (serving, leaving, ending); once
     ending, its deadline only moves earlier; ``idle_since`` is set exactly
-    while no connection is open and nothing is held (it starts set).
+    while no connection is open (it starts set: nobody has connected yet).
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class Lifetime:
         self._sigterm = False
         self._requested: Optional[str] = None
         self.idle_since: Optional[float] = clock()
+        self.holding = 0  # events held or in flight, as last told
 
     @property
     def ending(self) -> bool:
@@ -68,7 +69,8 @@ class Lifetime:
 
     def activity(self, connections: int, holding: int, now: float) -> None:
         """``connections`` are open and ``holding`` events are held or in flight."""
-        if connections or holding:
+        self.holding = holding
+        if connections:
             self.idle_since = None
         elif self.idle_since is None:
             self.idle_since = now
@@ -82,11 +84,15 @@ class Lifetime:
             return None
         if self._requested is not None:
             return self._requested
-        if self.idle_since is not None and now >= self.idle_since + self._linger_s:
-            return f"idle (no process connected, nothing held) for {self._linger_s:g} s"
+        if self.draining(now) and self.holding == 0:
+            return f"no process connected for {self._linger_s:g} s, nothing held"
         if self.phase.name == LEAVING and self.phase.deadline is not None:
             return self.phase.reason if now >= self.phase.deadline else None
         return None
+
+    def draining(self, now: float) -> bool:
+        """No process has been connected for ``linger_s``: send all that is held now."""
+        return self.idle_since is not None and now >= self.idle_since + self._linger_s
 
     def begin_end(self, reason: str, now: float) -> bool:
         """Enter the ending phase; True the first time (the caller then stops listening)."""
@@ -101,9 +107,10 @@ class Lifetime:
         assert self.phase.deadline is not None
         return unsettled == 0 or now >= self.phase.deadline
 
-    def next_deadline(self) -> Optional[float]:
-        """The next time :meth:`due` or :meth:`finished` may change its answer."""
+    def next_deadline(self, now: float) -> Optional[float]:
+        """The next time :meth:`due`, :meth:`draining` or :meth:`finished` may change
+        its answer by the clock alone (while draining, settled batches wake the loop)."""
         times = [self.phase.deadline] if self.phase.deadline is not None else []
-        if self.idle_since is not None and not self.ending:
+        if self.idle_since is not None and not self.ending and not self.draining(now):
             times.append(self.idle_since + self._linger_s)
         return min(times) if times else None

@@ -15,8 +15,8 @@ has read its settings and exits, so the flusher is reparented to init (or the
 nearest subreaper) and no client ever has to reap it::
 
     client --Popen, new session--> bootstrap interpreter --fork--> flusher
-              (reaped by the client             exits at once      (child of init)
-               on a later call)
+              (the client waits              exits at once        (child of init,
+               for it: ~10 ms)                                     or a subreaper)
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from ._config import Config
 BOOTSTRAP = (
     "import sys,json,os;boot=json.loads(sys.stdin.readline());sys.stdin.close()\n"
     "if os.fork():os._exit(0)\n"
+    "import site;site.main()\n"  # after the fork (-S): .pth hooks, editable installs
     "sys.path[:]=boot['sys_path'];from trubrics_mp._flusher import main;main(boot)"
 )
 PROCESS_TAG = "trubrics-mp-flusher"
@@ -98,7 +99,8 @@ def _popen_with_signals_blocked(pass_fds: list[int], pipeline: str) -> subproces
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
     try:
         return subprocess.Popen(
-            [python_executable(), "-I", "-c", BOOTSTRAP, PROCESS_TAG, pipeline],
+            # -S: site is imported after the fork (see BOOTSTRAP), so it forks sooner
+            [python_executable(), "-I", "-S", "-c", BOOTSTRAP, PROCESS_TAG, pipeline],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             pass_fds=pass_fds,

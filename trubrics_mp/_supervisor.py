@@ -4,7 +4,9 @@ Any process that finds no flusher listening starts one (under the pipeline's
 start lock, so two at the same instant end with one). The flusher belongs to
 no client: it leaves by itself once no process has been connected for its
 linger time (see ``_lifetime``). This process only reaps the short-lived
-bootstrap process of a flusher it started (see ``_spawn``).
+bootstrap process of a flusher it started (see ``_spawn``): it waits for it
+(about 10 ms, once per flusher start), so the process that starts a flusher
+pays that once, in the constructor or in the ``track()`` that restarts one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ._logs import AnyLogger
 from ._spawn import FlusherStartError, start_flusher
 
 RESTART_PAUSE_S = 1.0  # at most one start attempt per process in this time
+BOOTSTRAP_WAIT_S = 2.0  # the starter waits this long at most for the bootstrap to exit
 _NO_LISTENER = (errno.ECONNREFUSED, errno.ENOENT)
 
 
@@ -78,12 +81,21 @@ class Supervisor:
                     return True  # it was started while we looked
                 generation = _address.next_generation(lock_fd)
                 _remove_stale(self.path)
-                self.bootstraps.append(start_flusher(self.config, self.path, generation))
+                self._reap_soon(start_flusher(self.config, self.path, generation))
         except (OSError, FlusherStartError) as exc:
             self.log.error("could not start the flusher: %s", exc)
             return False
         self.log.info("started a flusher (generation %d) on %s", generation, self.path)
         return True
+
+    def _reap_soon(self, bootstrap: subprocess.Popen[bytes]) -> None:
+        """Wait for the bootstrap to fork the flusher and exit (about 10 ms), so no
+        zombie is left in a process that never calls the client again; one slower
+        than ``BOOTSTRAP_WAIT_S`` is reaped by a later call."""
+        try:
+            bootstrap.wait(timeout=BOOTSTRAP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.bootstraps.append(bootstrap)
 
     def reap(self) -> None:
         """Collect the bootstrap processes that have exited (no zombie is left)."""

@@ -29,7 +29,7 @@ from rq.job import Job, JobStatus
 from support.checks import counts, expected_keys
 from support.collector import CollectorProcess
 from support.host_runs import HostRun
-from support.pipelines import assert_one_pipeline
+from support.pipelines import TEST_LINGER_S, assert_one_pipeline
 from support.processes import ServerProcess, is_running, poll_until
 from support.redis_server import RedisServer
 
@@ -94,13 +94,15 @@ def rq_worker(tmp_path: Path, collector: CollectorProcess) -> Iterator[Start]:
     connections: list[Redis] = []
     runs: list[HostRun] = []
 
-    def start(settings: bool = False) -> RqHost:
-        """``settings``: ``-c servers_rq_settings``, which makes the client in the worker."""
+    def start(settings: bool = False, linger_s: str = TEST_LINGER_S) -> RqHost:
+        """``settings``: ``-c servers_rq_settings``, which makes the client in the worker;
+        ``linger_s``: the flusher's linger (long enough to outlast a horse's start)."""
         flags = ["-c", "servers_rq_settings"] if settings else []
         run = HostRun(" ".join(["rq worker", *flags]), collector, OPTIONS)
         runs.append(run)
         argv = [RQ, "worker", "--url", redis_server.url, "--path", str(APP_DIR), *flags]
-        server = ServerProcess(argv, name="rq worker", ready=READY, cwd=tmp_path, env=run.env())
+        env = run.env(TRUBRICS_MP_LINGER=linger_s)
+        server = ServerProcess(argv, name="rq worker", ready=READY, cwd=tmp_path, env=env)
         run.start(server)
         connections.append(Redis.from_url(redis_server.url))
         return RqHost(run, connections[-1])
@@ -220,7 +222,7 @@ def test_stop_job_delivers_what_the_job_tracked(
 @pytest.mark.pipeline_per_machine
 def test_work_horses_share_one_pipeline(rq_worker: Start, collector: CollectorProcess) -> None:
     """Issue 10: one flusher for every horse (it lingers between jobs), shared batches."""
-    rq = rq_worker()
+    rq = rq_worker(linger_s="5")
     expected = run_jobs(rq, JOBS // 2)
     stop_and_check(rq)
     rq.run.delivered_exactly(expected)

@@ -33,9 +33,10 @@ from support.processes import is_running, poll_until
 
 TEST_ID_VAR = "TRUBRICS_MP_TEST_ID"
 LINGER_VAR = "TRUBRICS_MP_LINGER"
-# Ignored today; after issue 10 a flusher lingers this long after its last client left.
+# A flusher lingers this long after its last client left.
 TEST_LINGER_S = "0.3"
 FLUSHER_TAG = b"trubrics-mp-flusher"  # in every flusher's argv (trubrics_mp._spawn)
+FLUSHER_COMM = b"trubrics-flush\n"  # and its name (trubrics_mp._process.FLUSHER_COMM)
 SAMPLE_S = 0.05
 DEADLINE_S = 60.0
 
@@ -67,6 +68,8 @@ def flushers(test_id: str) -> set[int]:
         cmdline = _read(f"/proc/{entry.name}/cmdline")
         if not cmdline or FLUSHER_TAG not in cmdline.split(b"\0"):
             continue
+        if _read(f"/proc/{entry.name}/comm") != FLUSHER_COMM:
+            continue  # its bootstrap (same command line), about to fork it and exit
         environ = _read(f"/proc/{entry.name}/environ")
         if environ and wanted in environ.split(b"\0") and is_running(int(entry.name)):
             found.add(int(entry.name))

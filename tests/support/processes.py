@@ -88,6 +88,8 @@ def flushers(runtime_dir: Optional[str] = None) -> list[psutil.Process]:
         try:
             if "trubrics-mp-flusher" not in proc.cmdline()[-2:]:
                 continue
+            if proc.name() != "trubrics-flush":
+                continue  # its bootstrap (same command line), about to fork it and exit
             if proc.environ().get("TRUBRICS_MP_RUNTIME_DIR") == wanted:
                 found.append(proc)
         except (psutil.Error, OSError):

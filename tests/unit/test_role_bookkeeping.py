@@ -107,31 +107,33 @@ def test_an_end_request_begins_the_end_once() -> None:
 
 def test_the_flusher_lingers_once_no_process_is_connected_then_ends() -> None:
     life = lifetime(linger_s=2.0)
-    assert life.next_deadline() == 2.0  # nobody has connected yet: the linger runs
+    assert life.next_deadline(0.0) == 2.0  # nobody has connected yet: the linger runs
     life.activity(2, 0, 1.0)
-    assert life.due(50.0) is None and life.next_deadline() is None
+    assert life.due(50.0) is None and life.next_deadline(0.0) is None
     life.activity(0, 0, 50.0)
-    assert life.due(51.9) is None and life.next_deadline() == 52.0
+    assert life.due(51.9) is None and life.next_deadline(0.0) == 52.0
     life.activity(1, 0, 51.0)  # a new process came in time: it serves on
     assert life.due(60.0) is None
     life.activity(0, 0, 60.0)
-    assert life.due(62.0) == "idle (no process connected, nothing held) for 2 s"
+    assert life.due(62.0) == "no process connected for 2 s, nothing held"
 
 
-def test_a_flusher_holding_events_serves_on_with_nobody_connected() -> None:
+def test_with_nobody_connected_it_drains_after_its_linger_and_ends_once_empty() -> None:
     life = lifetime(linger_s=2.0)
-    life.activity(0, 500, 1.0)  # every process left; their events are still on the way
-    assert life.due(100.0) is None and life.next_deadline() is None
-    life.activity(0, 0, 100.0)  # all settled: now it lingers
-    assert life.due(101.9) is None
-    assert life.due(102.0) == "idle (no process connected, nothing held) for 2 s"
+    life.activity(1, 0, 0.5)
+    life.activity(0, 500, 1.0)  # every process left; their events are still held
+    assert not life.draining(2.9) and life.next_deadline(2.9) == 3.0
+    assert life.draining(3.0) and life.next_deadline(3.0) is None  # no busy loop
+    assert life.due(100.0) is None  # it serves on while it holds events
+    life.activity(0, 0, 100.0)  # all settled: now it ends
+    assert life.due(100.0) == "no process connected for 2 s, nothing held"
 
 
 def test_a_sigtermed_flusher_with_nobody_connected_ends_after_its_linger() -> None:
     life = lifetime(timeout_s=100.0, linger_s=2.0)
     life.on_sigterm()
     assert life.due(1.0) is None and life.phase.name == LEAVING
-    assert life.due(2.0) == "idle (no process connected, nothing held) for 2 s"
+    assert life.due(2.0) == "no process connected for 2 s, nothing held"
 
 
 # -- stats ---------------------------------------------------------------------------
