@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import requests
 
+from . import _address
 from ._client import Trubrics
 from ._config import DEFAULT_HOST, EVENTS_ENDPOINT
 from ._redact import redact
@@ -69,17 +70,21 @@ def check_python(version: Optional[Sequence[int]] = None) -> Check:
 
 
 def check_platform(system: Optional[str] = None) -> Check:
-    """Linux, and an abstract ``AF_UNIX`` ``SOCK_SEQPACKET`` socket can be bound."""
+    """Linux, a private pipeline directory, and a ``SOCK_SEQPACKET`` socket bound in it."""
     system = sys.platform if system is None else system
     if not system.startswith("linux"):
-        return Check(FAIL, "platform", f"{system}: trubrics-mp needs Linux (SOCK_SEQPACKET, pidfd)")
+        return Check(FAIL, "platform", f"{system}: trubrics-mp needs Linux (SOCK_SEQPACKET)")
     release = f"Linux {platform.release()}"
     try:
+        directory = _address.runtime_dir(os.environ)
+        path = os.path.join(directory, f"doctor-{os.getpid()}.sock")
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-            sock.bind(f"\0trubrics-mp-doctor-{os.getpid()}".encode())
-    except OSError as exc:
-        return Check(FAIL, "platform", f"{release}, but no abstract SOCK_SEQPACKET socket: {exc}")
-    return Check(OK, "platform", f"{release}: abstract AF_UNIX SOCK_SEQPACKET sockets work")
+            sock.bind(path)
+            os.unlink(path)
+    except OSError as exc:  # PipelineDirError says what to fix
+        return Check(FAIL, "platform", f"{release}, but no pipeline socket: {exc}")
+    detail = f"{release}: SOCK_SEQPACKET sockets work in {directory} (mode 700, ours)"
+    return Check(OK, "platform", detail)
 
 
 def check_start_method() -> Check:
@@ -119,7 +124,7 @@ def check_uwsgi(uwsgi: Any = None) -> list[Check]:
 
 
 def check_flusher(host: str, api_key: str) -> Check:
-    """Start a client's flusher, ask it for its stats, stop it."""
+    """Join this machine's flusher (starting one if none runs), ask it for its stats."""
     try:
         client = Trubrics(api_key, host=host, shutdown_timeout=5.0, request_timeout=5.0)
     except Exception as exc:
@@ -127,13 +132,16 @@ def check_flusher(host: str, api_key: str) -> Check:
     try:
         stats = client.stats()
     finally:
-        stopped = client.close(timeout=FLUSHER_TIMEOUT_S)
+        closed = client.close(timeout=FLUSHER_TIMEOUT_S)
     if stats.flusher_pid is None:
         return Check(FAIL, "flusher", "the flusher process did not answer (see the logs above)")
-    if not stopped:
-        detail = f"flusher pid {stats.flusher_pid} answered but did not stop cleanly"
-        return Check(WARN, "flusher", detail)
-    return Check(OK, "flusher", f"flusher pid {stats.flusher_pid} started, answered and stopped")
+    detail = (
+        f"flusher pid {stats.flusher_pid} (restarts: {stats.flusher_restarts}) answered on"
+        f" {stats.pipeline}; {stats.processes} process(es) connected, this one included"
+    )
+    if not closed:
+        return Check(WARN, "flusher", f"{detail}; but this check's close() said False")
+    return Check(OK, "flusher", detail)
 
 
 def check_host(host: str, api_key: str, placeholder: bool = False) -> Check:

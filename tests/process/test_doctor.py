@@ -86,7 +86,10 @@ def test_all_ok_against_the_collector(collector: CollectorProcess, key_from: str
     assert found["flusher"] == ["ok"] and found["host"] == ["ok"], output
     assert not any(line.startswith("FAIL") for line in result.stdout.splitlines())
     assert re.fullmatch(r"0 FAIL, \d+ warn", result.stdout.splitlines()[-1])
-    assert re.search(r"flusher pid \d+ started, answered and stopped", output)
+    flusher = line_of(output, "flusher")
+    assert re.search(r"flusher pid \d+ \(restarts: 0\) answered on /\S+\.sock", flusher)
+    assert "1 process(es) connected, this one included" in flusher
+    assert os.environ["TRUBRICS_MP_RUNTIME_DIR"] in line_of(output, "platform")
     assert f"{collector.url}/publish_events answered HTTP 422" in line_of(output, "host")
     origin = "--api-key" if key_from == "option" else "$TRUBRICS_API_KEY"
     assert f"API key: {origin}" in result.stdout.splitlines()[0]
