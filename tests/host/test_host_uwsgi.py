@@ -29,7 +29,7 @@ import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
-from support.host_flushers import the_flusher, wait_flushers_left
+from support.host_flushers import the_flusher, wait_flushers_left, wait_reaped
 from support.hosts import assert_no_traceback, drive, get, tracebacks
 from support.processes import ServerProcess, poll_until
 
@@ -41,6 +41,7 @@ DEADLINE_S = 60.0
 FORCED = re.compile(r"NO MERCY|taking too much time|killed by signal 9|HARAKIRI", re.I)
 GOOD = ("--master", "--die-on-term")
 LISTENING = r"listening on (http://\S+)"  # printed by the app (uwsgi_app.py), port 0 resolved
+DEADLINE_S_WAVES = 10  # waves of traffic until both workers of a master-less server answered
 DEFAULT_LINGER = ""  # TRUBRICS_MP_LINGER unset: the client's default linger (5 s)
 
 
@@ -106,7 +107,8 @@ class Uwsgi:
             os.close(fd)
 
 
-def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
+def _command(fifo: Optional[Path], options: tuple[str, ...]) -> list[str]:
+    """The uWSGI command line; without ``fifo``, no master FIFO (which implies a master)."""
     return [
         str(UWSGI),
         "--http-socket",
@@ -117,8 +119,7 @@ def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
         str(APP_DIR),
         "--virtualenv",
         sys.prefix,
-        "--master-fifo",
-        str(fifo),
+        *(["--master-fifo", str(fifo)] if fifo is not None else []),
         "--disable-logging",
         *options,
     ]
@@ -138,6 +139,7 @@ def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUw
         flush_interval: float = 60,
         hooks: bool = True,
         linger: Optional[str] = None,
+        master_fifo: bool = True,
     ) -> Uwsgi:
         """``linger``: ``TRUBRICS_MP_LINGER`` for uWSGI (default: the test's short one)."""
         fifo = tmp_path / f"master-{len(servers)}.fifo"
@@ -150,7 +152,8 @@ def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUw
         }
         if linger is not None:
             env["TRUBRICS_MP_LINGER"] = linger
-        host = ServerProcess(_command(fifo, options), name="uwsgi", ready=LISTENING, env=env)
+        argv = _command(fifo if master_fifo else None, options)
+        host = ServerProcess(argv, name="uwsgi", ready=LISTENING, env=env)
         servers.append(Uwsgi(host, "", fifo))
         servers[-1].url = host.start().ready_match.group(1)
         return servers[-1]
@@ -402,6 +405,41 @@ def test_atexit_hook_hands_over_a_workers_buffer(
         300,
         collector,
     )
+
+
+# -- without a master --------------------------------------------------------------------
+def test_without_a_master_the_workers_still_share_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
+    """No master: the first process loads the app and forks the other worker. When it
+    leaves (SIGINT), the other worker's events still reach the same flusher, which
+    belongs to neither; ``register()`` loads (``uwsgidecorators`` refuses to without a
+    master) and warns about nothing."""
+    server = start_uwsgi("--processes", "2", "--die-on-term", master_fifo=False, flush_at=25)
+    first = server.host.pid  # worker 1, which forked worker 2
+    workers: set[int] = set()
+    for wave in range(DEADLINE_S_WAVES):
+        workers |= server.track("both", 50, start=50 * wave)
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2 and first in workers, workers
+    sent = 50 * (wave + 1)
+    flusher = _one_flusher(server, server.wait_received(sent))
+    server.host.send_signal(signal.SIGINT)  # the first worker leaves; the other stays
+    poll_until(lambda: server.host.poll() is not None, DEADLINE_S, "the first worker to exit")
+    (second,) = workers - {first}
+    assert server.track("second", 50) == {second}
+    reply = server.wait_received(sent + 50)
+    assert _flusher_pid(reply) == flusher and reply["stats"]["flusher_restarts"] == 0
+    assert the_flusher(second).pid == flusher
+    os.kill(second, signal.SIGINT)
+    # An orphan once the first worker left, so this process reaps it; it exits by itself
+    # (uWSGI's own status), not by the signal.
+    assert wait_reaped(second) >= 0
+    wait_exactly_once(collector, {"both": sent, "second": 50})
+    wait_flushers_left({flusher})
+    assert_no_traceback(server.host.output_text)
+    _assert_no_warning(server)
 
 
 # -- option checks -----------------------------------------------------------------------
