@@ -7,10 +7,13 @@ read from gunicorn's own ``Listening at:`` line) with the apps and config files 
 master gets SIGTERM, as production stops it, and the test checks:
 
 - every event reached the local collector exactly once;
-- which flusher(s) served which workers (``stats()``, asked through ``/stats``);
+- one flusher served every worker (``stats()``, asked through ``/stats``), and it
+  is the only one running for the test's pipeline (``flushers()``), outside the
+  host: not gunicorn's child, in a session and process group of its own;
 - the stop was graceful: exit code 0, no traceback, no SIGKILL, the app's
   ``atexit`` marker printed by every worker that served (a SIGKILLed worker runs
-  no ``atexit``), no flusher left running. Stop seconds are printed, not asserted.
+  no ``atexit``); then the flusher left by itself, with status 0, and was reaped
+  (no zombie). Stop seconds are printed, not asserted.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import psutil
 import pytest
 from support.checks import counts, wait_exactly_once
 from support.collector import CollectorProcess
+from support.host_flushers import the_flusher, wait_flushers_left, wait_reaped
 from support.hosts import Reply, assert_no_traceback, drive, get, wait_http
-from support.processes import ServerProcess, is_running, poll_until
+from support.processes import ServerProcess, poll_until
 
 APP_DIR = Path(__file__).resolve().parent / "apps" / "gunicorn"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
@@ -43,6 +47,7 @@ FLUSH_AT = 20
 # A flush interval longer than any test: batches are cut by size, or at the stop.
 OPTIONS = {"flush_at": FLUSH_AT, "flush_interval": 600, "shutdown_timeout": 30}
 DEADLINE_S = 60.0
+DEFAULT_LINGER = ""  # TRUBRICS_MP_LINGER unset: the client's default linger (5 s)
 
 
 @dataclasses.dataclass
@@ -70,11 +75,14 @@ def gunicorn(tmp_path: Path, collector: CollectorProcess) -> Iterator[Start]:
     """Start gunicorn as a user would; whatever is still running at teardown is killed."""
     started: list[ServerProcess] = []
 
-    def start(conf: str, *flags: str, app: str = "app:app") -> Server:
+    def start(conf: str, *flags: str, app: str = "app:app", linger: Optional[str] = None) -> Server:
+        """``linger``: ``TRUBRICS_MP_LINGER`` for the host (default: the test's short one)."""
         argv = [GUNICORN, "-c", str(APP_DIR / conf), "--bind", "127.0.0.1:0"]
         argv += ["--chdir", str(APP_DIR), "--control-socket", str(tmp_path / "gunicorn.ctl")]
         env = {"TRUBRICS_TEST_URL": collector.url, "TRUBRICS_TEST_OPTIONS": json.dumps(OPTIONS)}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        if linger is not None:
+            env["TRUBRICS_MP_LINGER"] = linger
         host = ServerProcess(
             [*argv, *flags, app], name="gunicorn", ready=READY, cwd=tmp_path, env=env
         )
@@ -110,6 +118,7 @@ def wait_one_flusher(server: Server, workers: set[int], events: int) -> dict[str
     poll_until(heard_everyone, DEADLINE_S, lambda: f"workers {workers}, flusher saw {received}")
     assert len(server.flusher_pids) == 1, f"several flushers answered: {server.flusher_pids}"
     assert sum(received.values()) == events, received
+    assert the_flusher(server.host.pid).pid == stats["flusher_pid"]
     return dict(stats)
 
 
@@ -127,13 +136,6 @@ def stats_from_workers(server: Server, n_workers: int) -> list[dict[str, Any]]:
     for answer in answers:
         server.flusher_pids.add(answer["stats"]["flusher_pid"])
     return answers
-
-
-def no_flusher_left(pids: set[int]) -> None:
-    def running() -> set[int]:
-        return {pid for pid in pids if is_running(pid)}
-
-    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
 
 
 def stop_and_check(
@@ -154,7 +156,7 @@ def stop_and_check(
     assert "SIGKILL" not in output and "undelivered" not in output, output
     exited = {int(m.group(1)) for m in server.host.matches(exit_marker)}
     assert workers <= exited, f"workers that did not exit cleanly: {workers - exited}\n{output}"
-    no_flusher_left(server.flusher_pids)
+    wait_flushers_left(server.flusher_pids)  # by itself, once no worker is connected
     events = wait_exactly_once(collector, expected)
     seen = counts(events)
     report = {
@@ -178,10 +180,19 @@ def batches_per_kind(collector: CollectorProcess) -> dict[str, int]:
     return found
 
 
+def assert_full_batches_but_one_per_exit(collector: CollectorProcess, exits: int) -> None:
+    """Batches of ``FLUSH_AT`` events, shared by the workers, except a partial one at most
+    per worker exit: a worker's ``close()`` is a flush, which sends the pipeline's open
+    batches at once (with a long flush interval nothing else cuts a batch short)."""
+    partial = [b["n_events"] for b in collector.batches() if b["n_events"] != FLUSH_AT]
+    assert len(partial) <= exits, f"{len(partial)} partial batches for {exits} exits: {partial}"
+
+
 # -- tests ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "conf, flags",
     [
+        pytest.param("conf_plain.py", [], id="no-preload-without-hooks"),
         pytest.param("conf_plain.py", ["--preload"], id="preload-without-hooks"),
         pytest.param("conf_hooks.py", ["--preload"], id="preload-with-hooks"),
         pytest.param("conf_hooks.py", [], id="no-preload-with-hooks"),
@@ -190,6 +201,7 @@ def batches_per_kind(collector: CollectorProcess) -> dict[str, int]:
 def test_sync_workers_share_one_flusher(
     gunicorn: Start, collector: CollectorProcess, conf: str, flags: list[str]
 ) -> None:
+    """Whoever makes the client (the master, or each worker), every worker finds one flusher."""
     server = gunicorn(conf, "--workers", "3", *flags)
     replies = drive(server.url + "/track?src=sync&seq={seq}", 200, concurrency=6)
     replies += drive(server.url + "/llm?src=sync-llm&seq={seq}", 40, concurrency=6)
@@ -227,35 +239,35 @@ def test_uvicorn_workers_serving_asgi_share_one_flusher(
     assert batches_per_kind(collector) == {"event": 160 // FLUSH_AT, "llm_event": 40 // FLUSH_AT}
 
 
-def test_recycled_workers_keep_the_masters_flusher(
-    gunicorn: Start, collector: CollectorProcess
-) -> None:
-    """``max_requests``: every worker generation sends to the flusher the master owns."""
+def test_recycled_workers_share_one_flusher(gunicorn: Start, collector: CollectorProcess) -> None:
+    """``max_requests``: every worker generation sends to the same flusher, never restarted
+    (the master's client, made by ``on_starting``, stays connected between generations)."""
     recycle = ["--max-requests", "20", "--max-requests-jitter", "0"]
     server = gunicorn("conf_hooks.py", "--workers", "2", *recycle)
     workers = served_by(drive(server.url + "/track?src=recycled&seq={seq}", 160, concurrency=4))
     assert len(workers) >= 160 // 20, f"workers were not recycled: {workers}"
-    wait_one_flusher(server, workers, 160)
+    assert wait_one_flusher(server, workers, 160)["flusher_restarts"] == 0
     stop_and_check(server, collector, {"recycled": 160}, workers)
-    assert batches_per_kind(collector) == {"event": 160 // FLUSH_AT}
+    assert_full_batches_but_one_per_exit(collector, len(workers))
 
 
-def test_without_the_hooks_each_worker_owns_a_flusher_and_loses_nothing(
+def test_without_the_hooks_every_worker_still_shares_one_flusher(
     gunicorn: Start, collector: CollectorProcess
 ) -> None:
-    """No preload, no hooks: a flusher per worker, closed by each recycled worker's exit."""
+    """No preload, no hooks: each worker makes its own client, and joins the one flusher.
+
+    The master makes no client, so nothing is connected when both workers recycle at
+    once: the default linger keeps the flusher until the next generation connects.
+    """
     recycle = ["--max-requests", "25", "--max-requests-jitter", "0"]
-    server = gunicorn("conf_plain.py", "--workers", "2", *recycle)
+    server = gunicorn("conf_plain.py", "--workers", "2", *recycle, linger=DEFAULT_LINGER)
     workers = served_by(drive(server.url + "/track?src=own&seq={seq}", 150, concurrency=4))
     assert len(workers) >= 150 // 25, f"workers were not recycled: {workers}"
-    answers = stats_from_workers(server, 2)
-    for answer in answers:  # a worker's flusher has heard from that worker only
-        assert set(answer["stats"]["received_by_pid"]) <= {str(answer["pid"])}, answer
-    by_worker = {a["pid"]: a["stats"]["flusher_pid"] for a in answers}
-    assert len(set(by_worker.values())) == len(by_worker), by_worker
+    assert wait_one_flusher(server, workers, 150)["flusher_restarts"] == 0
+    answers = stats_from_workers(server, 2)  # the workers running now: the same flusher
+    assert len(server.flusher_pids) == 1, answers
     stop_and_check(server, collector, {"own": 150}, workers)
-    # Each worker's flusher sent its own last, partial batch: batches were not shared.
-    assert len(collector.batches()) > 150 // FLUSH_AT
+    assert_full_batches_but_one_per_exit(collector, len(workers))
 
 
 def test_worker_killed_by_timeout_loses_nothing(
@@ -293,7 +305,7 @@ def test_worker_killed_by_timeout_loses_nothing(
 
 
 def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector: CollectorProcess) -> None:
-    """SIGHUP: new workers, old ones leave gracefully, the master's flusher stays."""
+    """SIGHUP: new workers, old ones leave gracefully, the one flusher stays."""
     server = gunicorn("conf_hooks.py", "--workers", "2")
     old = served_by(drive(server.url + "/track?src=before-hup&seq={seq}", 100, concurrency=4))
     flusher = wait_one_flusher(server, old, 100)["flusher_pid"]
@@ -312,22 +324,22 @@ def test_sighup_reload_keeps_the_flusher(gunicorn: Start, collector: CollectorPr
 def test_flusher_killed_under_gunicorn_is_replaced(
     gunicorn: Start, collector: CollectorProcess
 ) -> None:
-    """gunicorn reaps the dead flusher (``waitpid(-1)``); a worker starts a new one.
+    """The flusher SIGKILLed between two waves: a worker's next ``track()`` starts another.
 
-    Then the master's ``close()`` must neither hang on the reaped child nor fail.
-    Events the killed flusher held in memory would be lost, so the first wave is
-    waited for before the kill.
+    The flusher is no child of gunicorn: the dead one is reaped by the reaper above
+    the host (init in production, this process here), never left a zombie under the
+    master. Events the killed flusher held in memory would be lost, so the first wave
+    is waited for before the kill.
     """
     server = gunicorn("conf_hooks.py", "--workers", "2", "--preload")
     workers = served_by(drive(server.url + "/track?src=first&seq={seq}", 100))
     collector.wait_for_events(100, timeout=DEADLINE_S)  # 5 full batches, sent at once
     first = server.stats()["stats"]["flusher_pid"]
+    assert the_flusher(server.host.pid).pid == first
     psutil.Process(first).kill()
-    # Gone, not a zombie (so not is_running): the arbiter's waitpid(-1) reaped it.
-    poll_until(lambda: not psutil.pid_exists(first), DEADLINE_S, f"gunicorn to reap {first}")
+    assert wait_reaped(first) == -signal.SIGKILL
     server.flusher_pids.discard(first)
     workers |= served_by(drive(server.url + "/track?src=second&seq={seq}", 100))
     stats = wait_one_flusher(server, workers, 100)
     assert stats["flusher_pid"] != first and stats["flusher_restarts"] >= 1, stats
     stop_and_check(server, collector, {"first": 100, "second": 100}, workers)
-    assert "every event was delivered" in server.host.output_text  # close() reached the new one

@@ -6,7 +6,10 @@ abruptly (``terminate()``, ``shutdown(wait=False, cancel_futures=True)``), and a
 fork pool is made after the parent already used the client. The applications
 run as separate processes (``support/pool_scenarios.py``); the autouse fixture
 of ``tests/conftest.py`` checks that none of their processes (workers, fork server,
-resource tracker, flusher) outlives the test.
+resource tracker, flusher) outlives the test. While the application runs, one
+flusher serves it, outside it (in a session and process group of its own, no
+child of the application); once the application has left, the flusher leaves by
+itself, with status 0, and is reaped (no zombie).
 
 Events of tasks that were still running when the pool was left may or may not
 have been tracked: they must arrive *at most* once. Events of completed tasks
@@ -22,6 +25,7 @@ from typing import Any
 import pytest
 from support.checks import counts, expected_keys, wait_delivered
 from support.collector import CollectorProcess
+from support.host_flushers import wait_flushers_left
 from support.pool_scenarios import PoolAppRunner
 
 from trubrics_mp._config import MIB
@@ -35,13 +39,15 @@ def task_keys(src: str, tasks: list[int], per_task: int) -> Keys:
 
 
 def check_one_flusher(result: Any) -> dict[str, Any]:
-    """One flusher, never restarted, that received events from every worker."""
+    """One flusher, outside the application, never restarted, that received events from
+    every worker; it left by itself once the application was gone."""
     stats: dict[str, Any] = result.get("stats")
     assert stats["flusher_restarts"] == 0
     assert stats["flusher_pid"] is not None
-    assert stats["flusher_pid"] == result.get("flusher_pid")
+    assert stats["flusher_pid"] == result.get("flusher_pid") == result.get("detached_flusher")
     senders = {int(pid) for pid in stats["received_by_pid"]}
     assert set(result.get("worker_pids")) <= senders
+    wait_flushers_left({stats["flusher_pid"]})
     return stats
 
 

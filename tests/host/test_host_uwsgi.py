@@ -6,7 +6,10 @@ wired with :func:`trubrics_mp.integrations.uwsgi.register`. Each test stops
 uWSGI as production does (the master FIFO's graceful ``q``, or SIGTERM with
 ``die-on-term``), then checks that every event reached the collector exactly
 once, that the stop was graceful (exit code 0, no "NO MERCY" kill of a
-worker, no traceback), and that the flusher process is gone.
+worker, no traceback), and that the flusher left by itself once uWSGI was
+gone (exit status 0, reaped: no zombie). While uWSGI runs, one flusher serves
+it (``flushers()``), outside uWSGI: no child of the master, in a session and
+process group of its own.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import psutil
 import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
+from support.host_flushers import the_flusher, wait_flushers_left, wait_reaped
 from support.hosts import assert_no_traceback, drive, get, tracebacks
-from support.processes import ServerProcess, is_running, poll_until
+from support.processes import ServerProcess, poll_until
 
 UWSGI = Path(sys.executable).parent / "uwsgi"
 APP_DIR = Path(__file__).resolve().parent / "apps" / "uwsgi"
@@ -37,6 +41,8 @@ DEADLINE_S = 60.0
 FORCED = re.compile(r"NO MERCY|taking too much time|killed by signal 9|HARAKIRI", re.I)
 GOOD = ("--master", "--die-on-term")
 LISTENING = r"listening on (http://\S+)"  # printed by the app (uwsgi_app.py), port 0 resolved
+DEADLINE_S_WAVES = 10  # waves of traffic until both workers of a master-less server answered
+DEFAULT_LINGER = ""  # TRUBRICS_MP_LINGER unset: the client's default linger (5 s)
 
 
 @dataclass
@@ -101,7 +107,8 @@ class Uwsgi:
             os.close(fd)
 
 
-def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
+def _command(fifo: Optional[Path], options: tuple[str, ...]) -> list[str]:
+    """The uWSGI command line; without ``fifo``, no master FIFO (which implies a master)."""
     return [
         str(UWSGI),
         "--http-socket",
@@ -112,8 +119,7 @@ def _command(fifo: Path, options: tuple[str, ...]) -> list[str]:
         str(APP_DIR),
         "--virtualenv",
         sys.prefix,
-        "--master-fifo",
-        str(fifo),
+        *(["--master-fifo", str(fifo)] if fifo is not None else []),
         "--disable-logging",
         *options,
     ]
@@ -128,8 +134,14 @@ def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUw
     servers: list[Uwsgi] = []
 
     def start(
-        *options: str, flush_at: int = 50, flush_interval: float = 60, hooks: bool = True
+        *options: str,
+        flush_at: int = 50,
+        flush_interval: float = 60,
+        hooks: bool = True,
+        linger: Optional[str] = None,
+        master_fifo: bool = True,
     ) -> Uwsgi:
+        """``linger``: ``TRUBRICS_MP_LINGER`` for uWSGI (default: the test's short one)."""
         fifo = tmp_path / f"master-{len(servers)}.fifo"
         env = {
             "TRUBRICS_API_KEY": API_KEY,
@@ -138,7 +150,10 @@ def start_uwsgi(tmp_path: Path, collector: CollectorProcess) -> Iterator[StartUw
             "TRUBRICS_FLUSH_INTERVAL": str(flush_interval),
             "TRUBRICS_UWSGI_HOOKS": "1" if hooks else "0",
         }
-        host = ServerProcess(_command(fifo, options), name="uwsgi", ready=LISTENING, env=env)
+        if linger is not None:
+            env["TRUBRICS_MP_LINGER"] = linger
+        argv = _command(fifo if master_fifo else None, options)
+        host = ServerProcess(argv, name="uwsgi", ready=LISTENING, env=env)
         servers.append(Uwsgi(host, "", fifo))
         servers[-1].url = host.start().ready_match.group(1)
         return servers[-1]
@@ -154,6 +169,23 @@ def _flusher_pid(reply: dict[str, Any]) -> int:
     return pid
 
 
+def _one_flusher(server: Uwsgi, reply: dict[str, Any]) -> int:
+    """The pid of the one flusher, the one ``reply`` names, checked to be outside uWSGI."""
+    flusher = the_flusher(server.host.pid)
+    assert flusher.pid == _flusher_pid(reply), reply
+    return flusher.pid
+
+
+def _assert_batches_full_but_one_per_exit(
+    collector: CollectorProcess, flush_at: int, exits: int
+) -> None:
+    """Batches of ``flush_at`` events, shared by the workers, except a partial one at most
+    per worker exit: a worker's ``close()`` (its exit hook) is a flush, which sends the
+    pipeline's open batches at once (nothing else cuts one short with a long interval)."""
+    partial = [b["n_events"] for b in collector.batches() if b["n_events"] != flush_at]
+    assert len(partial) <= exits, f"{len(partial)} partial batches for {exits} exits: {partial}"
+
+
 def _assert_graceful(server: Uwsgi, allow_forced: int = 0) -> None:
     """Exit code 0; no traceback; no kill after a timeout (beyond ``allow_forced`` lines)."""
     text = server.host.output_text
@@ -167,15 +199,6 @@ def _assert_graceful(server: Uwsgi, allow_forced: int = 0) -> None:
 def _assert_no_warning(server: Uwsgi) -> None:
     ours = [line for line in server.host.output_text.splitlines() if "trubrics_mp" in line]
     assert not [line for line in ours if "WARNING" in line or "ERROR" in line], ours
-
-
-def _wait_gone(pids: set[int]) -> None:
-    """The flushers exit by themselves once uWSGI is gone (they deliver first)."""
-
-    def running() -> set[int]:
-        return {pid for pid in pids if is_running(pid)}
-
-    poll_until(lambda: not running(), DEADLINE_S, lambda: f"flushers {running()} to exit")
 
 
 def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) -> None:
@@ -194,18 +217,18 @@ def _report(name: str, server: Uwsgi, sent: int, collector: CollectorProcess) ->
 def test_preloaded_app_shares_one_flusher(
     start_uwsgi: StartUwsgi, collector: CollectorProcess, threads: str, stop: str
 ) -> None:
-    """One flusher, started by the master under uWSGI, fills batches for every worker."""
+    """One flusher, started by the master's client but outside uWSGI, fills batches for
+    every worker."""
     options: tuple[str, ...] = (*GOOD, "--processes", "2")
     if threads == "enable-threads":
         options += ("--enable-threads",)
     server = start_uwsgi(*options, flush_at=50, flush_interval=60)
     workers = server.track("preload", 200)
     reply = server.wait_received(200)
-    flusher = psutil.Process(_flusher_pid(reply))
-    cmdline = flusher.cmdline()
+    flusher = _one_flusher(server, reply)
+    cmdline = psutil.Process(flusher).cmdline()
     assert os.path.basename(cmdline[0]).startswith("python"), cmdline  # not the uwsgi binary
-    assert cmdline[-1] == "trubrics-mp-flusher"
-    assert flusher.ppid() == server.host.pid  # started by the master, the owner
+    assert cmdline[-2:] == ["trubrics-mp-flusher", "default"], cmdline  # tag, pipeline
     assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == workers
     assert len(workers) == 2  # both workers served requests, through one flusher
     server.stop(stop)
@@ -213,27 +236,43 @@ def test_preloaded_app_shares_one_flusher(
     assert len(collector.batches()) == 200 // 50  # batches shared across workers
     _assert_graceful(server)
     _assert_no_warning(server)
-    _wait_gone({flusher.pid})
+    wait_flushers_left({flusher})
     _report(f"preload {threads} {stop} has_threads={reply['has_threads']}", server, 200, collector)
 
 
-def test_a_reload_replaces_the_flusher_and_the_old_one_leaves(
+def test_a_reload_keeps_the_pipeline_and_leaves_no_idle_flusher(
     start_uwsgi: StartUwsgi, collector: CollectorProcess
 ) -> None:
-    """A reload execs the master under the same pid: the old flusher delivers and exits."""
-    server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, flush_interval=60)
-    server.track("before", 100)
-    first = _flusher_pid(server.wait_received(100))
-    server.write_fifo(b"r")  # graceful reload
-    _wait_gone({first})
-    server.url = server.host.wait_for(LISTENING, count=2)[1].group(1)
-    server.track("after", 100)
-    second = _flusher_pid(server.wait_received(100))
-    assert second != first
+    """A graceful reload execs the master under the same pid, twice: the reloaded master's
+    client finds the same flusher, still lingering, and no second flusher ever runs.
+
+    The default linger (5 s) is what bridges the moment of the exec, when no process
+    of uWSGI is connected.
+    """
+    server = start_uwsgi(*GOOD, "--processes", "2", flush_at=50, linger=DEFAULT_LINGER)
+    workers = server.track("before", 100)
+    first = server.wait_received(100)
+    flusher = _one_flusher(server, first)
+    expected, total = {"before": 100}, 100
+    for reload in (1, 2):
+        server.write_fifo(b"r")  # graceful reload
+        server.url = server.host.wait_for(LISTENING, 1 + reload, DEADLINE_S)[reload].group(1)
+        src = f"after-reload-{reload}"
+        new = server.track(src, 100)
+        assert not new & workers, f"workers of before the reload answered: {new & workers}"
+        workers |= new
+        expected[src], total = 100, total + 100
+        reply = server.wait_received(total)
+        assert _one_flusher(server, reply) == flusher  # the same, and the only one
+        assert reply["stats"]["flusher_restarts"] == 0
+    assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == workers
     server.stop("fifo-q")
-    wait_exactly_once(collector, {"before": 100, "after": 100})
+    wait_exactly_once(collector, expected)
+    assert len(collector.batches()) == total // 50  # every generation fed the same batches
     _assert_graceful(server)
-    _wait_gone({second})
+    _assert_no_warning(server)
+    wait_flushers_left({flusher})
+    _report("two graceful reloads, one flusher", server, total, collector)
 
 
 def test_recycled_workers_keep_the_one_flusher(
@@ -256,28 +295,30 @@ def test_recycled_workers_keep_the_one_flusher(
     assert server.host.matches(r"The work of process \d+ is done")
     assert reply["stats"]["flusher_restarts"] == 0
     assert {int(pid) for pid in reply["stats"]["received_by_pid"]} == pids
-    flusher = _flusher_pid(reply)
+    flusher = _one_flusher(server, reply)
     server.stop()
     wait_exactly_once(collector, {"recycled": 160})
-    assert len(collector.batches()) == 160 // 40
+    _assert_batches_full_but_one_per_exit(collector, 40, len(pids))
     _assert_graceful(server)
     _assert_no_warning(server)
-    _wait_gone({flusher})
+    wait_flushers_left({flusher})
     _report(f"max-requests 30 ({len(pids)} worker pids)", server, 160, collector)
 
 
 # -- lazy-apps -------------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["per-worker", "shared-import"])
-def test_lazy_apps(start_uwsgi: StartUwsgi, collector: CollectorProcess, where: str) -> None:
-    """Each worker loads the app: its own flusher, unless the master imports the client."""
+def test_lazy_apps_share_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess, where: str
+) -> None:
+    """Each worker loads the app and makes its own client (``per-worker``), or the master
+    imports the client (``shared-import``): either way every worker joins one flusher."""
     options: tuple[str, ...] = (*GOOD, "--processes", "2", "--lazy-apps")
     if where == "shared-import":
         options += ("--shared-import", "uwsgi_analytics")
     server = start_uwsgi(*options, flush_at=25)
     server.host.wait_for(LISTENING, 2, DEADLINE_S)  # each worker loaded it
     workers = server.track("lazy", 100)
-    if where == "shared-import":
-        server.wait_received(100)
+    server.wait_received(100)
     replies: dict[int, dict[str, Any]] = {}
 
     def each_answered() -> bool:  # ask until each worker has answered once
@@ -286,17 +327,16 @@ def test_lazy_apps(start_uwsgi: StartUwsgi, collector: CollectorProcess, where: 
         return set(replies) >= workers
 
     poll_until(each_answered, DEADLINE_S, lambda: f"workers {workers}; answered: {set(replies)}")
-    flushers = {_flusher_pid(reply) for reply in replies.values()}
     assert len(workers) == 2 and set(replies) == workers
-    assert len(flushers) == (2 if where == "per-worker" else 1), replies
+    assert len({_flusher_pid(reply) for reply in replies.values()}) == 1, replies
+    flusher = _one_flusher(server, replies[min(workers)])
     server.stop()
     wait_exactly_once(collector, {"lazy": 100})
-    if where == "shared-import":
-        assert len(collector.batches()) == 100 // 25
+    assert len(collector.batches()) == 100 // 25  # batches shared across workers
     _assert_graceful(server)
     _assert_no_warning(server)
-    _wait_gone(flushers)
-    _report(f"lazy-apps {where} ({len(flushers)} flushers)", server, 100, collector)
+    wait_flushers_left({flusher})
+    _report(f"lazy-apps {where} (one flusher)", server, 100, collector)
 
 
 # -- harakiri ----------------------------------------------------------------------------
@@ -314,14 +354,14 @@ def test_harakiri_kills_one_worker_and_loses_nothing(
     server.track("after", 40)
     reply = server.wait_received(81)
     assert reply["stats"]["flusher_restarts"] == 0
-    flusher = _flusher_pid(reply)
+    flusher = _one_flusher(server, reply)
     server.stop()
     wait_exactly_once(collector, {"before": 40, "sleeper": 1, "after": 40})
     stop_text = server.host.output_text.split("graceful shutdown triggered")[-1]
     assert not FORCED.search(stop_text), stop_text  # the stop itself killed nothing
     assert server.host.returncode == 0
     assert_no_traceback(server.host.output_text)
-    _wait_gone({flusher})
+    wait_flushers_left({flusher})
     _report("harakiri 2 (one worker SIGKILLed)", server, 81, collector)
 
 
@@ -338,7 +378,7 @@ def test_atexit_hook_hands_over_a_workers_buffer(
     control that shows the hook is what delivers them.
     """
     server = start_uwsgi(*GOOD, "--processes", "1", "--skip-atexit-teardown", hooks=hooks)
-    flusher = psutil.Process(_flusher_pid(server.stats()))
+    flusher = psutil.Process(_one_flusher(server, server.stats()))
     flusher.suspend()
     try:
         server.track("buffered", 300, pad=40_000)  # ~12 MB: more than the socket holds
@@ -354,18 +394,52 @@ def test_atexit_hook_hands_over_a_workers_buffer(
     server.stop("wait")
     if hooks:
         wait_exactly_once(collector, {"buffered": 300})
-    else:
-        _wait_gone({flusher.pid})
+    wait_flushers_left({flusher.pid})  # it delivered all it had before it left
+    if not hooks:
         stored = len(collector.events())
         assert stored == 300 - buffered, (stored, buffered)
     _assert_graceful(server)
-    _wait_gone({flusher.pid})
     _report(
         f"skip-atexit-teardown, stalled flusher, {buffered} buffered, {hooks=}",
         server,
         300,
         collector,
     )
+
+
+# -- without a master --------------------------------------------------------------------
+def test_without_a_master_the_workers_still_share_one_flusher(
+    start_uwsgi: StartUwsgi, collector: CollectorProcess
+) -> None:
+    """No master: the first process loads the app and forks the other worker. When it
+    leaves (SIGINT), the other worker's events still reach the same flusher, which
+    belongs to neither; ``register()`` loads (``uwsgidecorators`` refuses to without a
+    master) and warns about nothing."""
+    server = start_uwsgi("--processes", "2", "--die-on-term", master_fifo=False, flush_at=25)
+    first = server.host.pid  # worker 1, which forked worker 2
+    workers: set[int] = set()
+    for wave in range(DEADLINE_S_WAVES):
+        workers |= server.track("both", 50, start=50 * wave)
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2 and first in workers, workers
+    sent = 50 * (wave + 1)
+    flusher = _one_flusher(server, server.wait_received(sent))
+    server.host.send_signal(signal.SIGINT)  # the first worker leaves; the other stays
+    poll_until(lambda: server.host.poll() is not None, DEADLINE_S, "the first worker to exit")
+    (second,) = workers - {first}
+    assert server.track("second", 50) == {second}
+    reply = server.wait_received(sent + 50)
+    assert _flusher_pid(reply) == flusher and reply["stats"]["flusher_restarts"] == 0
+    assert the_flusher(second).pid == flusher
+    os.kill(second, signal.SIGINT)
+    # An orphan once the first worker left, so this process reaps it; it exits by itself
+    # (uWSGI's own status), not by the signal.
+    assert wait_reaped(second) >= 0
+    wait_exactly_once(collector, {"both": sent, "second": 50})
+    wait_flushers_left({flusher})
+    assert_no_traceback(server.host.output_text)
+    _assert_no_warning(server)
 
 
 # -- option checks -----------------------------------------------------------------------
@@ -375,10 +449,11 @@ def test_a_lossy_setting_is_warned_about_once(
     """No ``die-on-term`` on uWSGI 2.0, and ``skip-atexit``: one warning each, by the master."""
     server = start_uwsgi("--master", "--processes", "2", "--skip-atexit")
     server.track("warned", 10)
-    server.wait_received(10)
+    flusher = _one_flusher(server, server.wait_received(10))
     server.stop()
     wait_exactly_once(collector, {"warned": 10})
     text = server.host.output_text
     assert len(re.findall(r"WARNING trubrics .*Set die-on-term = true", text)) == 1, text
     assert len(re.findall(r"WARNING trubrics .*Remove skip-atexit", text)) == 1, text
     assert not tracebacks(text)
+    wait_flushers_left({flusher})

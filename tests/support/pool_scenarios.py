@@ -8,7 +8,10 @@ a test knows which events a *completed* task sent and which worker sent them.
 
 Before returning, each scenario waits (60 s at most, else it fails) until the
 flusher's ``received_by_pid`` covers every worker pid that completed a task: a
-worker's messages may still sit unread in its socket when the owner asks for stats.
+worker's messages may still sit unread in its socket when the parent asks for stats.
+Then it checks that the flusher is the only one of the pipeline, outside the
+application (``support.host_flushers.the_flusher``, with the test process as the
+reaper), and reports its pid as ``detached_flusher``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
+from support.host_flushers import the_flusher
 from support.processes import poll_until
 from support.scenarios import AppRunner, Args, emit, flusher_pid, make_client, track_many
 from trubrics_mp import Stats, Trubrics
@@ -73,6 +77,7 @@ def wait_stats(client: Trubrics, pids: list[int], received: int = 0) -> None:
 
     poll_until(heard_all, STATS_DEADLINE_S, lambda: f"{received} events from {pids}: {seen}")
     emit(stats=seen[0].as_dict(), flusher_pid=flusher_pid(client))
+    emit(detached_flusher=the_flusher(os.getpid(), reaper=os.getppid()).pid)
 
 
 # -- scenarios ----------------------------------------------------------------------

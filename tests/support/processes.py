@@ -12,7 +12,9 @@ import them from here.
   ``kill()`` (clean-up path).
 - ``poll_until(condition, timeout, what)``: the value of the first true call;
   ``WaitTimeout`` (a ``TimeoutError``) naming ``what`` past the timeout.
-- ``is_running(pid)``: a zombie is not running.
+- ``is_running(pid)``: a zombie is not running; ``live_group_members(pgid)``: the
+  running processes of a process group.
+- ``flushers()``: the running flushers of this test's runtime directory.
 - :func:`leftovers` and :func:`stop_leftovers`: what the suite's leak check
   (``tests/conftest.py``) looks for after every test.
 """
@@ -30,6 +32,7 @@ from trubrics_mp._servers import (
     ServerProcess,
     WaitTimeout,
     is_running,
+    live_group_members,
     poll_until,
 )
 
@@ -43,6 +46,7 @@ __all__ = [
     "WaitTimeout",
     "is_running",
     "leftovers",
+    "live_group_members",
     "poll_until",
     "stop_leftovers",
 ]

@@ -1,6 +1,10 @@
-"""Celery signal handlers: one flusher, owned by the main worker process, for every pool.
+"""Celery signal handlers: the client made in the main worker process, closed at each exit.
 
-Wire it with one line in the module that defines the Celery app (or the tasks)::
+Every process of a worker that makes or inherits the client joins the machine's
+one flusher, with or without these handlers: the flusher belongs to no process.
+What the handlers still give is delivery at exit: billiard ends its pool
+processes with ``os._exit``, which skips ``atexit``. Wire them with one line in
+the module that defines the Celery app (or the tasks)::
 
     from trubrics_mp import Trubrics
     from trubrics_mp.integrations.celery import setup
@@ -11,20 +15,21 @@ Wire it with one line in the module that defines the Celery app (or the tasks)::
     def work(user_id):
         trubrics.client.track(user_id=user_id, event="Task done")
 
-``setup`` connects four handlers, each shaped like a Celery signal receiver
+``setup`` connects three handlers, each shaped like a Celery signal receiver
 ``(sender=None, **kwargs)``, to Celery's signals (``weak=False``):
 
 - ``worker_init`` (main worker process, before the pool starts): creates the
-  client there, so the main process *owns* the flusher and every prefork
-  child forked afterwards joins it.
-- ``worker_process_init`` (each prefork child, and the main process of the
-  solo pool): nothing to do when the client was inherited; logs a warning
-  when it was not (see the caveats).
+  client there, so the flusher is running before the pool starts, every
+  prefork child inherits the client, and the main process stays connected
+  while children come and go (the flusher never lingers out between them).
 - ``worker_process_shutdown`` (each prefork child, just before billiard ends
-  it with ``os._exit``, which skips ``atexit``): ``close()``, which for a
-  child only hands its small local buffer to the flusher.
+  it with ``os._exit``, which skips ``atexit``): ``close()``, which hands the
+  child's local buffer to the flusher and waits until the child's events are
+  delivered, so a warm shutdown ends with the children's events delivered.
 - ``worker_shutdown`` (main process, after a warm shutdown stopped the pool):
-  ``close()``, which delivers everything and stops the flusher.
+  ``close()`` of the main process's client (its own events: the threads and
+  solo pools track there). It does not stop the flusher, which leaves once
+  no process has been connected for its linger.
 
 A client already made at import time can be passed instead of a factory:
 ``setup(trubrics_client)``. The handlers are also usable one by one, e.g.
@@ -36,13 +41,9 @@ Caveats:
   ``SIGKILL``) runs no handler: events it had already handed to the queue
   are delivered, those still in its local buffer (only when the flusher
   could not keep up) are lost.
-- If the client is first used in a prefork child (``setup`` was called after
-  ``worker_init``, or in a module only the children import), that child owns
-  a flusher that stops when the child is recycled, and the other children
-  cannot restart it. A warning is logged when ``setup`` ran in the main
-  process too late; a module imported only by children goes unnoticed. Call
-  ``setup`` at import time of the app or tasks module, which the main
-  process imports.
+- A child's ``close()`` is a flush: it sends the batches still filling at
+  once, so children recycled often (``--max-tasks-per-child``) cost a partial
+  batch per exit.
 - Events tracked after ``worker_shutdown`` (a cold shutdown while tasks
   still run) are dropped and counted as ``closed``.
 - ``close()`` waits at most ``timeout`` seconds (default: the client's
@@ -63,11 +64,11 @@ from .._client import Trubrics
 from .._config import LOGGER_NAME
 
 ClientOrFactory = Union[Trubrics, Callable[[], Trubrics]]
-SIGNALS = ("worker_init", "worker_process_init", "worker_process_shutdown", "worker_shutdown")
+SIGNALS = ("worker_init", "worker_process_shutdown", "worker_shutdown")
 
 
 class CeleryTrubrics:
-    """Holds the worker's client and the four signal handlers that manage it."""
+    """Holds the worker's client and the signal handlers that manage it."""
 
     def __init__(self, client: ClientOrFactory, *, timeout: Optional[float] = None) -> None:
         if isinstance(client, Trubrics):
@@ -87,31 +88,32 @@ class CeleryTrubrics:
 
     @property
     def client(self) -> Trubrics:
-        """The client; made on first use if ``worker_init`` has not made it yet."""
+        """The client; made on first use if ``worker_init`` has not made it yet (in a
+        pool process, that one joins the same flusher)."""
         if self._client is None:
             assert self._factory is not None
-            if self._main_pid is not None and os.getpid() != self._main_pid:
-                self._warn_child_owner()
             self._client = self._factory()
         return self._client
 
     # -- handlers: (sender=None, **kwargs), as Celery calls them --------------------
     def worker_init(self, sender: Any = None, **kwargs: Any) -> None:
-        """Main worker process, before the pool starts: make the client (owner) here."""
+        """Main worker process, before the pool starts: make the client here."""
         self._main_pid = os.getpid()
         self.client  # noqa: B018 - creating it is the point
 
     def worker_process_init(self, sender: Any = None, **kwargs: Any) -> None:
-        """A pool process starts: the inherited client joins the flusher by itself."""
-        if self._client is None and self._main_pid != os.getpid():
-            self._warn_child_owner()
+        """A pool process starts: nothing to do (kept for code that connects it).
+
+        An inherited client re-attaches by itself at its first call, and a
+        client first made here joins the same flusher.
+        """
 
     def worker_process_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
-        """A prefork child is about to ``os._exit``: hand over its local buffer."""
+        """A prefork child is about to ``os._exit``: deliver its events (``close()``)."""
         self._close()
 
     def worker_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
-        """Main process, pool stopped: deliver everything and stop the flusher."""
+        """Main process, pool stopped: close its client (the flusher leaves by itself)."""
         self._close()
         if self._factory is not None and os.getpid() == self._main_pid:
             self._client = None  # a later worker in this process makes a fresh one
@@ -125,13 +127,6 @@ class CeleryTrubrics:
             timeout = client.shutdown_timeout
         if not client.close(timeout=timeout):
             self._log.warning("trubrics_mp: some events were not delivered at worker shutdown")
-
-    def _warn_child_owner(self) -> None:
-        self._log.warning(
-            "trubrics_mp: the client was not made in the main Celery worker process; "
-            "this pool process will own a flusher that stops when it exits. "
-            "Call setup() at import time of the app or tasks module."
-        )
 
 
 def setup(client: ClientOrFactory, *, timeout: Optional[float] = None) -> CeleryTrubrics:

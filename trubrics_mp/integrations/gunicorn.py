@@ -1,37 +1,46 @@
-"""gunicorn server hooks: one flusher, owned by the master, for every worker.
+"""gunicorn server hooks: the flusher started before the workers, and their exit bounded.
 
-Wire it in ``gunicorn.conf.py`` (one line per hook)::
+Every worker joins the machine's one flusher without any hook, with
+``preload_app`` on or off: the flusher belongs to no process. The hooks are
+optional; wire them in ``gunicorn.conf.py`` (one line each)::
 
     from trubrics_mp.integrations import gunicorn as trubrics_gunicorn
 
     trubrics_gunicorn.configure("myapp.analytics:trubrics")  # where the client lives
     on_starting = trubrics_gunicorn.on_starting
     worker_exit = trubrics_gunicorn.worker_exit
-    on_exit = trubrics_gunicorn.on_exit
 
 - :func:`on_starting` (master, once) imports the module that creates your
-  ``Trubrics`` client, so the master owns the one flusher process before any
-  worker is forked; workers that import the same module (``preload_app`` on
-  or off) inherit that client and send to that flusher.
-- :func:`worker_exit` (each worker, on its way out) hands the worker's few
-  locally buffered events to the flusher, bounded by ``graceful_timeout``.
-- :func:`on_exit` (master, last) delivers everything and stops the flusher.
+  ``Trubrics`` client, so the master starts the flusher (or joins it) before
+  any worker is forked and stays connected to it until it exits: the flusher
+  then never lingers out between worker generations (a SIGHUP reload, workers
+  recycled together). Workers that import the same module (``preload_app``
+  on or off) inherit that client.
+- :func:`worker_exit` (each worker, on its way out) closes the worker's
+  client: its buffered events are handed over and delivered, within
+  ``min(shutdown_timeout, graceful_timeout)`` (the client's own ``atexit``
+  handler waits up to ``shutdown_timeout``, which may outlast gunicorn's
+  patience).
+- :func:`on_exit` (master, last) closes the master's client, as its ``atexit``
+  handler would anyway; kept for configuration files that wire it. Nobody
+  stops the flusher: it leaves once no process has been connected for its
+  linger.
 
 Caveats:
 
-- Without :func:`on_starting` and with ``preload_app = False``, each worker
-  creates its own client and so its own flusher: nothing is lost (each
-  worker's exit delivers its flusher's events) but batches are not shared.
-- The master imports your analytics module once: a SIGHUP reload starts new
-  workers on the same client and flusher, so a change to the client's
-  settings needs a full restart, not a reload.
+- A worker's ``close()`` is a flush: it sends the batches still filling at
+  once, so workers recycled often (``max_requests``) cost a partial batch per
+  exit.
+- With :func:`on_starting`, the master imports your analytics module once: a
+  SIGHUP reload starts new workers on the same client, so a change to the
+  client's settings needs a full restart, not a reload.
 - The module named in :func:`configure` should be small (create the client,
   little else): with ``preload_app = False`` it is the one part of your code
   the master imports.
 - If your config file already defines one of these hooks, call ours from it.
 - ``post_fork`` and ``child_exit`` are not needed: gunicorn forks with
-  ``os.fork()``, whose at-fork hook the client uses, and the flusher is not a
-  worker, so gunicorn reaping it (``waitpid(-1)``) is harmless.
+  ``os.fork()``, whose at-fork hook the client uses, and the flusher is no
+  child of gunicorn (only its short-lived starter is, which gunicorn may reap).
 
 Nothing here imports gunicorn: the hooks only use the ``server`` and
 ``worker`` objects gunicorn passes in.
@@ -72,7 +81,7 @@ def configure(target: Target) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """gunicorn ``on_starting`` hook (master): create the client and its flusher now."""
+    """gunicorn ``on_starting`` hook (master): create the client, joining the flusher now."""
     if _State.client is not None and _State.master_pid == os.getpid():
         return  # already done by this master
     if _State.target is None:
@@ -97,7 +106,7 @@ def on_starting(server: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """gunicorn ``worker_exit`` hook: hand this worker's buffered events to the flusher.
+    """gunicorn ``worker_exit`` hook: close this worker's client within ``graceful_timeout``.
 
     gunicorn also calls this hook in the master for a worker that is already
     gone; there it does nothing.
@@ -107,19 +116,20 @@ def worker_exit(server: Any, worker: Any) -> None:
         return
     timeout = _graceful_timeout(server)
     ok = client.close(timeout=min(client.shutdown_timeout, timeout))
-    server.log.info("trubrics_mp: worker %d handed over its events (ok=%s)", os.getpid(), ok)
+    server.log.info("trubrics_mp: worker %d closed its client (ok=%s)", os.getpid(), ok)
 
 
 def on_exit(server: Any) -> None:
-    """gunicorn ``on_exit`` hook (master): deliver everything, then stop the flusher."""
+    """gunicorn ``on_exit`` hook (master): close the master's client now.
+
+    The client's ``atexit`` handler does the same when the master exits; the
+    flusher is not stopped (it leaves by itself once idle).
+    """
     client = _State.client
     if client is None or _State.master_pid != os.getpid():
         return
-    ok = client.close(timeout=client.shutdown_timeout)
-    if ok:
-        server.log.info("trubrics_mp: every event was delivered; the flusher stopped")
-    else:
-        server.log.error("trubrics_mp: some events were not delivered (see client.stats())")
+    if not client.close(timeout=client.shutdown_timeout):
+        server.log.error("trubrics_mp: some of the master's events were not delivered")
 
 
 def _graceful_timeout(server: Any) -> float:

@@ -1,6 +1,10 @@
-"""uWSGI hooks: one flusher, owned by the master, for every worker; option checks.
+"""uWSGI hooks: a worker's events handed over at its exit; option checks.
 
-Wire it in the module that creates your client (one line)::
+Every uWSGI process that makes or inherits the client joins the machine's one
+flusher, with or without these hooks, ``lazy-apps`` or a master: the flusher
+belongs to no process. What the hooks still give is delivery at a worker's exit
+and a warning about options that lose events. Wire them in the module that
+creates your client (one line)::
 
     from trubrics_mp import Trubrics
     from trubrics_mp.integrations import uwsgi as trubrics_uwsgi
@@ -22,12 +26,15 @@ What each hook is for:
 - uWSGI forks its workers in C, so Python's at-fork hooks do not run (unless
   ``py-call-osafterfork``); the client's pid check on every call already
   notices the fork. :func:`postfork` only does that work up front.
-- The master runs neither ``atexit`` handlers nor ``uwsgi.atexit``; the
-  flusher notices the master's exit (pidfd) and delivers what it holds.
+- The master runs neither ``atexit`` handlers nor ``uwsgi.atexit``; its
+  connection closes as it exits (or re-executes itself on a reload), and the
+  flusher, once no process has been connected for its linger, delivers what
+  it holds and leaves.
 - A worker leaving gracefully calls ``uwsgi.atexit``, then tears Python down
   (running ``atexit`` handlers) unless ``skip-atexit-teardown``:
-  :func:`atexit` hands the worker's locally buffered events to the flusher
-  even then.
+  :func:`atexit` closes the client even then: it hands the worker's locally
+  buffered events to the flusher and waits for the worker's events to be
+  delivered.
 
 Caveats:
 
@@ -35,17 +42,16 @@ Caveats:
   exceeded reload mercy) runs no hook: its events already in the shared
   queue are delivered, the few it still buffered (only when the queue was
   full) are lost.
-- With ``lazy-apps`` each worker that creates the client owns a flusher of
-  its own: nothing is lost (a worker's exit delivers its flusher's events)
-  but batches are not shared. Create the client in the master with
-  ``shared-import = yourapp.analytics`` to share one flusher.
-- A graceful reload re-executes the master in place (same pid): the old
-  flusher keeps the events it holds and delivers them on its usual schedule,
-  then idles until the master finally exits; one such flusher per reload.
-- Warnings (:func:`check_options`: several workers without a master;
-  uWSGI 2.0 without ``die-on-term``; ``skip-atexit``) are logged once per
-  process that calls :func:`register`: once in all when the master creates
-  the client, once per worker with ``lazy-apps``.
+- A worker's exit is a flush: it sends the pipeline's open batches at once,
+  so recycling workers often (``max-requests``) can cost a partial batch per exit.
+- A graceful reload re-executes the master in place (same pid): the
+  re-executed master's client finds the same flusher if it is still
+  lingering (``linger``, 5 s by default), else starts the next one; either
+  way no idle flusher stays behind.
+- Warnings (:func:`check_options`: uWSGI 2.0 without ``die-on-term``;
+  ``skip-atexit``) are logged once per process that calls :func:`register`:
+  once in all when the master creates the client, once per worker with
+  ``lazy-apps``.
 
 The ``uwsgi`` module exists only inside uWSGI; it is imported when a hook
 runs, never at import time of this module. Outside uWSGI, :func:`register`
@@ -55,7 +61,6 @@ returns the client untouched.
 from __future__ import annotations
 
 import importlib
-import logging
 import weakref
 from typing import Any, Callable, Optional
 
@@ -102,10 +107,10 @@ def postfork() -> None:
 
 
 def atexit() -> None:
-    """``uwsgi.atexit``-style hook: hand this worker's buffered events to the flusher.
+    """``uwsgi.atexit``-style hook: close the clients (``close()``) of this worker.
 
-    For a client this process owns (``lazy-apps``) it delivers everything and
-    stops the flusher, within the client's ``shutdown_timeout``.
+    Each hands its buffered events to the flusher and waits, up to the client's
+    ``shutdown_timeout``, for this worker's events to be delivered.
     """
     for client in list(_State.clients):
         try:
@@ -127,7 +132,8 @@ def chain_postfork() -> None:
     """Run :func:`postfork` after each fork, through ``uwsgidecorators`` when present.
 
     ``uwsgidecorators`` replaces ``uwsgi.post_fork_hook`` when imported, so it
-    is registered there; without it the existing hook is chained.
+    is registered there; without it (not installed, or refusing to load, as it
+    does without a master) the existing hook is chained.
     """
     uwsgi = _uwsgi()
     if uwsgi is None or _State.postfork_chained:
@@ -135,7 +141,7 @@ def chain_postfork() -> None:
     _State.postfork_chained = True
     try:
         decorators: Any = importlib.import_module("uwsgidecorators")
-    except ImportError:
+    except Exception:  # ImportError; without a master, a plain Exception
         uwsgi.post_fork_hook = _chained(postfork, getattr(uwsgi, "post_fork_hook", None))
     else:
         decorators.postfork(postfork)
@@ -145,26 +151,21 @@ def check_options(uwsgi: Any = None) -> dict[str, str]:
     """uWSGI settings of this server that would lose events: {key: message}.
 
     ``uwsgi`` is the ``uwsgi`` module (imported when omitted); outside uWSGI
-    the result is empty. Options are read from ``uwsgi.opt`` at call time;
-    the master's presence from ``uwsgi.masterpid()`` too, since some options
-    (``master-fifo``, ``harakiri``...) turn the master on implicitly.
+    the result is empty. Options are read from ``uwsgi.opt`` at call time.
+    Several workers without a master need no warning: no worker owns the
+    flusher, so the others keep sending to it when the first one exits.
     """
     uwsgi = uwsgi if uwsgi is not None else _uwsgi()
     if uwsgi is None:
         return {}
     opt: dict[str, Any] = dict(getattr(uwsgi, "opt", {}) or {})
     found: dict[str, str] = {}
-    if not _has_master(uwsgi, opt) and _int(getattr(uwsgi, "numproc", 1)) > 1:
-        found["no-master"] = (
-            "uWSGI runs several workers without a master (master = false): the first"
-            " worker owns the flusher, and once it exits the other workers' events are"
-            " dropped. Set master = true."
-        )
     if _version(uwsgi) < (2, 1) and not (_flag(opt, "die-on-term") or _flag(opt, "exit-on-reload")):
         found["sigterm-reloads"] = (
             "uWSGI 2.0 reloads instead of stopping on SIGTERM (what docker stop, Kubernetes"
-            " and systemd send): the stop then ends in SIGKILL, which kills the flusher with"
-            " the events it still holds. Set die-on-term = true."
+            " and systemd send): the stop then ends in SIGKILL, which in a container or a"
+            " systemd service kills the flusher too, with the events it still holds."
+            " Set die-on-term = true."
         )
     if _flag(opt, "skip-atexit"):
         found["skip-atexit"] = (
@@ -205,23 +206,6 @@ def _flag(opt: dict[str, Any], name: str) -> bool:
     if value is True:
         return True
     return value.strip().lower() not in _FALSE if isinstance(value, (bytes, str)) else bool(value)
-
-
-def _has_master(uwsgi: Any, opt: dict[str, Any]) -> bool:
-    masterpid = getattr(uwsgi, "masterpid", None)
-    if callable(masterpid):
-        try:
-            return bool(masterpid())
-        except Exception:
-            logging.getLogger(__name__).debug("uwsgi.masterpid() failed", exc_info=True)
-    return _flag(opt, "master")
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 1
 
 
 def _version(uwsgi: Any) -> tuple[int, int]:

@@ -3,8 +3,8 @@
 uvicorn re-raises the SIGTERM it caught once its graceful shutdown is done, so
 a UvicornWorker dies by that signal: neither gunicorn's ``worker_exit`` hook nor
 ``atexit`` runs there. As the deployment page says, the app closes its client
-in the lifespan shutdown instead (in a worker that only hands over what the
-worker still buffers; the master's ``on_exit`` stops the flusher).
+in the lifespan shutdown instead: the worker's buffered events are handed over
+and delivered (the flusher itself is nobody's to stop).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""A process set up like a Celery prefork child owns a client, then leaves like one.
+"""A process set up like a Celery prefork child starts the flusher, then leaves like one.
 
-``python pdeathsig_owner.py URL N``: sets the parent-death signal to SIGKILL
+``python pdeathsig_starter.py URL N``: sets the parent-death signal to SIGKILL
 exactly as Celery's ``process_initializer`` does, makes a client (so this
-process starts and owns a flusher), tracks N events with a long flush
-interval, prints the flusher's pid and leaves through ``os._exit`` as billiard
-children do. The flusher must outlive it and deliver the N events: it would be
-SIGKILLed with its parent if it had inherited the parent-death signal.
+process, the first of its pipeline, starts the flusher), tracks N events with a
+long flush interval, prints the flusher's pid and leaves through ``os._exit`` as
+billiard children do. The flusher must outlive it and deliver the N events: it
+would be SIGKILLed with its parent if it had inherited the parent-death signal.
 """
 
 from __future__ import annotations
