@@ -273,8 +273,10 @@ class Trubrics(OfficialAttributes):
         """Block until every batch unsettled in the pipeline now is delivered or dropped.
 
         The flusher first takes in everything already queued by any process, so
-        this waits for other processes' events too, not only this one's.
-        Returns True when nothing this process tracked since its last flush was
+        this waits for other processes' events too, not only this one's (a
+        master or main process that tracks nothing waits for its workers'). A
+        process not connected (a forked child that never tracked) has nothing
+        to wait for. Returns True when nothing this process tracked since its last flush was
         lost (here or in the flusher); False on a loss, when ``timeout``
         (seconds) passes first, or when no flusher answers.
         """
@@ -283,8 +285,8 @@ class Trubrics(OfficialAttributes):
             return True
         self.is_flushing = True
         try:
-            if self._closed or (not link.buffer and link.counters.queued == 0):
-                return link.take_losses() == 0  # nothing of ours to wait for (or no flusher)
+            if self._closed or (link.sock is None and not link.buffer):
+                return link.take_losses() == 0  # not connected: no flusher to wait for
             reply = link.request(proto.FLUSH, _deadline(timeout))
             # Taken after the request: it may find that a flusher died with our events.
             return link.take_losses() == 0 and reply is not None and reply.ok

@@ -6,6 +6,7 @@ import datetime
 import os
 import sys
 import threading
+from pathlib import Path
 
 import psutil
 import pytest
@@ -271,6 +272,31 @@ def test_a_process_that_leaves_while_the_api_is_down_leaves_its_events_to_the_fl
         collector.clear_faults()
         runner.join(180)  # the run ends once the flusher, holding its stderr, has left
     assert results and results[0].returncode == expect_rc
+
+
+def test_a_parent_that_tracked_nothing_waits_in_flush_for_its_childrens_events(
+    app: AppRunner, collector: CollectorProcess, tmp_path: Path
+) -> None:
+    """A main process (a master) that tracks nothing still waits at flush() and exit
+    for what its workers handed over, so a container does not stop under them."""
+    collector.set_faults(down=True)
+    go = tmp_path / "api-is-back"
+    results: list[AppResult] = []
+    runner = threading.Thread(
+        target=lambda: results.append(app.run("idle_parent", n=5, go_file=str(go)))
+    )
+    runner.start()
+    try:
+        done = tmp_path / "first-flush-done"  # the scenario's cwd is tmp_path
+        poll_until(done.exists, 60, "the first flush to time out")
+        collector.clear_faults()
+        go.touch()
+    finally:
+        collector.clear_faults()
+        go.touch()
+        runner.join(180)
+    assert results[0].get("first") is False and results[0].get("second") is True
+    wait_exactly_once(collector, {"child": 5})
 
 
 def _scenarios_running() -> int:

@@ -480,6 +480,28 @@ def many_keys(args: Args) -> None:
     emit(closed=all(client.close(timeout=60) for client in clients))
 
 
+def idle_parent(args: Args) -> None:
+    """The parent tracks nothing; a forked child tracks ``n`` and leaves by
+    ``os._exit``. The parent's flush() waits for the child's events: first with a
+    short timeout (the API is down: False; then it says so with a file in its
+    working directory), then, once the test's file appears (the API is back),
+    until they are delivered."""
+    client = make_client(args)
+    pid = os.fork()
+    if pid == 0:
+        track_many(client, "child", args["n"])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    emit(first=client.flush(timeout=2.0))
+    Path("first-flush-done").touch()
+    go = Path(args["go_file"])
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    emit(second=client.flush(timeout=60))
+    finish("close", client)
+
+
 def group_killed(args: Args) -> None:
     """As RQ stops a job: this process leads its own group, tracks ``n`` events and
     the whole group is SIGKILLed at once (the flusher is in no client's group)."""
@@ -525,6 +547,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
     for f in (
         basic,
         many_keys,
+        idle_parent,
         group_killed,
         reaping_host,
         threads,
