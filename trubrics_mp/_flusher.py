@@ -192,7 +192,7 @@ class Flusher:
                 continue
             if request.kind == proto.STATS:
                 snapshot = self.counters.snapshot(
-                    self.intake.held, self.delivery, self.reader.connections
+                    self.intake.held, self.delivery, self.reader.process_count()
                 )
                 body = json.dumps(snapshot)
                 reply(conn, proto.stats_reply(request.request_id, body.encode()))

@@ -171,6 +171,10 @@ class Reader:
     def open_connections(self) -> list[Conn]:
         return [conn for conn in self._conns if conn.open]
 
+    def process_count(self) -> int:
+        """How many processes have a connection open (a process may hold several)."""
+        return len({conn.pid for conn in self._conns})
+
     def has_pid(self, pid: int) -> bool:
         """Whether a connection of process ``pid`` is open."""
         return any(conn.pid == pid for conn in self._conns)

@@ -59,6 +59,7 @@ def test_200_clients_with_200_keys_run_on_one_flusher_and_batches_never_mix_keys
     result = app.run("many_keys", n=n, per_client=3, timeout=RUN_TIMEOUT_S)
     assert result.get("flushed") is True and result.get("closed") is True
     assert len(result.get("flusher_pids")) == 1
+    assert result.get("processes") == 1  # 200 connections of one process
     expected = {f"key-{i}": 3 for i in range(n)}
     events = wait_exactly_once(collector, expected)
     key_of_batch = {b["id"]: b["key_id"] for b in collector.batches()}

@@ -475,6 +475,7 @@ def many_keys(args: Args) -> None:
     stats = [client.stats() for client in clients]
     emit(
         flusher_pids=sorted({s.flusher_pid or 0 for s in stats}),
+        processes=stats[0].processes,
         peak_rss_kib=_flusher_peak_rss_kib(clients[0]),
     )
     emit(closed=all(client.close(timeout=60) for client in clients))
