@@ -11,7 +11,7 @@ OTHER_PYTHONS  ?= 3.9 3.13
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,docs]'
+	$(BIN)/pip install -q -e '.[test,docs,fast]'
 	touch $(STAMP)
 
 venv: $(STAMP)
