@@ -51,9 +51,9 @@ and its output is kept only when it is what the standard encoder would send:
   surrogate, a subclass of a builtin type, a value the hook does not convert,
   a ``datetime`` whose ``utcoffset()`` raises) falls back to the standard
   encoder, which refuses or sends the event exactly as without orjson;
-- orjson writes NaN and infinities as ``null``: an output with more ``null``
-  than the event's own None fields falls back (so does a None property value,
-  or the text "null" in a string: slower, never different);
+- orjson writes NaN and infinities as ``null``: a float property (or
+  ``latency``) that is not finite falls back, and so does a ``Decimal`` too
+  large for a float (``Decimal("1e400")``, which becomes infinity);
 - non-ASCII output falls back (the wire stays ASCII, \\u-escaped), and so does
   an output over a sixth of ``max_bytes`` (a byte of orjson's output is at most
   six of the standard encoder's: ``\\u007f``), so the size limit refuses the
@@ -75,7 +75,6 @@ reported as ``unserialisable`` too, though still with its exception named.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import gc
 import importlib
 import json
@@ -114,13 +113,22 @@ JSON_ENV = "TRUBRICS_MP_JSON"
 _is_tracked: Callable[[object], bool] = getattr(gc, "is_tracked", lambda _value: True)
 
 
+class _NoFragment:
+    """Stands for ``orjson.Fragment`` with an orjson that has none: no value is of this type."""
+
+
 @dataclass(frozen=True)
 class JsonEncoder:
-    """The JSON encoders one client uses: the standard one, and orjson's ``dumps`` or None."""
+    """The JSON encoders one client uses: the standard one, and orjson's ``dumps`` or None.
+
+    ``dumps`` is called as ``dumps(value, default=..., option=option)``;
+    ``fragment`` is ``orjson.Fragment``, whose bytes orjson embeds as they are.
+    """
 
     name: str
-    dumps: Optional[Callable[[Any], bytes]] = None
-    fragment: Optional[type] = None  # orjson.Fragment, whose bytes orjson embeds as they are
+    dumps: Optional[Callable[..., bytes]] = None
+    option: int = 0
+    fragment: type = _NoFragment
 
 
 STDLIB = JsonEncoder("json")
@@ -139,8 +147,7 @@ def choose_encoder(environ: Mapping[str, str]) -> JsonEncoder:
         | orjson.OPT_PASSTHROUGH_SUBCLASS  # to the hook, which falls back: read as json reads them
         | orjson.OPT_PASSTHROUGH_DATACLASS  # the standard encoder refuses them
     )
-    dumps = functools.partial(orjson.dumps, default=_fast_hook, option=option)
-    return JsonEncoder("orjson", dumps, getattr(orjson, "Fragment", None))
+    return JsonEncoder("orjson", orjson.dumps, option, getattr(orjson, "Fragment", _NoFragment))
 
 
 def iso_utc(value: _dt.datetime) -> str:
@@ -158,12 +165,18 @@ def _to_json(value: Any) -> Any:
         raise raised_by("properties", value, exc) from None
 
 
-_FAST_HOOK_TYPES = frozenset((_dt.datetime, _dt.date, Decimal))
+_FAST_HOOK_TYPES = frozenset((_dt.datetime, _dt.date))
 
 
 def _fast_hook(value: Any) -> Any:
     """orjson's hook: the values of a flat dict the standard hook converts; else a fallback."""
-    if type(value) in _FAST_HOOK_TYPES:
+    kind = type(value)
+    if kind is Decimal:
+        number = _convert(value)  # an InvalidEvent for NaN: orjson raises, json takes over
+        if number - number:  # a finite Decimal over float's range: inf, which orjson writes null
+            raise OverflowError("left to the standard encoder")
+        return number
+    if kind in _FAST_HOOK_TYPES:
         return _convert(value)  # any exception: orjson raises, the standard encoder takes over
     raise TypeError("left to the standard encoder")
 
@@ -307,22 +320,25 @@ def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
 
 
 def _dump_fast(
-    encoder: JsonEncoder, payload: dict[str, Any], properties: object, max_bytes: int, nulls: int
+    encoder: JsonEncoder, payload: dict[str, Any], properties: object, max_bytes: int
 ) -> Optional[bytes]:
     """orjson's bytes when they are what :func:`_dump` would return; None for a fallback."""
     if encoder.dumps is None:
         return None
-    if properties is not None and (
-        type(properties) is not dict
-        or _is_tracked(properties)
-        or (encoder.fragment is not None and encoder.fragment in map(type, properties.values()))
-    ):
-        return None
+    if properties is not None:
+        if type(properties) is not dict or _is_tracked(properties):
+            return None  # containers, class instances (an Enum orjson would write), subclasses
+        fragment = encoder.fragment
+        for value in properties.values():
+            kind = type(value)
+            # NaN and infinities (orjson writes null): x - x is NaN, true, for them only.
+            if (kind is float and value - value) or kind is fragment:
+                return None
     try:
-        data = encoder.dumps(payload)
+        data = encoder.dumps(payload, default=_fast_hook, option=encoder.option)
     except Exception:  # a non-str key, a big integer, a lone surrogate: json decides
         return None
-    if len(data) * 6 > max_bytes or data.count(b"null") != nulls or not data.isascii():
+    if len(data) * 6 > max_bytes or not data.isascii():
         return None
     return data
 
@@ -354,7 +370,7 @@ def encode_event(
         "timestamp": _timestamp(timestamp),
     }
     if encoder.dumps is not None:
-        data = _dump_fast(encoder, payload, checked, max_bytes, checked is None)
+        data = _dump_fast(encoder, payload, checked, max_bytes)
         if data is not None:
             return data
     return _dump(payload, max_bytes)
@@ -399,9 +415,9 @@ def encode_llm_event(
         "latency": latency,
         "thread_id": _thread_id(thread_id, max_bytes),
     }
-    if encoder.dumps is not None:
-        nulls = sum(value is None for value in payload.values())
-        data = _dump_fast(encoder, payload, checked, max_bytes, nulls)
+    finite = type(latency) is not float or not latency - latency
+    if encoder.dumps is not None and finite:
+        data = _dump_fast(encoder, payload, checked, max_bytes)
         if data is not None:
             return data
     return _dump(payload, max_bytes)
