@@ -46,7 +46,7 @@ test-pipeline: venv system-deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m pipeline_per_machine tests/host
 
 bench: venv
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q -e '.[bench,fast]'
 	$(BIN)/python -m benchmarks
 
 demo: venv
