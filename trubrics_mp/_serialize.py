@@ -415,8 +415,12 @@ def encode_llm_event(
         "latency": latency,
         "thread_id": _thread_id(thread_id, max_bytes),
     }
-    finite = type(latency) is not float or not latency - latency
-    if encoder.dumps is not None and finite:
+    plain = (
+        latency is None
+        or type(latency) is int
+        or (type(latency) is float and not latency - latency)
+    )
+    if encoder.dumps is not None and plain:  # not NaN nor infinity, nor an Enum orjson would write
         data = _dump_fast(encoder, payload, checked, max_bytes)
         if data is not None:
             return data

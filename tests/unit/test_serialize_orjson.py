@@ -131,6 +131,10 @@ class Text(str):
     pass
 
 
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
 class Color(enum.Enum):
     RED = "red"
 
@@ -160,6 +164,7 @@ FALLBACKS: list[tuple[str, Callable[[JsonEncoder], bytes]]] = [
     ("a Decimal NaN", event({"x": Decimal("NaN")})),
     ("an LLM latency of NaN", llm_event(latency=float("nan"))),
     ("an LLM latency of infinity", llm_event(latency=float("inf"))),
+    ("an LLM latency of an IntEnum", llm_event(latency=Level.HIGH)),
     ("a float subclass", event({"x": type("F", (float,), {"__slots__": ()})(1.5)})),
     ("an integer over 64 bits", event({"x": 2**64})),
     ("an integer under -2**63", event({"x": -(2**63) - 1})),
