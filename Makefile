@@ -11,7 +11,7 @@ OTHER_PYTHONS  ?= 3.9 3.13
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,docs]'
+	$(BIN)/pip install -q -e '.[test,docs,fast]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -46,7 +46,7 @@ test-pipeline: venv system-deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS) -m pipeline_per_machine tests/host
 
 bench: venv
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q -e '.[bench,fast]'
 	$(BIN)/python -m benchmarks
 
 demo: venv

@@ -43,8 +43,19 @@ def machine() -> dict[str, Any]:
         "versions": {
             name: version(name)
             for name in ("trubrics-mp", "trubrics", "posthog", "segment-analytics-python")
-        },
+        }
+        | _optional_version("orjson"),
     }
+
+
+def _optional_version(name: str) -> dict[str, str]:
+    """``{name: version}`` of an optional package (the fast extra's orjson), or nothing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return {name: version(name)}
+    except PackageNotFoundError:
+        return {}
 
 
 def quick_sizes() -> dict[str, Any]:

@@ -13,10 +13,14 @@ levels; the benchmark sends every process's stderr to a log file.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Optional
 
 PEERS = ("trubrics_mp", "trubrics", "posthog", "segment")
+# track()'s cost is measured for one more: trubrics_mp with the standard json encoder
+# (TRUBRICS_MP_JSON=json), as without the fast extra; trubrics_mp uses orjson when installed.
+LATENCY_PEERS = (*PEERS, "trubrics_mp_json")
 BATCH_SIZE = 100
 API_KEY = "bench-api-key"
 USER_ID = "user-42"
@@ -134,6 +138,13 @@ def _make_trubrics_mp(host: str, shutdown_timeout: float) -> Peer:
     return TrubricsMpPeer(client)
 
 
+def _make_trubrics_mp_json(host: str, shutdown_timeout: float) -> Peer:
+    from trubrics_mp._serialize import JSON_ENV
+
+    os.environ[JSON_ENV] = "json"  # this job's own process: read when the client is built
+    return _make_trubrics_mp(host, shutdown_timeout)
+
+
 def _make_trubrics(host: str, shutdown_timeout: float) -> Peer:
     from trubrics import Trubrics
 
@@ -156,6 +167,7 @@ def _make_segment(host: str, shutdown_timeout: float) -> Peer:
 
 _MAKERS: dict[str, Callable[[str, float], Peer]] = {
     "trubrics_mp": _make_trubrics_mp,
+    "trubrics_mp_json": _make_trubrics_mp_json,
     "trubrics": _make_trubrics,
     "posthog": _make_posthog,
     "segment": _make_segment,

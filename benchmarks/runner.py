@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .peers import PEERS
+from .peers import LATENCY_PEERS, PEERS
 from .procs import Processes, sink_counts
 
 SIZES: dict[str, Any] = {
@@ -56,8 +56,9 @@ class Bench:
     # -- 1 and 6: track() cost, interleaved rounds -----------------------------------
     def latency(self, mode: str, rounds: int) -> dict[str, Any]:
         """Rounds of timed track() calls, peer A, peer B, ... repeated; medians of rounds."""
-        servers = {peer: self._start_latency(peer, mode) for peer in PEERS}
-        per_round: dict[str, list[dict[str, float]]] = {peer: [] for peer in PEERS}
+        peers = LATENCY_PEERS if mode == "normal" else PEERS
+        servers = {peer: self._start_latency(peer, mode) for peer in peers}
+        per_round: dict[str, list[dict[str, float]]] = {peer: [] for peer in peers}
         try:
             for index in range(rounds):
                 self.say(f"  {mode} round {index + 1}/{rounds}")
@@ -69,7 +70,7 @@ class Bench:
                 _close(proc)
             self.procs.sweep()
         out: dict[str, Any] = {}
-        for peer in PEERS:
+        for peer in peers:
             label = servers[peer][1]
             row = sink_counts(self.sink, label) if mode == "normal" else None
             out[peer] = {

@@ -11,7 +11,9 @@
 # when pyproject.toml, the interpreter or the requirement list changed) with just
 # the test runner and `-e .` (no host servers: nothing to compile), then runs
 # tests/unit (serially), then tests/process/test_pipeline.py and
-# tests/host/test_host_multiprocessing.py with xdist.
+# tests/host/test_host_multiprocessing.py with xdist. The newest Python's venv has the
+# `fast` extra (orjson) too, the oldest's has not: CI runs those layers both ways (the
+# main .venv of `make venv` has it as well).
 # A version with no interpreter is an error, never a silent skip.
 # Environment: PYTEST_WORKERS (default 2), PYTEST_ARGS (extra pytest arguments).
 set -euo pipefail
@@ -21,6 +23,16 @@ REQUIREMENTS=("pytest>=7" "pytest-xdist>=3" "pytest-timeout>=2" "psutil>=5.9" "r
 UNIT_TESTS=(tests/unit)
 PROCESS_TESTS=(tests/process/test_pipeline.py tests/host/test_host_multiprocessing.py)
 WORKERS="${PYTEST_WORKERS:-2}"
+FAST_EXTRA_ON=(3.13)  # the versions whose venv installs `-e .[fast]` (orjson), not just `-e .`
+
+# Prints the pip target of the package for version $1: with the fast extra or without.
+package_spec() {
+    local version=$1 fast
+    for fast in "${FAST_EXTRA_ON[@]}"; do
+        [[ $version == "$fast" ]] && { echo ".[fast]"; return 0; }
+    done
+    echo "."
+}
 
 # Prints the path of a working interpreter of version $1 (X.Y), or nothing.
 find_python() {
@@ -46,7 +58,7 @@ fingerprint() {
     local python=$1
     {
         "$python" -c 'import sys; print(sys.executable, sys.version)'
-        printf '%s\n' "${REQUIREMENTS[@]}"
+        printf '%s\n' "${REQUIREMENTS[@]}" "$(package_spec "$2")"
         cat pyproject.toml
     } | sha256sum | cut -d' ' -f1
 }
@@ -54,7 +66,7 @@ fingerprint() {
 # Creates or refreshes .venv-X.Y for interpreter $2; prints the venv's python.
 ensure_venv() {
     local version=$1 python=$2 venv=".venv-$1" wanted
-    wanted=$(fingerprint "$python")
+    wanted=$(fingerprint "$python" "$version")
     if [[ -x $venv/bin/python && -f $venv/.stamp && $(cat "$venv/.stamp") == "$wanted" ]] \
         && "$venv/bin/python" -c 'import pytest, xdist, psutil, yaml, trubrics_mp' 2>/dev/null; then
         echo "$venv/bin/python"
@@ -64,7 +76,7 @@ ensure_venv() {
     rm -rf "$venv"
     "$python" -m venv "$venv" >&2
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
-    "$venv/bin/python" -m pip install -q "${REQUIREMENTS[@]}" -e . >&2
+    "$venv/bin/python" -m pip install -q "${REQUIREMENTS[@]}" -e "$(package_spec "$version")" >&2
     echo "$wanted" >"$venv/.stamp"
     echo "$venv/bin/python"
 }
@@ -80,7 +92,9 @@ main() {
             continue
         fi
         venv_python=$(ensure_venv "$version" "$python")
-        echo "== Python ${version}: $("$venv_python" -V 2>&1) ($python)"
+        echo "== Python ${version}: $("$venv_python" -V 2>&1) ($python), JSON encoder:" \
+            "$("$venv_python" -c 'import os; from trubrics_mp._serialize import choose_encoder
+print(choose_encoder(os.environ).name)')"
         # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
         if ! "$venv_python" -m pytest -p no:cacheprovider ${PYTEST_ARGS:-} "${UNIT_TESTS[@]}" \
             || ! "$venv_python" -m pytest -n "$WORKERS" -p no:cacheprovider --durations=5 \

@@ -30,7 +30,7 @@ from ._compat import OfficialAttributes, clamp_like_official
 from ._config import DEFAULT_HOST, LOGGER_NAME, Config
 from ._link import Link
 from ._logs import AnyLogger, effective_level, underlying
-from ._serialize import InvalidEvent, encode_event, encode_llm_event
+from ._serialize import InvalidEvent, choose_encoder, encode_event, encode_llm_event
 from ._stats import Stats, merge
 from ._supervisor import Supervisor
 
@@ -107,6 +107,7 @@ class Trubrics(OfficialAttributes):
 
     def _setup(self, config: Config, path: str) -> None:
         self._config = config
+        self._encoder = choose_encoder(os.environ)  # orjson when it imports (the fast extra)
         self._pid = os.getpid()
         self._closed = False
         self._said_closed = False
@@ -187,7 +188,9 @@ class Trubrics(OfficialAttributes):
         try:
             link = self._current_link()
             link.counters.tracked += 1
-            data = encode_event(user_id, event, properties, timestamp, self._config.max_event_bytes)
+            data = encode_event(
+                user_id, event, properties, timestamp, self._config.max_event_bytes, self._encoder
+            )
             if self._send(link, proto.EVENT + data):
                 self.logger.debug(
                     "Event `%s` by user `%s` has been added to queue.", event, user_id
@@ -226,6 +229,7 @@ class Trubrics(OfficialAttributes):
                 latency=latency,
                 thread_id=thread_id,
                 max_bytes=self._config.max_event_bytes,
+                encoder=self._encoder,
             )
             if self._send(link, proto.LLM_EVENT + data):
                 self.logger.debug("LLM event by user `%s` has been added to queue.", user_id)

@@ -39,6 +39,31 @@ Conversions (nested values too):
   items can be sorted); ``tuple`` -> a list; keys ``int``/``float``/``bool``/
   ``None`` -> their JSON text, as the standard ``json`` module does.
 
+Encoders: the standard ``json`` module's C encoder always; ``orjson`` too when
+it imports (the ``fast`` extra) and the client's :class:`JsonEncoder` was
+chosen with it (:func:`choose_encoder`, once per client, at construction; the
+``TRUBRICS_MP_JSON=json`` environment variable forces the standard encoder).
+orjson only takes an event whose ``properties`` are None or a flat dict (one
+CPython's garbage collector does not track: no container, no class instance),
+and its output is kept only when it is what the standard encoder would send:
+
+- any exception (a key that is not a string, an integer over 64 bits, a lone
+  surrogate, a subclass of a builtin type, a value the hook does not convert,
+  a ``datetime`` whose ``utcoffset()`` raises) falls back to the standard
+  encoder, which refuses or sends the event exactly as without orjson;
+- orjson writes NaN and infinities as ``null``: a float property (or
+  ``latency``) that is not finite falls back, and so does a ``Decimal`` too
+  large for a float (``Decimal("1e400")``, which becomes infinity);
+- non-ASCII output falls back (the wire stays ASCII, \\u-escaped), and so does
+  an output over a sixth of ``max_bytes`` (a byte of orjson's output is at most
+  six of the standard encoder's: ``\\u007f``), so the size limit refuses the
+  same events with the same message;
+- ``orjson.Fragment`` values (embedded as raw JSON by orjson) fall back.
+
+Datetimes, dates and ``Decimal`` reach the same conversion hook in both
+encoders (orjson's own datetime form is turned off). On a fallback, the
+caller's objects are read once more (a ``utcoffset()``, say).
+
 Caveats: the checks of ``_values.py`` read the caller's containers before
 the encoder does, so the methods of a container subclass (``items()``,
 ``__iter__``) run twice. The catch-alls wrap the places where the caller's
@@ -50,10 +75,13 @@ reported as ``unserialisable`` too, though still with its exception named.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
+import importlib
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Optional
@@ -68,9 +96,58 @@ from ._values import (
     too_large,
 )
 
-__all__ = ["InvalidEvent", "encode_event", "encode_llm_event", "iso_utc"]
+__all__ = [
+    "JSON_ENV",
+    "STDLIB",
+    "InvalidEvent",
+    "JsonEncoder",
+    "choose_encoder",
+    "encode_event",
+    "encode_llm_event",
+    "iso_utc",
+]
 
 _UTC = _dt.timezone.utc
+JSON_ENV = "TRUBRICS_MP_JSON"
+# Not every Python has it (PyPy): then no dict is flat and orjson is never used.
+_is_tracked: Callable[[object], bool] = getattr(gc, "is_tracked", lambda _value: True)
+
+
+class _NoFragment:
+    """Stands for ``orjson.Fragment`` with an orjson that has none: no value is of this type."""
+
+
+@dataclass(frozen=True)
+class JsonEncoder:
+    """The JSON encoders one client uses: the standard one, and orjson's ``dumps`` or None.
+
+    ``dumps`` is called as ``dumps(value, default=..., option=option)``;
+    ``fragment`` is ``orjson.Fragment``, whose bytes orjson embeds as they are.
+    """
+
+    name: str
+    dumps: Optional[Callable[..., bytes]] = None
+    option: int = 0
+    fragment: type = _NoFragment
+
+
+STDLIB = JsonEncoder("json")
+
+
+def choose_encoder(environ: Mapping[str, str]) -> JsonEncoder:
+    """orjson when it imports, unless ``TRUBRICS_MP_JSON=json`` asks for the standard encoder."""
+    if environ.get(JSON_ENV, "").strip().lower() == "json":
+        return STDLIB
+    try:
+        orjson = importlib.import_module("orjson")
+    except ImportError:
+        return STDLIB
+    option = (
+        orjson.OPT_PASSTHROUGH_DATETIME  # to the hook: UTC, as the standard encoder sends them
+        | orjson.OPT_PASSTHROUGH_SUBCLASS  # to the hook, which falls back: read as json reads them
+        | orjson.OPT_PASSTHROUGH_DATACLASS  # the standard encoder refuses them
+    )
+    return JsonEncoder("orjson", orjson.dumps, option, getattr(orjson, "Fragment", _NoFragment))
 
 
 def iso_utc(value: _dt.datetime) -> str:
@@ -86,6 +163,22 @@ def _to_json(value: Any) -> Any:
         raise
     except Exception as exc:  # a tzinfo's utcoffset(), a set subclass's __iter__...
         raise raised_by("properties", value, exc) from None
+
+
+_FAST_HOOK_TYPES = frozenset((_dt.datetime, _dt.date))
+
+
+def _fast_hook(value: Any) -> Any:
+    """orjson's hook: the values of a flat dict the standard hook converts; else a fallback."""
+    kind = type(value)
+    if kind is Decimal:
+        number = _convert(value)  # an InvalidEvent for NaN: orjson raises, json takes over
+        if number - number:  # a finite Decimal over float's range: inf, which orjson writes null
+            raise OverflowError("left to the standard encoder")
+        return number
+    if kind in _FAST_HOOK_TYPES:
+        return _convert(value)  # any exception: orjson raises, the standard encoder takes over
+    raise TypeError("left to the standard encoder")
 
 
 def _convert(value: Any) -> Any:
@@ -226,8 +319,37 @@ def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
     return data
 
 
+def _dump_fast(
+    encoder: JsonEncoder, payload: dict[str, Any], properties: object, max_bytes: int
+) -> Optional[bytes]:
+    """orjson's bytes when they are what :func:`_dump` would return; None for a fallback."""
+    if encoder.dumps is None:
+        return None
+    if properties is not None:
+        if type(properties) is not dict or _is_tracked(properties):
+            return None  # containers, class instances (an Enum orjson would write), subclasses
+        fragment = encoder.fragment
+        for value in properties.values():
+            kind = type(value)
+            # NaN and infinities (orjson writes null): x - x is NaN, true, for them only.
+            if (kind is float and value - value) or kind is fragment:
+                return None
+    try:
+        data = encoder.dumps(payload, default=_fast_hook, option=encoder.option)
+    except Exception:  # a non-str key, a big integer, a lone surrogate: json decides
+        return None
+    if len(data) * 6 > max_bytes or not data.isascii():
+        return None
+    return data
+
+
 def encode_event(
-    user_id: object, event: object, properties: object, timestamp: object, max_bytes: int
+    user_id: object,
+    event: object,
+    properties: object,
+    timestamp: object,
+    max_bytes: int,
+    encoder: JsonEncoder = STDLIB,
 ) -> bytes:
     """The JSON object ``track()`` sends, as ASCII bytes (non-ASCII text is \\u-escaped)."""
     if (  # _require_text() twice, inlined: this is the hot path of track()
@@ -240,12 +362,17 @@ def encode_event(
     ):
         _check_text("user_id", user_id, max_bytes, _REQUIRED)
         _check_text("event", event, max_bytes, _REQUIRED)
+    checked = checked_properties(properties, max_bytes)
     payload = {
         "user_id": user_id,
         "event": event,
-        "properties": checked_properties(properties, max_bytes),
+        "properties": checked,
         "timestamp": _timestamp(timestamp),
     }
+    if encoder.dumps is not None:
+        data = _dump_fast(encoder, payload, checked, max_bytes)
+        if data is not None:
+            return data
     return _dump(payload, max_bytes)
 
 
@@ -262,6 +389,7 @@ def encode_llm_event(
     latency: object,
     thread_id: object,
     max_bytes: int,
+    encoder: JsonEncoder = STDLIB,
 ) -> bytes:
     """The JSON object ``track_llm()`` sends, as ASCII bytes (keys as in trubrics 1.8.5)."""
     _require_text("user_id", user_id, max_bytes)
@@ -274,6 +402,7 @@ def encode_llm_event(
         raise InvalidEvent(
             "invalid_field", f"latency must be a number or None, not {_kind(latency)}"
         )
+    checked = checked_properties(properties, max_bytes)
     payload = {
         "user_id": user_id,
         "prompt": prompt,
@@ -281,9 +410,18 @@ def encode_llm_event(
         "prompt_event_name": prompt_event_name,
         "generation_event_name": generation_event_name,
         "assistant_id": assistant_id,
-        "properties": checked_properties(properties, max_bytes),
+        "properties": checked,
         "timestamp": _timestamp(timestamp),
         "latency": latency,
         "thread_id": _thread_id(thread_id, max_bytes),
     }
+    plain = (
+        latency is None
+        or type(latency) is int
+        or (type(latency) is float and not latency - latency)
+    )
+    if encoder.dumps is not None and plain:  # not NaN nor infinity, nor an Enum orjson would write
+        data = _dump_fast(encoder, payload, checked, max_bytes)
+        if data is not None:
+            return data
     return _dump(payload, max_bytes)

@@ -12,6 +12,9 @@ import pytest
 
 from trubrics_mp._serialize import InvalidEvent, encode_event, encode_llm_event, iso_utc
 
+# Every test twice: the standard json encoder, and orjson (skipped when not installed).
+pytestmark = pytest.mark.usefixtures("json_encoder")
+
 UTC = datetime.timezone.utc
 
 

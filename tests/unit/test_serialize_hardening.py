@@ -22,6 +22,9 @@ import pytest
 from trubrics_mp import Trubrics
 from trubrics_mp._serialize import InvalidEvent, encode_event, encode_llm_event
 
+# Every test twice: the standard json encoder, and orjson (skipped when not installed).
+pytestmark = pytest.mark.usefixtures("json_encoder")
+
 LIMIT = 65536
 UTC_MINUS_5 = datetime.timezone(datetime.timedelta(hours=-5))
 
