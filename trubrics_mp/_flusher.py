@@ -57,12 +57,11 @@ from ._delivery import Delivery, Settled
 from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
+from ._losses import LossBook
 from ._process import FLUSHER_COMM, drain_pipe, set_name
-from ._ratelimit import LogLimiter
 from ._reader import Conn, Reader, reply
 from ._redact import RedactingFilter, Secrets
 from ._route import Route
-from ._split import Loss
 from ._stats import FlusherCounters
 from ._waiters import Waiter, Waiters
 
@@ -95,6 +94,7 @@ class Flusher:
         self.log = logging.getLogger(config.logger_name)
         self.on_stop_listening = on_stop_listening
         self.counters = FlusherCounters(pid=os.getpid(), generation=generation)
+        self.losses = LossBook(self.counters, self.log, self.secrets)  # count, log, scrub
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
@@ -113,12 +113,10 @@ class Flusher:
             config.senders,
             self.wake,
             self.log,
-            scrub=self._scrub,
+            scrub=self.losses.scrub,
         )
         self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
         self.routes: dict[Route, Route] = {}  # every route told so far
-        self._warned: set[str] = set()
-        self.limiter = LogLimiter()  # every line about lost events goes through it
 
     # -- the main loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -243,7 +241,7 @@ class Flusher:
         if self.intake.full:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
             self.record_drop("queue_full", 1)
-            self._limited(
+            self.losses.limited(
                 "queue_full",
                 "queue full (%d bytes held): an event was dropped",
                 self.intake.max_bytes,
@@ -256,13 +254,12 @@ class Flusher:
             self._confirm_later(conn)
         if self.intake.full:
             self.reader.pause()  # what comes next waits in the kernel, then in each process
-            self.limiter.log(
-                self.log,
-                logging.WARNING,
+            self.losses.limited(
                 "paused",
                 "holding %d events (%d bytes, the bound): reading paused until some are sent",
                 self.intake.held,
                 self.intake.held_bytes,
+                level=logging.WARNING,
             )
 
     def _take_route(self, conn: Conn, payload: bytes) -> None:
@@ -312,7 +309,7 @@ class Flusher:
         self.record_drop("bad_message", 1)
         if not conn.complained:
             conn.complained = True
-            self._limited(
+            self.losses.limited(
                 "bad_message",
                 "closed the connection of pid %d after a bad message: %s",
                 conn.pid,
@@ -341,24 +338,7 @@ class Flusher:
         if delivered:
             self.log.info("%d events sent to Trubrics (/%s).", delivered, batch.endpoint)
         for loss in settled.losses:
-            self._count_loss(batch.endpoint, loss)
-
-    def _count_loss(self, endpoint: str, loss: Loss) -> None:
-        self.counters.failed_batches += 1
-        self.record_drop(loss.reason, loss.events)
-        last = loss.last
-        if loss.reason == "unauthorized":
-            rejected = f"the API key was rejected ({self._scrub(last.summary)})"
-            self._warn_once(loss.reason, rejected)
-        what = f"{last.summary}: {last.detail}" if last.status is not None else last.detail
-        self._limited(
-            f"loss:{loss.reason}",
-            "dropped %d events for /%s (%s): %s",
-            loss.events,
-            endpoint,
-            loss.reason,
-            self._scrub(what),
-        )
+            self.losses.batch_loss(batch.endpoint, loss)
 
     def _confirm_later(self, conn: Conn) -> None:
         """Tell ``conn`` once the events it sent so far are settled (``K``, see _protocol)."""
@@ -413,21 +393,7 @@ class Flusher:
 
     # -- counting ------------------------------------------------------------------------------
     def record_drop(self, reason: str, count: int) -> None:
-        """The one place the flusher counts lost events."""
-        self.counters.dropped[reason] += count
-
-    def _scrub(self, text: str) -> str:
-        """Text from the API, a server or an exception, without any API key."""
-        return self.secrets.redact(text)
-
-    def _limited(self, key: str, message: str, *args: object) -> None:
-        """An error line, at most at the limiter's rate for ``key``."""
-        self.limiter.log(self.log, logging.ERROR, key, message, *args)
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.log.error("%s", message)
+        self.losses.record(reason, count)
 
 
 def main(boot: dict[str, Any]) -> None:
