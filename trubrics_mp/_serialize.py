@@ -39,30 +39,10 @@ Conversions (nested values too):
   items can be sorted); ``tuple`` -> a list; keys ``int``/``float``/``bool``/
   ``None`` -> their JSON text, as the standard ``json`` module does.
 
-Encoders: the standard ``json`` module's C encoder always; ``orjson`` too when
-it imports (the ``fast`` extra) and the client's :class:`JsonEncoder` was
-chosen with it (:func:`choose_encoder`, once per client, at construction; the
-``TRUBRICS_MP_JSON=json`` environment variable forces the standard encoder).
-orjson only takes an event whose ``properties`` are None or a flat dict (one
-CPython's garbage collector does not track: no container, no class instance),
-and its output is kept only when it is what the standard encoder would send:
-
-- any exception (a key that is not a string, an integer over 64 bits, a lone
-  surrogate, a subclass of a builtin type, a value the hook does not convert,
-  a ``datetime`` whose ``utcoffset()`` raises) falls back to the standard
-  encoder, which refuses or sends the event exactly as without orjson;
-- orjson writes NaN and infinities as ``null``: a float property (or
-  ``latency``) that is not finite falls back, and so does a ``Decimal`` too
-  large for a float (``Decimal("1e400")``, which becomes infinity);
-- non-ASCII output falls back (the wire stays ASCII, \\u-escaped), and so does
-  an output over a sixth of ``max_bytes`` (a byte of orjson's output is at most
-  six of the standard encoder's: ``\\u007f``), so the size limit refuses the
-  same events with the same message;
-- ``orjson.Fragment`` values (embedded as raw JSON by orjson) fall back.
-
-Datetimes, dates and ``Decimal`` reach the same conversion hook in both
-encoders (orjson's own datetime form is turned off). On a fallback, the
-caller's objects are read once more (a ``utcoffset()``, say).
+Encoders: the standard ``json`` module's C encoder always, and ``orjson`` when
+it imports and orjson gives what the standard encoder would send (see
+``_fastjson``). Datetimes, dates and ``Decimal`` reach the same conversion
+hook in both encoders.
 
 Caveats: the checks of ``_values.py`` read the caller's containers before
 the encoder does, so the methods of a container subclass (``items()``,
@@ -75,17 +55,15 @@ reported as ``unserialisable`` too, though still with its exception named.
 from __future__ import annotations
 
 import datetime as _dt
-import gc
-import importlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from decimal import Decimal
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Callable, Optional
 
+from ._fastjson import JSON_ENV, STDLIB, JsonEncoder, choose_encoder, dump_fast
 from ._values import (
     InvalidEvent,
     checked_properties,
@@ -108,46 +86,6 @@ __all__ = [
 ]
 
 _UTC = _dt.timezone.utc
-JSON_ENV = "TRUBRICS_MP_JSON"
-# Not every Python has it (PyPy): then no dict is flat and orjson is never used.
-_is_tracked: Callable[[object], bool] = getattr(gc, "is_tracked", lambda _value: True)
-
-
-class _NoFragment:
-    """Stands for ``orjson.Fragment`` with an orjson that has none: no value is of this type."""
-
-
-@dataclass(frozen=True)
-class JsonEncoder:
-    """The JSON encoders one client uses: the standard one, and orjson's ``dumps`` or None.
-
-    ``dumps`` is called as ``dumps(value, default=..., option=option)``;
-    ``fragment`` is ``orjson.Fragment``, whose bytes orjson embeds as they are.
-    """
-
-    name: str
-    dumps: Optional[Callable[..., bytes]] = None
-    option: int = 0
-    fragment: type = _NoFragment
-
-
-STDLIB = JsonEncoder("json")
-
-
-def choose_encoder(environ: Mapping[str, str]) -> JsonEncoder:
-    """orjson when it imports, unless ``TRUBRICS_MP_JSON=json`` asks for the standard encoder."""
-    if environ.get(JSON_ENV, "").strip().lower() == "json":
-        return STDLIB
-    try:
-        orjson = importlib.import_module("orjson")
-    except ImportError:
-        return STDLIB
-    option = (
-        orjson.OPT_PASSTHROUGH_DATETIME  # to the hook: UTC, as the standard encoder sends them
-        | orjson.OPT_PASSTHROUGH_SUBCLASS  # to the hook, which falls back: read as json reads them
-        | orjson.OPT_PASSTHROUGH_DATACLASS  # the standard encoder refuses them
-    )
-    return JsonEncoder("orjson", orjson.dumps, option, getattr(orjson, "Fragment", _NoFragment))
 
 
 def iso_utc(value: _dt.datetime) -> str:
@@ -319,30 +257,6 @@ def _dump(payload: dict[str, Any], max_bytes: int) -> bytes:
     return data
 
 
-def _dump_fast(
-    encoder: JsonEncoder, payload: dict[str, Any], properties: object, max_bytes: int
-) -> Optional[bytes]:
-    """orjson's bytes when they are what :func:`_dump` would return; None for a fallback."""
-    if encoder.dumps is None:
-        return None
-    if properties is not None:
-        if type(properties) is not dict or _is_tracked(properties):
-            return None  # containers, class instances (an Enum orjson would write), subclasses
-        fragment = encoder.fragment
-        for value in properties.values():
-            kind = type(value)
-            # NaN and infinities (orjson writes null): x - x is NaN, true, for them only.
-            if (kind is float and value - value) or kind is fragment:
-                return None
-    try:
-        data = encoder.dumps(payload, default=_fast_hook, option=encoder.option)
-    except Exception:  # a non-str key, a big integer, a lone surrogate: json decides
-        return None
-    if len(data) * 6 > max_bytes or not data.isascii():
-        return None
-    return data
-
-
 def encode_event(
     user_id: object,
     event: object,
@@ -370,7 +284,7 @@ def encode_event(
         "timestamp": _timestamp(timestamp),
     }
     if encoder.dumps is not None:
-        data = _dump_fast(encoder, payload, checked, max_bytes)
+        data = dump_fast(encoder, payload, checked, max_bytes, _fast_hook)
         if data is not None:
             return data
     return _dump(payload, max_bytes)
@@ -421,7 +335,7 @@ def encode_llm_event(
         or (type(latency) is float and not latency - latency)
     )
     if encoder.dumps is not None and plain:  # not NaN nor infinity, nor an Enum orjson would write
-        data = _dump_fast(encoder, payload, checked, max_bytes)
+        data = dump_fast(encoder, payload, checked, max_bytes, _fast_hook)
         if data is not None:
             return data
     return _dump(payload, max_bytes)
