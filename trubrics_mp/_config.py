@@ -98,9 +98,6 @@ class Config:
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.max_retries)
 
-    def endpoint_url(self, endpoint: str) -> str:
-        return f"{self.host.rstrip('/')}/{endpoint}"
-
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

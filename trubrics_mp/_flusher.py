@@ -116,7 +116,6 @@ class Flusher:
             scrub=self.losses.scrub,
         )
         self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
-        self.routes: dict[Route, Route] = {}  # every route told so far
 
     # -- the main loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -240,7 +239,7 @@ class Flusher:
         conn.events_read += 1
         if self.intake.full:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
-            self.record_drop("queue_full", 1)
+            self.losses.record("queue_full", 1)
             self.losses.limited(
                 "queue_full",
                 "queue full (%d bytes held): an event was dropped",
@@ -270,7 +269,7 @@ class Flusher:
             self._bad_message(conn, f"a route that is no valid settings ({type(exc).__name__})")
             return
         self.secrets.add(route.api_key)
-        conn.route = self.routes.setdefault(route, route)  # one object per route
+        conn.route = route
 
     def _declare_level(self, conn: Conn, payload: bytes) -> None:
         """A client's logger level: it becomes the flusher's; the client takes records."""
@@ -306,7 +305,7 @@ class Flusher:
         What the peer queued after it is lost with the connection: a client
         counts it as ``flusher_gone`` (never confirmed) and reconnects.
         """
-        self.record_drop("bad_message", 1)
+        self.losses.record("bad_message", 1)
         if not conn.complained:
             conn.complained = True
             self.losses.limited(
@@ -380,7 +379,7 @@ class Flusher:
         self._take_outcomes()
         lost = self.intake.held + self.reader.discard_waiting()
         if lost:
-            self.record_drop("shutdown_timeout", lost)
+            self.losses.record("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
         for waiter in self.waiters.abandon():  # nobody waits in vain: they lost events
             if waiter.confirms is None:
@@ -390,10 +389,6 @@ class Flusher:
             self.reader.close(conn)
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
-
-    # -- counting ------------------------------------------------------------------------------
-    def record_drop(self, reason: str, count: int) -> None:
-        self.losses.record(reason, count)
 
 
 def main(boot: dict[str, Any]) -> None:

@@ -51,8 +51,9 @@ class Supervisor:
     def connect(self) -> Optional[socket.socket]:
         """A connection to the flusher, starting one if none listens; None if not now.
 
-        Never waits: when another process holds the start lock (it is starting
-        one), or a start failed less than ``RESTART_PAUSE_S`` ago, it is None.
+        Never waits for another process: when one holds the start lock (it is
+        starting a flusher), or a start failed less than ``RESTART_PAUSE_S``
+        ago, it is None. Starting one waits for its bootstrap (``_reap_soon``).
         """
         self.reap()
         try:
@@ -81,10 +82,11 @@ class Supervisor:
                     return True  # it was started while we looked
                 generation = _address.next_generation(lock_fd)
                 _remove_stale(self.path)
-                self._reap_soon(start_flusher(self.config, self.path, generation))
+                bootstrap = start_flusher(self.config, self.path, generation)
         except (OSError, FlusherStartError) as exc:
             self.log.error("could not start the flusher: %s", exc)
             return False
+        self._reap_soon(bootstrap)  # the lock is free again: others connect meanwhile
         self.log.info("started a flusher (generation %d) on %s", generation, self.path)
         return True
 
