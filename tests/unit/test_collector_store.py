@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from support.payloads import llm_event, plain_event
 
 from trubrics_mp.collector import EventStore
+from trubrics_mp.collector._store import key_id
 
 
 def test_store_round_trip_and_reopen(tmp_path: Path) -> None:
@@ -44,3 +46,20 @@ def test_store_since_filters_on_received_at(store: EventStore) -> None:
     assert len(store.query(since=past.replace(tzinfo=None).isoformat())) == 1
     with pytest.raises(ValueError):
         store.query(since="not a time")
+
+
+def test_a_database_made_before_key_ids_gains_the_column_and_keeps_its_batches(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:  # the schema before batches had a key_id
+        old.execute(
+            "CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+            " n_events INTEGER NOT NULL, received_at TEXT NOT NULL)"
+        )
+        old.execute("INSERT INTO batches (kind, n_events, received_at) VALUES ('event', 0, 't')")
+    with EventStore(path) as store:
+        store.add_batch("event", [plain_event()], key_id("sk-new"))
+        batches = store.batches()
+    assert [b["key_id"] for b in batches] == ["", key_id("sk-new")]
+    assert key_id("sk-new") != key_id("sk-other") and "sk-new" not in key_id("sk-new")
