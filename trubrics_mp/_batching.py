@@ -13,9 +13,11 @@ from __future__ import annotations
 import itertools
 from typing import Optional
 
+from ._pipe import READ_BYTES
 from ._route import Route
 
 _batch_ids = itertools.count(1)
+OVERSHOOT_BYTES = 2 * READ_BYTES  # one pipe read, and a closing connection's pipe
 
 
 class Batch:
@@ -165,9 +167,11 @@ class Intake(Batcher):
 
     Invariants: ``held`` and ``held_bytes`` count the events taken in and not
     yet settled (waiting in a batch, or in a batch being delivered), and their
-    JSON bytes; ``held_bytes`` exceeds ``max_bytes`` by less than one event:
-    the caller stops taking events once :attr:`full` (it leaves them in the
-    kernel) and checks it before each :meth:`add`.
+    JSON bytes. The caller stops reading once :attr:`full` (it leaves events in
+    the kernel), but hands on the rest of a pipe read it made and what a
+    closing connection's pipe holds: ``held_bytes`` exceeds ``max_bytes`` by
+    less than :data:`OVERSHOOT_BYTES` (then :attr:`overfull`, which the caller
+    checks before each :meth:`add`, and drops).
     """
 
     def __init__(self, flush_at: int, flush_interval_s: float, max_bytes: int) -> None:
@@ -179,6 +183,10 @@ class Intake(Batcher):
     @property
     def full(self) -> bool:
         return self.held_bytes >= self.max_bytes
+
+    @property
+    def overfull(self) -> bool:
+        return self.held_bytes >= self.max_bytes + OVERSHOOT_BYTES
 
     def add(
         self,

@@ -191,7 +191,7 @@ class Trubrics(OfficialAttributes):
             data = encode_event(
                 user_id, event, properties, timestamp, self._config.max_event_bytes, self._encoder
             )
-            if self._send(link, proto.EVENT + data):
+            if self._send(link, proto.EVENT + data + proto.END):
                 self.logger.debug(
                     "Event `%s` by user `%s` has been added to queue.", event, user_id
                 )
@@ -231,7 +231,7 @@ class Trubrics(OfficialAttributes):
                 max_bytes=self._config.max_event_bytes,
                 encoder=self._encoder,
             )
-            if self._send(link, proto.LLM_EVENT + data):
+            if self._send(link, proto.LLM_EVENT + data + proto.END):
                 self.logger.debug("LLM event by user `%s` has been added to queue.", user_id)
         except InvalidEvent as exc:
             self._reject("track_llm", exc)

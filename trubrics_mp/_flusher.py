@@ -58,8 +58,9 @@ from ._http import Poster, RequestsPoster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
 from ._losses import LossBook
+from ._pipe import NAP_BELOW_BYTES, NAP_S
 from ._process import FLUSHER_COMM, drain_pipe, set_name
-from ._reader import Conn, Reader, reply
+from ._reader import Conn, PipeOf, Reader, reply
 from ._redact import RedactingFilter, Secrets
 from ._route import Route
 from ._stats import FlusherCounters
@@ -104,6 +105,7 @@ class Flusher:
             listener, self.selector, self._on_message, proto.hello(generation), self.log
         )
         self.reader.on_close = self._on_close
+        self.reader.on_torn = self._torn
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
         self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
@@ -145,6 +147,7 @@ class Flusher:
         holding = self.intake.held + len(self.waiters.unsettled)
         self.lifetime.activity(self.reader.connections, holding, now)
         self.reader.resume_accepting(now)
+        self.reader.wake_pipes(now)
         self._dispatch_due(now)
         self._follow_lifetime(now)
 
@@ -165,6 +168,7 @@ class Flusher:
             self.intake.next_due_at(),
             self.lifetime.next_deadline(time.monotonic()),
             self.reader.accept_paused_until,
+            self.reader.next_pipe_wake(),
         )
         deadlines = [d for d in candidates if d is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
@@ -177,6 +181,13 @@ class Flusher:
                 drain_pipe(self.wake_r)
             elif isinstance(key.data, Conn) and key.data.open:
                 self.reader.read(key.data, READS_PER_WAKE)
+            elif isinstance(key.data, PipeOf) and key.data.conn.open:
+                self._read_pipe(key.data.conn)
+
+    def _read_pipe(self, conn: Conn) -> None:
+        """Read a pipe; after a small read let it nap, so that a burst wakes us once."""
+        if self.reader.read_pipe(conn, READS_PER_WAKE) < NAP_BELOW_BYTES:
+            self.reader.nap(conn, time.monotonic() + NAP_S)
 
     def _answer_requests(self) -> None:
         """Answer control requests read so far; a flush reads the rest of the queue first."""
@@ -237,7 +248,7 @@ class Flusher:
     def _add_event(self, conn: Conn, endpoint: str, payload: bytes) -> None:
         self.counters.count_received(conn.pid)
         conn.events_read += 1
-        if self.intake.full:  # read past the bound (cannot happen while reads pause)
+        if self.intake.overfull:  # read past the bound (cannot happen while reads pause)
             conn.dropped += 1
             self.losses.record("queue_full", 1)
             self.losses.limited(
@@ -302,8 +313,9 @@ class Flusher:
     def _bad_message(self, conn: Conn, what: str) -> None:
         """Drop, count and log (once) a bad message; close its connection.
 
-        What the peer queued after it is lost with the connection: a client
-        counts it as ``flusher_gone`` (never confirmed) and reconnects.
+        What the peer queued after it on the socket is lost with the
+        connection: a client counts it as ``flusher_gone`` (never confirmed),
+        takes back what its pipe still holds, and reconnects.
         """
         self.losses.record("bad_message", 1)
         if not conn.complained:
@@ -314,7 +326,11 @@ class Flusher:
                 conn.pid,
                 what,
             )
-        self.reader.close(conn)
+        self.reader.close(conn, take_pipe=False)  # its process takes back the rest
+
+    def _torn(self, conn: Conn, pieces: int) -> None:
+        self.losses.record("bad_message", pieces)
+        self.losses.limited("bad_message", "a torn record in the pipe of pid %d", conn.pid)
 
     # -- delivery and waiters --------------------------------------------------------------
     def _dispatch(self, batches: list[Batch]) -> None:
@@ -386,7 +402,7 @@ class Flusher:
                 reply(waiter.peer, proto.ack(waiter.request_id, False))
         for conn in self.reader.open_connections():  # what each can count as settled
             reply(conn, proto.bye(0 if lost else conn.events_read, conn.dropped))
-            self.reader.close(conn)
+            self.reader.close(conn, take_pipe=False)
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
 

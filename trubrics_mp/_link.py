@@ -1,9 +1,11 @@
 """One process's end of the shared queue: its connection, its small buffer, its counters.
 
-``send`` is on the path of every ``track()``: one non-blocking ``send(2)``
-of one message, no lock, no thread. When the socket is full the message
-waits in a bounded per-process buffer (drained first on the next call);
-when that is full too it is dropped and counted. A broken connection means
+``send`` is on the path of every ``track()``: one non-blocking ``write(2)``
+of one record to the connection's pipe (see ``_pipe``), no lock, no thread.
+An event too large for the pipe, or one that finds it full, goes on the
+socket (one ``send(2)``). When the socket is full too, the message waits in
+a bounded per-process buffer (drained first on the next call); when that is
+full too it is dropped and counted. A broken connection means
 the flusher died or left: the first process to notice has its
 :class:`Supervisor` start a new one on the same path.
 
@@ -19,6 +21,7 @@ delivery time.
 from __future__ import annotations
 
 import collections
+import io
 import itertools
 import logging
 import select
@@ -30,6 +33,7 @@ from typing import Optional
 from . import _logs
 from . import _protocol as proto
 from ._config import Config
+from ._pipe import RECORD_MAX_BYTES, EventPipe
 from ._ratelimit import LogLimiter
 from ._route import Route
 from ._stats import LocalCounters
@@ -42,9 +46,10 @@ _RECONNECT_POLL_S = 0.05
 class Link:
     """This process's connection to the flusher, and what it counts of its own events.
 
-    Invariants: ``buffer`` holds at most ``process_buffer_bytes`` of messages, in
-    the order they were tracked, and is always drained before a new message
-    is sent; ``generation`` is the newest flusher generation heard of.
+    Invariants: ``buffer`` holds at most ``process_buffer_bytes`` of messages
+    (plus what was taken back from a pipe), in the order they were tracked, and
+    is always drained before a new message is sent; ``generation`` is the
+    newest flusher generation heard of.
     """
 
     def __init__(self, config: Config, supervisor: Supervisor, logger: _logs.AnyLogger) -> None:
@@ -54,6 +59,9 @@ class Link:
         self.counters = LocalCounters()
         self.limiter = LogLimiter()  # every line about lost events goes through it
         self.sock: Optional[socket.socket] = None
+        self.pipe: Optional[EventPipe] = None  # the connection's pipe (None: socket only)
+        self.writer: Optional[io.FileIO] = None  # its write end: the hot path
+        self._retired: Optional[EventPipe] = None  # an ended connection's, read once more
         self.buffer: collections.deque[bytes] = collections.deque()
         self.buffer_bytes = 0
         self.generation = 0
@@ -82,6 +90,9 @@ class Link:
         parent had buffered.
         """
         self.disconnect()
+        if self._retired is not None:
+            self._retired.close()  # the child's copies: what is in it is the parent's
+            self._retired = None
         self.buffer.clear()
         self.buffer_bytes = 0
         self.supervisor.forget_parent()
@@ -114,11 +125,20 @@ class Link:
     def send(self, message: bytes) -> None:
         """Hand ``message`` to the flusher without blocking; never raises.
 
-        The common case (connected, nothing buffered) is one ``send(2)`` and
-        takes no lock, so threads of one process do not contend. Anything else
-        runs under a lock that ``track()`` only ever *tries*: a thread that
-        finds it taken buffers its message instead of waiting.
+        The common case (connected, nothing buffered) is one ``write(2)`` to
+        the pipe, or one ``send(2)``, and takes no lock, so threads of one
+        process do not contend. Anything else runs under a lock that
+        ``track()`` only ever *tries*: a thread that finds it taken buffers its
+        message instead of waiting.
         """
+        writer = self.writer
+        if writer is not None and not self.buffer and len(message) <= RECORD_MAX_BYTES:
+            try:
+                if writer.write(message) is not None:  # None: the pipe is full
+                    self.counters.queued += 1
+                    return
+            except (OSError, ValueError):  # closed by another thread meanwhile
+                pass
         sock = self.sock
         if sock is not None and not self.buffer:
             try:
@@ -140,7 +160,7 @@ class Link:
             if not self._drain_nowait() or self.sock is None:
                 break
             try:
-                self.sock.send(message, proto.SEND_FLAGS)
+                self._hand_over(self.sock, message)
                 self.counters.queued += 1
                 return
             except BlockingIOError:
@@ -148,6 +168,21 @@ class Link:
             except OSError as exc:
                 self._lost(exc)
         self._hold(message)
+
+    def _hand_over(self, sock: socket.socket, message: bytes) -> None:
+        """Put one message into the pipe, else on ``sock``; raises what ``send(2)`` raises.
+
+        Order is kept within the pipe and within the socket, not across them:
+        an event that found the pipe full may reach the flusher after later ones.
+        """
+        writer = self.writer
+        if writer is not None and len(message) <= RECORD_MAX_BYTES:
+            try:
+                if writer.write(message) is not None:
+                    return
+            except (OSError, ValueError):
+                pass
+        sock.send(message, proto.SEND_FLAGS)
 
     def _hold(self, message: bytes) -> None:
         if self.buffer_bytes + len(message) <= self.config.process_buffer_bytes:
@@ -169,7 +204,7 @@ class Link:
         sock = self.sock or self._connect()
         while sock is not None and self.buffer:
             try:
-                sock.send(self.buffer[0], proto.SEND_FLAGS)
+                self._hand_over(sock, self.buffer[0])
             except BlockingIOError:
                 return False
             except OSError as exc:
@@ -225,15 +260,23 @@ class Link:
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> Optional[socket.socket]:
+        self._take_back_retired()
         sock = self.supervisor.connect()
         if sock is None:
             return None
+        pipe = EventPipe.open()
         try:  # a new connection's send buffer is empty: this only fails if the flusher left
-            sock.send(self._route, proto.SEND_FLAGS)
+            if pipe is None:
+                sock.send(self._route, proto.SEND_FLAGS)
+            else:  # the flusher gets the pipe's read end with the route
+                socket.send_fds(sock, [self._route], [pipe.read_fd], proto.SEND_FLAGS)
         except OSError:
             sock.close()
+            if pipe is not None:
+                pipe.close()
             return None
-        self.sock = sock
+        self.sock, self.pipe = sock, pipe
+        self.writer = None if pipe is None else pipe.writer
         self._queued_before_connection = self.counters.queued
         self._confirmed = self._unreported = 0
         return sock
@@ -249,7 +292,9 @@ class Link:
         self.disconnect()
 
     def _ended(self) -> None:
-        """The connection ended: count what the flusher had not confirmed as lost."""
+        """The connection ended: take back what is left in the pipe; count what the
+        flusher had not confirmed as lost."""
+        self._take_back_pipe()
         unconfirmed = self._sent_here() - self._confirmed
         self._lost_since_flush += self._unreported  # counted and logged by the flusher
         self._queued_before_connection = self.counters.queued
@@ -265,15 +310,54 @@ class Link:
                 unconfirmed,
             )
 
+    def _take_back_pipe(self) -> None:
+        """Take back the records the flusher left in the pipe (it reads it no more).
+
+        Its read end is kept until the next connection, which takes back once
+        more: another thread's ``write(2)`` may still have been under way.
+        """
+        pipe, self.pipe, self.writer = self.pipe, None, None
+        if pipe is None:
+            return
+        pipe.writer.close()
+        self._requeue(*pipe.take_back())
+        if self._retired is not None:
+            self._retired.close()
+        self._retired = pipe
+
+    def _take_back_retired(self) -> None:
+        retired, self._retired = self._retired, None
+        if retired is not None:
+            self._requeue(*retired.take_back())
+            retired.close()
+
+    def _requeue(self, records: list[bytes], spoiled: int) -> None:
+        """Put records taken back from a pipe at the head of the buffer, unsent again.
+
+        They may take the buffer past its bound (by at most what a pipe holds).
+        """
+        self.buffer.extendleft(reversed(records))
+        self.buffer_bytes += sum(map(len, records))
+        self.counters.queued -= len(records) + spoiled
+        if spoiled:
+            self.lose("flusher_gone", spoiled)
+
     def _sent_here(self) -> int:
         """Events sent on the current connection."""
         return self.counters.queued - self._queued_before_connection
 
     def disconnect(self) -> None:
-        """Close the connection (in a forked child: only the child's descriptor)."""
+        """Close the connection (in a forked child: only the child's descriptors).
+
+        What is still in the pipe stays for the flusher, which reads it to the
+        end once it sees the connection close.
+        """
         sock, self.sock = self.sock, None
+        pipe, self.pipe, self.writer = self.pipe, None, None
         if sock is not None:
             sock.close()
+        if pipe is not None:
+            pipe.close()
 
     def _heard(self, message: bytes) -> proto.Reply:
         """Parse a message from the flusher, noting the generation a hello announces."""

@@ -15,14 +15,17 @@ Messages (first byte is the kind):
 =========  =========================================  ==============================
 kind       sent by                                    rest of the message
 =========  =========================================  ==============================
-``E``      a client: a plain event                    the event's JSON object
-``L``      a client: an LLM event                     the event's JSON object
+``E``      a client: a plain event                    the event's JSON object, and
+                                                      a newline (``END``)
+``L``      a client: an LLM event                     the event's JSON object, and
+                                                      a newline
 ``F``      a client: flush request                    request id (8 bytes)
 ``S``      a client: stats request                    request id
 ``V``      a client: its logger's effective level     the level in ASCII
 ``C``      a client, first on each connection: where  its route as JSON (host,
            its events go and how they are batched     api_key, flush_at,
-           (see ``_route``)                           flush_interval_s)
+           (see ``_route``); with the read end of     flush_interval_s)
+           the connection's pipe (``SCM_RIGHTS``)
 ``A``      the flusher: flush answer                  request id, ``1`` (all
                                                       delivered) or ``0``
 ``S``      the flusher: stats answer                  request id, stats JSON
@@ -37,6 +40,11 @@ kind       sent by                                    rest of the message
            closes the connection as it exits          ``K`` (N is 0 when it leaves
                                                       events undelivered)
 =========  =========================================  ==============================
+
+Events of up to ``PIPE_BUF`` bytes travel in the connection's pipe instead,
+one record per event, each the same bytes as the message (see ``_pipe``);
+the newline ends a record there. Control messages always use the socket, so
+a flush request finds every event sent before it in the pipe or the socket.
 
 ``K`` and ``B`` let a process count what a flusher that died took with it
 (see ``_link``): what it sent past the last ``K`` (or ``B``) was never
@@ -66,6 +74,7 @@ ROUTE = b"C"
 RECORD = b"R"
 CONFIRMED = b"K"
 BYE = b"B"
+END = b"\n"  # ends every event message: a record in the pipe
 
 EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
 REQUEST_KINDS = frozenset({FLUSH[0], STATS[0]})

@@ -3,6 +3,8 @@
 The reader accepts connections (the peer's uid checked), greets each with a
 hello that carries the flusher's generation, and reads whole messages,
 handing each to a callback. It does not interpret messages: the flusher does.
+A connection's first message brings the read end of its pipe (see ``_pipe``),
+whose records reach the same callback as the socket's messages.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from typing import Callable, Optional
 
 from . import _protocol as proto
+from ._pipe import READ_BYTES, is_pipe, split_records
 from ._route import Route
 
 ACCEPT_BACKOFF_S = 0.1
@@ -35,13 +38,26 @@ class Conn:
     events_read: int = 0
     confirming: bool = False  # a confirmation of its events waits (see _waiters)
     route: Optional[Route] = None  # where its events go; None: the flusher's own settings
+    greeted: bool = False  # its first message (which may bring the pipe) was read
+    pipe: Optional[int] = None  # the read end of its pipe
+    pipe_rest: bytes = b""  # a record's beginning, read without its end (never, in practice)
+    pipe_armed: bool = False  # its pipe is in the selector
+    pipe_naps_until: Optional[float] = None  # its pipe is left unwatched until then
 
     @property
     def open(self) -> bool:
         return self.sock.fileno() != -1
 
 
+@dataclasses.dataclass(eq=False)
+class PipeOf:
+    """What the selector holds for a connection's pipe."""
+
+    conn: Conn
+
+
 OnMessage = Callable[[Conn, int, bytes], None]
+_NEWLINE = proto.END[0]
 
 
 class Reader:
@@ -71,7 +87,9 @@ class Reader:
         self.accept_paused_until: Optional[float] = None  # out of descriptors: backing off
         self.accept_failures = 0
         self._conns: set[Conn] = set()
+        self._napping: set[Conn] = set()  # connections whose pipe naps (see nap)
         self.on_close: Callable[[Conn], None] = lambda conn: None
+        self.on_torn: Callable[[Conn, int], None] = lambda conn, pieces: None
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, "accept")
 
@@ -134,7 +152,7 @@ class Reader:
             if self.paused:
                 return
             try:
-                size = conn.sock.recv_into(self._buffer)
+                size = conn.sock.recv_into(self._buffer) if conn.greeted else self._first(conn)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionResetError:
@@ -147,26 +165,132 @@ class Reader:
             if size == 0:
                 self.close(conn)
                 return
-            self._on_message(conn, view[0], bytes(view[1:size]))
+            kind = view[0]
+            if kind in proto.EVENT_KINDS and view[size - 1] == _NEWLINE:
+                size -= 1  # an event ends with a newline (a record, in the pipe)
+            self._on_message(conn, kind, bytes(view[1:size]))
             if not conn.open:
                 return  # the handler closed it
+
+    def _first(self, conn: Conn) -> int:
+        """Read the first message into the buffer, taking the pipe that comes with it."""
+        message, fds, _flags, _address = socket.recv_fds(conn.sock, len(self._buffer), 1)
+        conn.greeted = True
+        for fd in fds[1:]:
+            os.close(fd)
+        if fds and is_pipe(fds[0]):
+            conn.pipe = fds[0]
+            self._watch_pipe(conn)
+        elif fds:
+            os.close(fds[0])
+        self._buffer[: len(message)] = message
+        return len(message)
+
+    def read_pipe(self, conn: Conn, limit: int, even_paused: bool = False) -> int:
+        """Hand on the records waiting in ``conn``'s pipe, up to about ``limit``;
+        the number of bytes read.
+
+        Every record of a read is handed on, even once the reader has paused:
+        the bound on what is held may be passed by one read (see ``_batching``).
+        """
+        taken = nbytes = 0
+        while conn.pipe is not None and conn.open and taken < limit:
+            if self.paused and not even_paused:
+                break
+            try:
+                chunk = os.read(conn.pipe, READ_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:  # every writer closed it: only the socket is left
+                self._close_pipe(conn)
+                break
+            nbytes += len(chunk)
+            records, conn.pipe_rest = split_records(conn.pipe_rest, chunk)
+            for record in records:
+                self._on_message(conn, record[0] if record else 0, record[1:])
+                if not conn.open:
+                    return nbytes  # the handler closed it (and the pipe)
+            taken += len(records)
+        return nbytes
+
+    def nap(self, conn: Conn, until: float) -> None:
+        """Leave ``conn``'s pipe unwatched until ``until``: its writes wake nobody.
+
+        A write to a pipe that a reader waits on costs the writer a wake-up
+        (about 1.5 µs, as much as the write); a burst of events read a few
+        milliseconds later costs the writers nothing more and the flusher one read.
+        """
+        if conn.pipe is not None:
+            conn.pipe_naps_until = until
+            self._napping.add(conn)
+            self._watch_pipe(conn)
+
+    def wake_pipes(self, now: float) -> None:
+        """Watch again the pipes whose nap has ended (called by the main loop)."""
+        for conn in [c for c in self._napping if (c.pipe_naps_until or 0.0) <= now]:
+            self._napping.discard(conn)
+            conn.pipe_naps_until = None
+            self._watch_pipe(conn)
+
+    def next_pipe_wake(self) -> Optional[float]:
+        return min((c.pipe_naps_until or 0.0 for c in self._napping), default=None)
+
+    def _watch_pipe(self, conn: Conn) -> None:
+        """Keep the rule: a pipe is in the selector iff open, not paused, not napping."""
+        fd = conn.pipe
+        if fd is None:
+            return  # closed (_close_pipe unregistered it)
+        wanted = not self.paused and conn.pipe_naps_until is None
+        if wanted and not conn.pipe_armed:
+            self._selector.register(fd, selectors.EVENT_READ, PipeOf(conn))
+        elif conn.pipe_armed and not wanted:
+            self._selector.unregister(fd)
+        conn.pipe_armed = wanted
 
     def read_all(self, limit_per_connection: int) -> None:
         """Accept, then read every message already waiting on every connection."""
         self.accept()
         for conn in list(self._conns):
             if conn.open:
+                self.read_pipe(conn, limit_per_connection)
+            if conn.open:
                 self.read(conn, limit_per_connection)
 
-    def close(self, conn: Conn) -> None:
+    def close(self, conn: Conn, take_pipe: bool = True) -> None:
+        """Close ``conn``; with ``take_pipe``, first hand on what its pipe still holds.
+
+        Without it (a bad message, the flusher's exit) the pipe is closed first,
+        then the socket: its process takes back what is left (see ``_pipe``).
+        """
         if not conn.open:
             return
+        if take_pipe:  # paused or not: its process may be gone (a pipe holds 64 KiB)
+            self.read_pipe(conn, proto.MAX_MESSAGE_BYTES, even_paused=True)
+        self._close_pipe(conn)
+        if not conn.open:
+            return  # a bad record in the pipe closed it meanwhile
         if not self.paused:
             self._selector.unregister(conn.sock)
         self._conns.discard(conn)
         conn.sock.close()
         self.connections -= 1
         self.on_close(conn)
+
+    def _close_pipe(self, conn: Conn) -> None:
+        if conn.pipe is None:
+            return
+        fd = conn.pipe
+        if conn.pipe_armed:
+            self._selector.unregister(fd)
+            conn.pipe_armed = False
+        conn.pipe = conn.pipe_naps_until = None
+        self._napping.discard(conn)
+        os.close(fd)
+        if conn.pipe_rest:  # the beginning of a record whose end never came
+            conn.pipe_rest = b""
+            self.on_torn(conn, 1)
 
     def open_connections(self) -> list[Conn]:
         return [conn for conn in self._conns if conn.open]
@@ -185,16 +309,19 @@ class Reader:
             self.paused = True
             for conn in self._conns:
                 self._selector.unregister(conn.sock)
+                self._watch_pipe(conn)
 
     def resume(self) -> None:
         if self.paused:
             self.paused = False
             for conn in self._conns:
                 self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+                self._watch_pipe(conn)
 
     def discard_waiting(self) -> int:
-        """Read and drop every event still waiting (at exit); the number of events."""
-        self.paused = False
+        """Read and drop every event still waiting on a socket (at exit); the number
+        of events. What the pipes hold is left to the processes (see ``close``)."""
+        self.resume()
         dropped = 0
         for conn in list(self._conns):
             while conn.open:

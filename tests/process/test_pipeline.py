@@ -187,6 +187,19 @@ def test_a_flusher_killed_after_delivering_costs_no_process_a_false_alarm(
     wait_exactly_once(collector, {"owner": 30, "child": 30})
 
 
+def test_events_a_killed_flusher_left_in_the_pipe_are_taken_back_and_delivered_once(
+    app: AppRunner, collector: CollectorProcess
+) -> None:
+    """The process keeps a read end of its pipe: a dead flusher's unread records come
+    back to it, go to the next flusher, and no write ever meets a pipe without a
+    reader (SIGPIPE is at its default action here, which would kill the process)."""
+    result = app.run("flusher_killed_before_reading", n=100)
+    assert result.get("flushed") is True and result.get("replaced") is True
+    assert result.get("dropped") == {}
+    assert result.get("closed") is True
+    wait_exactly_once(collector, {"warm-up": 1, "before": 100, "after": 100})
+
+
 def test_producers_killed_while_sending_do_not_corrupt_the_queue(
     app: AppRunner, collector: CollectorProcess
 ) -> None:

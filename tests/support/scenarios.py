@@ -376,6 +376,26 @@ def flusher_killed_holding(args: Args) -> None:
     finish("close", client)
 
 
+def flusher_killed_before_reading(args: Args) -> None:
+    """With SIGPIPE at its default action (death on a write to a pipe nobody reads),
+    the flusher is stopped, ``n`` events wait in this process's pipe, the flusher
+    is SIGKILLed, ``n`` more are tracked; then this process flushes and reports."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    client = make_client(args)
+    track_many(client, "warm-up", 1)
+    assert client.flush(timeout=60)
+    old = flusher_pid(client) or 0
+    os.kill(old, signal.SIGSTOP)
+    track_many(client, "before", args["n"])
+    os.kill(old, signal.SIGKILL)
+    wait_gone(old)
+    track_many(client, "after", args["n"])
+    flushed = client.flush(timeout=60)
+    stats = client.stats()
+    emit(flushed=flushed, dropped=stats.dropped, replaced=stats.flusher_pid != old)
+    finish("close", client)
+
+
 def _big_producer(client: Trubrics, index: int) -> None:
     blob = "x" * 20_000
     seq = 0
@@ -561,6 +581,7 @@ SCENARIOS: dict[str, Callable[[Args], None]] = {
         stall,
         kill_flusher,
         flusher_killed_holding,
+        flusher_killed_before_reading,
         killed_producers,
         no_fork_warning,
         burst,

@@ -1,11 +1,13 @@
 """The client's Link, in process: buffering, draining, reconnecting, request and reply.
 
-The "flusher" here is a listener the test reads by hand; the supervisor is a
-stand-in whose restart binds a new listener instead of starting a process.
+The "flusher" here is a listener the test reads by hand (each connection's
+pipe and socket, see :class:`Peer`); the supervisor is a stand-in whose
+restart binds a new listener instead of starting a process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -40,16 +42,18 @@ class StandInSupervisor(Supervisor):
         self.listener = proto.bind_listener(self.path)
         return True
 
-    def accept(self) -> socket.socket:
-        """The next connection, whose first message (checked, then kept) is its route."""
+    def accept(self) -> Peer:
+        """The next connection, whose first message (checked, then kept) is its route,
+        with its pipe's read end."""
         assert self.listener is not None
         self.listener.settimeout(DEADLINE_S)
         conn, _ = self.listener.accept()
         conn.settimeout(DEADLINE_S)
-        first = conn.recv(proto.MAX_MESSAGE_BYTES)
+        first, fds, _flags, _address = socket.recv_fds(conn, proto.MAX_MESSAGE_BYTES, 1)
         assert first[:1] == proto.ROUTE, first
+        assert len(fds) == 1, "a pipe comes with the route"
         self.routes.append(Route.from_bytes(first[1:]))
-        return conn
+        return Peer(conn, fds[0])
 
     def die(self) -> None:
         assert self.listener is not None
@@ -57,9 +61,35 @@ class StandInSupervisor(Supervisor):
         self.listener = None
 
 
+@dataclasses.dataclass
+class Peer:
+    """The flusher's end of one connection: its socket and its pipe's read end."""
+
+    sock: socket.socket
+    pipe: int
+
+    def send(self, message: bytes) -> None:
+        self.sock.send(message)
+
+    def read_pipe(self) -> list[bytes]:
+        """The records waiting in the pipe, without their newline."""
+        os.set_blocking(self.pipe, False)
+        data = b""
+        while True:
+            try:
+                data += os.read(self.pipe, 1 << 20)
+            except BlockingIOError:
+                return data.split(b"\n")[:-1]
+
+    def close(self) -> None:
+        """Close as a flusher does: the pipe first, then the socket."""
+        os.close(self.pipe)
+        self.sock.close()
+
+
 @pytest.fixture
 def link() -> Iterator[tuple[Link, StandInSupervisor]]:
-    config = Config(api_key="unit-key", process_buffer_bytes=50 * 6)
+    config = Config(api_key="unit-key", process_buffer_bytes=50 * 13)
     supervisor = StandInSupervisor(config, private_socket_path())
     made = Link(config, supervisor, LOG)
     yield made, supervisor
@@ -68,20 +98,26 @@ def link() -> Iterator[tuple[Link, StandInSupervisor]]:
         supervisor.listener.close()
 
 
-def read_all(conn: socket.socket) -> list[bytes]:
-    """Every message waiting on ``conn``, without waiting for more."""
-    conn.setblocking(False)
-    out = []
+def read_all(peer: Peer) -> list[bytes]:
+    """Every record waiting in the pipe, then every message on the socket (events
+    without their newline), without waiting for more."""
+    out = peer.read_pipe()
+    peer.sock.setblocking(False)
     while True:
         try:
-            out.append(conn.recv(proto.MAX_MESSAGE_BYTES))
+            out.append(peer.sock.recv(proto.MAX_MESSAGE_BYTES).removesuffix(b"\n"))
         except BlockingIOError:
             return out
 
 
+def event(seq: int) -> bytes:
+    """Event ``seq`` as the flusher reads it (12 bytes; its message adds a newline)."""
+    return b'E{"n":%05d}' % seq
+
+
 def fill(link: Link, count: int, start: int = 0) -> None:
     for seq in range(start, start + count):
-        link.send(b"E%05d" % seq)  # 6 bytes each
+        link.send(event(seq) + proto.END)
 
 
 def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSupervisor]) -> None:
@@ -97,7 +133,7 @@ def test_a_full_socket_buffers_then_drains_in_order(link: tuple[Link, StandInSup
     received = read_all(conn)
     assert ours.drain(deadline=None)
     received += read_all(conn)
-    assert received == [b"E%05d" % seq for seq in range(sent)]
+    assert received == [event(seq) for seq in range(sent)]
     assert supervisor.routes == [Route.of(ours.config)]  # told first, before any event
     assert ours.counters.queued == sent and ours.take_losses() == 0
 
@@ -132,16 +168,19 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     fill(ours, 1)
     first = supervisor.accept()
     first.send(proto.hello(4))
-    assert read_all(first) == [b"E00000"]
+    assert read_all(first) == [event(0)]
     supervisor.die()
     first.close()
-    fill(ours, 1, 1)  # notices the hang-up, restarts, reconnects, sends
+    fill(ours, 1, 1)  # into the pipe, which nobody reads now
+    ours.read_waiting()  # the periodic check notices the hang-up and takes it back
+    assert list(ours.buffer) == [event(1) + proto.END] and ours.sock is None
+    assert ours.drain(deadline=None)  # restarts, reconnects, sends
     second = supervisor.accept()
     second.send(proto.hello(5))
     ours.read_waiting()
     assert supervisor.restarts == 1 and ours.generation == 5
     assert ours.drain(deadline=None)
-    assert read_all(second) == [b"E00001"]
+    assert read_all(second) == [event(1)]
     # The first flusher never confirmed E00000: it may have taken it along.
     assert ours.counters.dropped == {"flusher_gone": 1} and ours.take_losses() == 1
 
@@ -156,7 +195,7 @@ def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupe
     conn.send(proto.ack(request_id_of_next, True))
     reply = ours.request(proto.FLUSH, deadline=None)
     assert reply is not None and reply.kind == proto.ACK and reply.ok
-    assert read_all(conn) == [b"E00000", proto.request(proto.FLUSH, request_id_of_next)]
+    assert read_all(conn) == [event(0), proto.request(proto.FLUSH, request_id_of_next)]
 
 
 def test_a_request_times_out_when_no_answer_comes(link: tuple[Link, StandInSupervisor]) -> None:
@@ -211,6 +250,7 @@ def ended_after(link: tuple[Link, StandInSupervisor], tracked: int, *said: bytes
     ours, supervisor = link
     fill(ours, tracked)
     peer = supervisor.accept()
+    assert len(read_all(peer)) == tracked  # taken in, as a flusher does
     for message in (proto.hello(0), *said):
         peer.send(message)
     peer.close()
@@ -247,6 +287,7 @@ def test_a_flush_answer_confirms_everything_sent_before_it(
     ours, supervisor = link
     fill(ours, 4)
     peer = supervisor.accept()
+    assert len(read_all(peer)) == 4
     peer.send(proto.confirmed(1, 1))
     peer.send(proto.ack(1, False))  # the answer to the flush below: it reports the loss
     reply = ours.request(proto.FLUSH, deadline=None)
