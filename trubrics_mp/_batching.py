@@ -118,16 +118,37 @@ class Batcher:
         route: Optional[Route] = None,
     ) -> Optional[Batch]:
         """Queue ``event`` (sent by ``source``); return a batch if this event filled one."""
+        full = self.add_many(endpoint, [event], len(event), now, source, route)
+        return full[0] if full else None
+
+    def add_many(
+        self,
+        endpoint: str,
+        events: list[bytes],
+        nbytes: int,
+        now: float,
+        source: object = None,
+        route: Optional[Route] = None,
+    ) -> list[Batch]:
+        """Queue ``events`` (``nbytes`` in all, sent by ``source``); the batches they filled.
+
+        A pipe read's events are added in slices, with no work per event.
+        """
         destination = (endpoint, route)
-        pending = self._pending.get(destination)
-        if pending is None:
-            pending = self._pending[destination] = self._new_pending(now, route)
-        pending.events.append(event)
-        pending.nbytes += len(event)
-        pending.sources.add(source)
-        if len(pending.events) >= pending.flush_at:
-            return self._cut(destination)
-        return None
+        full: list[Batch] = []
+        start = 0
+        while start < len(events):
+            pending = self._pending.get(destination)
+            if pending is None:
+                pending = self._pending[destination] = self._new_pending(now, route)
+            part = events[start : start + pending.flush_at - len(pending.events)]
+            start += len(part)
+            pending.events += part
+            pending.nbytes += nbytes if len(part) == len(events) else sum(map(len, part))
+            pending.sources.add(source)
+            if len(pending.events) >= pending.flush_at:
+                full.append(self._cut(destination))
+        return full
 
     def due(self, now: float) -> list[Batch]:
         """Batches whose oldest event has waited its flush interval."""
@@ -188,17 +209,18 @@ class Intake(Batcher):
     def overfull(self) -> bool:
         return self.held_bytes >= self.max_bytes + OVERSHOOT_BYTES
 
-    def add(
+    def add_many(
         self,
         endpoint: str,
-        event: bytes,
+        events: list[bytes],
+        nbytes: int,
         now: float,
         source: object = None,
         route: Optional[Route] = None,
-    ) -> Optional[Batch]:
-        self.held += 1
-        self.held_bytes += len(event)
-        return super().add(endpoint, event, now, source, route)
+    ) -> list[Batch]:
+        self.held += len(events)
+        self.held_bytes += nbytes
+        return super().add_many(endpoint, events, nbytes, now, source, route)
 
     def settled(self, batch: Batch) -> None:
         """``batch`` was delivered or dropped: its events are no longer held."""

@@ -106,6 +106,7 @@ class Flusher:
         )
         self.reader.on_close = self._on_close
         self.reader.on_torn = self._torn
+        self.reader.on_records = self._on_records
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
         self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
@@ -235,7 +236,7 @@ class Flusher:
             if not self._plausible_event(payload):
                 self._bad_message(conn, f"an event of {len(payload)} bytes that is no JSON object")
                 return
-            self._add_event(conn, endpoint, payload)
+            self._add_events(conn, endpoint, [payload], len(payload))
         elif kind in proto.REQUEST_KINDS:
             self._requests.append((conn, bytes((kind,)) + payload))
         elif kind == proto.LEVEL[0]:
@@ -245,21 +246,40 @@ class Flusher:
         else:
             self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
 
-    def _add_event(self, conn: Conn, endpoint: str, payload: bytes) -> None:
-        self.counters.count_received(conn.pid)
-        conn.events_read += 1
+    def _on_records(self, conn: Conn, records: list[bytes]) -> None:
+        """A pipe read: plain events, each plausible, go in at once (the hot path);
+        anything else goes message by message."""
+        limit = self.config.max_event_bytes + 1
+        payloads = [
+            r[1:] for r in records if r.startswith(b"E{") and r.endswith(b"}") and len(r) <= limit
+        ]
+        if len(payloads) < len(records):
+            for record in records:
+                if conn.open:
+                    self._on_message(conn, record[0] if record else 0, record[1:])
+            return
+        if payloads:
+            nbytes = sum(map(len, payloads))
+            self._add_events(conn, EVENTS_ENDPOINT, payloads, nbytes)
+
+    def _add_events(self, conn: Conn, endpoint: str, payloads: list[bytes], nbytes: int) -> None:
+        self.counters.count_received(conn.pid, len(payloads))
+        conn.events_read += len(payloads)
         if self.intake.overfull:  # read past the bound (cannot happen while reads pause)
-            conn.dropped += 1
-            self.losses.record("queue_full", 1)
+            conn.dropped += len(payloads)
+            self.losses.record("queue_full", len(payloads))
             self.losses.limited(
                 "queue_full",
-                "queue full (%d bytes held): an event was dropped",
+                "queue full (%d bytes held): %d events were dropped",
                 self.intake.max_bytes,
+                len(payloads),
             )
             return
-        batch = self.intake.add(endpoint, payload, time.monotonic(), conn, conn.route)
-        if batch is not None:
-            self._dispatch([batch])
+        batches = self.intake.add_many(
+            endpoint, payloads, nbytes, time.monotonic(), conn, conn.route
+        )
+        if batches:
+            self._dispatch(batches)
         if not conn.confirming:
             self._confirm_later(conn)
         if self.intake.full:

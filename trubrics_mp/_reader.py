@@ -57,6 +57,7 @@ class PipeOf:
 
 
 OnMessage = Callable[[Conn, int, bytes], None]
+OnRecords = Callable[[Conn, list[bytes]], None]
 _NEWLINE = proto.END[0]
 
 
@@ -90,6 +91,7 @@ class Reader:
         self._napping: set[Conn] = set()  # connections whose pipe naps (see nap)
         self.on_close: Callable[[Conn], None] = lambda conn: None
         self.on_torn: Callable[[Conn, int], None] = lambda conn, pieces: None
+        self.on_records: OnRecords = self._each_record  # a pipe read's records
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, "accept")
 
@@ -208,12 +210,15 @@ class Reader:
                 break
             nbytes += len(chunk)
             records, conn.pipe_rest = split_records(conn.pipe_rest, chunk)
-            for record in records:
-                self._on_message(conn, record[0] if record else 0, record[1:])
-                if not conn.open:
-                    return nbytes  # the handler closed it (and the pipe)
+            self.on_records(conn, records)
             taken += len(records)
         return nbytes
+
+    def _each_record(self, conn: Conn, records: list[bytes]) -> None:
+        """Hand each record to ``on_message`` until one closes the connection."""
+        for record in records:
+            if conn.open:
+                self._on_message(conn, record[0] if record else 0, record[1:])
 
     def nap(self, conn: Conn, until: float) -> None:
         """Leave ``conn``'s pipe unwatched until ``until``: its writes wake nobody.

@@ -36,9 +36,9 @@ class FlusherCounters:
     def __post_init__(self) -> None:
         self._gone: collections.deque[int] = collections.deque()
 
-    def count_received(self, pid: int) -> None:
-        self.received += 1
-        self.received_by_pid[pid] += 1
+    def count_received(self, pid: int, events: int = 1) -> None:
+        self.received += events
+        self.received_by_pid[pid] += events
 
     def process_gone(self, pid: int) -> None:
         """``pid`` has no connection left: past ``MAX_GONE_PIDS`` gone, the oldest is

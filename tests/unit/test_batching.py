@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trubrics_mp._batching import Batcher
+from trubrics_mp._batching import Batcher, Intake
 
 
 def test_a_batch_leaves_when_flush_at_events_are_there() -> None:
@@ -35,3 +35,22 @@ def test_endpoints_are_never_mixed_and_cut_all_takes_everything() -> None:
         ("publish_llm_events", [b"2"]),
     ]
     assert batcher.cut_all() == [] and batcher.next_due_at() is None
+
+
+def test_many_events_at_once_fill_batches_in_order_and_keep_the_rest_waiting() -> None:
+    intake = Intake(flush_at=4, flush_interval_s=10.0, max_bytes=1_000)
+    events = [b'{"n":%d}' % n for n in range(10)]
+    full = intake.add_many("publish_events", events, sum(map(len, events)), now=0.0)
+    assert [batch.events for batch in full] == [events[0:4], events[4:8]]
+    assert [b.nbytes for b in full] == [sum(map(len, events[0:4])), sum(map(len, events[4:8]))]
+    assert intake.held == 10 and intake.held_bytes == sum(map(len, events))
+    (rest,) = intake.cut_all()
+    assert rest.events == events[8:] and rest.nbytes == sum(map(len, events[8:]))
+
+
+def test_many_events_top_up_a_waiting_batch_first() -> None:
+    intake = Intake(flush_at=3, flush_interval_s=10.0, max_bytes=1_000)
+    assert intake.add("publish_events", b"{0}", now=0.0) is None
+    full = intake.add_many("publish_events", [b"{1}", b"{2}", b"{3}"], 9, now=1.0)
+    assert [batch.events for batch in full] == [[b"{0}", b"{1}", b"{2}"]]
+    assert intake.next_due_at() == 11.0  # the rest waits from now, in a batch of its own

@@ -178,3 +178,20 @@ def watched(selector: selectors.BaseSelector, conn: Conn) -> bool:
         isinstance(key.data, PipeOf) and key.data.conn is conn
         for key in selector.get_map().values()
     )
+
+
+def test_a_read_that_is_not_all_plain_events_goes_message_by_message(
+    h: Harness, pipe: EventPipe
+) -> None:
+    """LLM events, and a bad record: the events before it are taken, it is counted, and
+    its connection closed (what followed it in that read counts as gone in its process)."""
+    sock = with_pipe(h, pipe)
+    llm = proto.LLM_EVENT + json.dumps({"src": "llm", "seq": 0}).encode() + NEWLINE
+    pipe.writer.write(record(0) + llm + record(1) + b"E{not an object\n")
+    while sock.recv(proto.MAX_MESSAGE_BYTES):  # until the flusher closes the connection
+        pass
+    other = h.connect()
+    assert h.stats(other)["dropped"] == {"bad_message": 1}
+    assert h.ask(other, proto.FLUSH).ok
+    assert sorted(h.delivered()) == [("llm", 0), ("t", 0), ("t", 1)]
+    assert {call.endpoint for call in h.poster.calls} == {"publish_events", "publish_llm_events"}
