@@ -35,6 +35,7 @@ from ._stats import Stats, merge
 from ._supervisor import Supervisor
 
 _STATS_TIMEOUT_S = 5.0
+_EVENT, _LLM_EVENT, _END = proto.EVENT, proto.LLM_EVENT, proto.END  # read on every call
 _QUEUED = "Event `%s` by user `%s` has been added to queue."  # 1.8.5's words, at DEBUG
 
 
@@ -186,12 +187,14 @@ class Trubrics(OfficialAttributes):
     ) -> None:
         """Queue one event for ``POST /publish_events``. Never blocks, never raises."""
         try:
-            link = self._current_link()
+            if self._pid != os.getpid():  # _current_link(), inlined: the hot path
+                self.after_fork()
+            link = self._link
             link.counters.tracked += 1
             data = encode_event(
                 user_id, event, properties, timestamp, self._config.max_event_bytes, self._encoder
             )
-            if self._send(link, proto.EVENT + data + proto.END):
+            if self._send(link, _EVENT + data + _END):
                 self.logger.debug(
                     "Event `%s` by user `%s` has been added to queue.", event, user_id
                 )
@@ -231,7 +234,7 @@ class Trubrics(OfficialAttributes):
                 max_bytes=self._config.max_event_bytes,
                 encoder=self._encoder,
             )
-            if self._send(link, proto.LLM_EVENT + data + proto.END):
+            if self._send(link, _LLM_EVENT + data + _END):
                 self.logger.debug("LLM event by user `%s` has been added to queue.", user_id)
         except InvalidEvent as exc:
             self._reject("track_llm", exc)
@@ -249,7 +252,7 @@ class Trubrics(OfficialAttributes):
             self._refuse(link, "closed" if self._closed else "disabled")
             return False
         link.send(message)
-        if link.logging_check_due():
+        if time.monotonic() >= link.next_logging_check:  # link.logging_check_due(), inlined
             link.check_logging(effective_level(self.logger))
         return link.debug
 

@@ -67,7 +67,7 @@ class Link:
         self.generation = 0
         self.debug = False  # the client's logger was at DEBUG at the last check
         self._declared_level: Optional[int] = None  # what the flusher was told
-        self._next_logging_check = 0.0  # monotonic seconds
+        self.next_logging_check = 0.0  # monotonic seconds
         self._lost_since_flush = 0
         self._queued_before_connection = 0  # counters.queued when it was made
         self._confirmed = 0  # events of this connection the flusher confirmed settled
@@ -100,7 +100,7 @@ class Link:
         self._lost_since_flush = 0
         self._queued_before_connection = self._confirmed = self._unreported = 0
         self._declared_level = None
-        self._next_logging_check = 0.0
+        self.next_logging_check = 0.0
         self._lock = threading.RLock()  # a thread of the parent may have held it
 
     # -- counting: the one place this process counts events it did not hand over ----------
@@ -215,12 +215,9 @@ class Link:
         return not self.buffer
 
     # -- logging: the level goes to the flusher, its records come back (see _logs) ---------
-    def logging_check_due(self) -> bool:
-        return time.monotonic() >= self._next_logging_check
-
     def check_logging(self, level: int) -> None:
         """Tell the flusher a changed level; replay the records it sent us. Never blocks."""
-        self._next_logging_check = time.monotonic() + _logs.LEVEL_CHECK_S
+        self.next_logging_check = time.monotonic() + _logs.LEVEL_CHECK_S
         self.debug = level <= logging.DEBUG
         self.supervisor.reap()
         sock = self.sock

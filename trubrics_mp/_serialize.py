@@ -173,12 +173,11 @@ class _UtcClock:
         self._prefix = ""
 
     def now_iso(self) -> str:
-        now = time.time()
-        second = int(now)
+        second, micros = divmod(time.time_ns() // 1000, 1_000_000)  # integers: no float
         if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
             self._second = second
-        return f"{self._prefix}.{int((now - second) * 1e6):06d}+00:00"
+        return f"{self._prefix}{micros:06d}+00:00"
 
 
 _clock = _UtcClock()
