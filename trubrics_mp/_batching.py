@@ -36,6 +36,7 @@ class Batch:
         "attempts",
         "alone",
         "ready_at",
+        "first_tried_at",
         "sources",
     )
 
@@ -55,6 +56,7 @@ class Batch:
         self.attempts = 0
         self.alone = False
         self.ready_at = 0.0  # when delivery took it (monotonic seconds)
+        self.first_tried_at = 0.0  # when its first attempt began (monotonic seconds)
         self.sources: set[object] = set()  # who sent its events (told if it is lost)
 
     @property

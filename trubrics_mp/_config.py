@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from ._address import check_pipeline_name
@@ -42,7 +42,8 @@ class Config:
     flush_interval_s: float = 10.0
     flush_at: int = 20
     request_timeout_s: float = 10.0
-    max_retries: int = 10
+    max_retries: Optional[int] = None  # None: retries are bounded by retry_for_s only
+    retry_for_s: float = 300.0  # a failing batch is retried this long, then dropped
     max_queue_bytes: int = 64 * MIB  # events (their JSON) the flusher holds
     process_buffer_bytes: int = 8 * MIB  # events one process holds while the queue is full
     max_event_bytes: int = 65_536
@@ -60,7 +61,9 @@ class Config:
         _check_number("flush_interval", self.flush_interval_s, 1.0, 3600.0)
         _check_int("flush_at", self.flush_at, 1, MAX_FLUSH_AT)
         _check_number("request_timeout", self.request_timeout_s, 0.0, 600.0, low_open=True)
-        _check_int("max_retries", self.max_retries, 0, 100)
+        if self.max_retries is not None:
+            _check_int("max_retries", self.max_retries, 0, 1000)
+        _check_number("retry_for", self.retry_for_s, 0.0, 7 * 86400.0)
         _check_int("max_queue_bytes", self.max_queue_bytes, MIB, 4096 * MIB)
         _check_int("process_buffer_bytes", self.process_buffer_bytes, 0, 1024 * MIB)
         _check_int("max_event_bytes", self.max_event_bytes, 1_024, MAX_EVENT_BYTES_LIMIT)
@@ -96,7 +99,7 @@ class Config:
 
     @property
     def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_retries=self.max_retries)
+        return RetryPolicy(max_retries=self.max_retries, retry_for_s=self.retry_for_s)
 
     def to_wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

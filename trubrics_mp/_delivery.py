@@ -161,6 +161,7 @@ class Delivery:
                 time.time(),
                 random.random(),
                 sum(map(len, bundle)),
+                bundle[0].first_tried_at,
             )
             self._record(bundle, outcome, decision)
 
@@ -203,6 +204,8 @@ class Delivery:
     def _post(self, bundle: list[Batch]) -> Outcome:
         """POST every event of ``bundle``; only the head batch counts the attempt."""
         head = bundle[0]
+        if not head.attempts:
+            head.first_tried_at = self._clock()
         head.attempts += 1
         body = head.body() if len(bundle) == 1 else Batch.join_bodies(bundle)
         try:
@@ -263,13 +266,14 @@ class Delivery:
                 self._log,
                 logging.WARNING,
                 "retry",
-                "POST /%s failed (%s): retry %d of %d for %d events in %.1f s",
+                "POST /%s failed (%s): retry %d for %d events in %.1f s (given up %.0f s "
+                "after the first attempt)",
                 head.endpoint,
                 summary,
                 head.attempts,
-                self._policy.max_retries,
                 sum(map(len, bundle)),
                 max(0.0, decision.retry_at - self._clock()),
+                self._policy.retry_for_s,
             )
         elif decision.action == "split" and len(bundle) == 1:
             self._limiter.log(

@@ -3,7 +3,10 @@
 - 2xx: delivered.
 - No response (connection error, timeout), 408, 429 and 5xx: retried with
   exponential backoff and jitter, never sooner than ``Retry-After`` says,
-  until ``max_retries`` retries are spent; then the batch is dropped.
+  until ``retry_for_s`` seconds have passed since the batch's first attempt
+  (a last attempt is made at that moment, unless ``Retry-After`` forbids
+  it), or ``max_retries`` retries are spent when a count is set; then the
+  batch is dropped (``retries_exhausted``).
 - 413 (too large): a batch of several events is split in two (``split``),
   each half sent on its own (see ``_split``); one event alone is dropped as
   ``too_large``. A ``Retry-After`` on a 413 is ignored.
@@ -63,7 +66,8 @@ def parse_retry_after(value: Optional[str], now_epoch_s: float, cap_s: float) ->
 class RetryPolicy:
     """How often and how patiently a batch is retried (all times in seconds)."""
 
-    max_retries: int = 10
+    max_retries: Optional[int] = None  # None: no count, only the time budget
+    retry_for_s: float = 300.0
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     retry_after_cap_s: float = 300.0
@@ -81,9 +85,11 @@ class RetryPolicy:
         now_epoch_s: float,
         jitter: float,
         events: int = 1,
+        first_tried_at: Optional[float] = None,
     ) -> Decision:
-        """What to do after attempt number ``attempts`` (1-based) of a batch of ``events``
-        came back with ``outcome``."""
+        """What to do after attempt number ``attempts`` (1-based) of a batch of ``events``,
+        first tried at ``first_tried_at`` (on the clock of ``now``; None: now), came back
+        with ``outcome``."""
         status = outcome.status
         if status is not None and 200 <= status <= 299:
             return Decision("delivered")
@@ -91,13 +97,17 @@ class RetryPolicy:
             return Decision("split") if events > 1 else Decision("drop", reason="too_large")
         if not is_retryable(status):
             return Decision("drop", reason=_drop_reason(status))
-        if attempts > self.max_retries:
+        give_up_at = (now if first_tried_at is None else first_tried_at) + self.retry_for_s
+        spent = self.max_retries is not None and attempts > self.max_retries
+        if spent or now >= give_up_at:
             return Decision("drop", reason="retries_exhausted")
-        delay = self.backoff_s(attempts, jitter)
+        retry_at = now + self.backoff_s(attempts, jitter)
         server_asks = parse_retry_after(outcome.retry_after, now_epoch_s, self.retry_after_cap_s)
         if server_asks is not None:
-            delay = max(delay, server_asks)
-        return Decision("retry", retry_at=now + delay)
+            if now + server_asks > give_up_at:
+                return Decision("drop", reason="retries_exhausted")  # asked to wait too long
+            retry_at = max(retry_at, now + server_asks)
+        return Decision("retry", retry_at=min(retry_at, give_up_at))
 
 
 def _drop_reason(status: Optional[int]) -> str:

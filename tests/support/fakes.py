@@ -88,11 +88,12 @@ class RunningDelivery:
         policy: RetryPolicy,
         senders: int = 4,
         bundle_after_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settled: list[Settled] = []
         self._lock = threading.Lock()
         self.delivery = Delivery(
-            poster, policy, senders, self._wake, _LOG, bundle_after_s=bundle_after_s
+            poster, policy, senders, self._wake, _LOG, clock=clock, bundle_after_s=bundle_after_s
         )
         self.delivery.start()
 

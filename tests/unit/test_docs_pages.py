@@ -165,4 +165,4 @@ def test_the_configuration_bounds_are_the_ones_enforced() -> None:
         if side == "below":
             assert _clamped_to(name, low) == number(edge), name
         checked += 1
-    assert checked == 10
+    assert checked == 11

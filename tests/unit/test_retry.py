@@ -70,3 +70,48 @@ def test_retry_after_is_honoured_in_seconds_and_as_a_date() -> None:
     assert parse_retry_after(http_date, epoch, 300.0) == 20.0
     assert parse_retry_after("garbage", epoch, 300.0) is None
     assert parse_retry_after("100000", epoch, 300.0) == 300.0  # capped
+
+
+# -- the time budget (retry_for) ------------------------------------------------------------
+def test_without_a_count_a_batch_is_retried_until_retry_for_has_passed() -> None:
+    policy = RetryPolicy(retry_for_s=60.0)  # max_retries None: no count
+    within = policy.decide(
+        outcome(503), 500, now=159.0, now_epoch_s=0, jitter=0, first_tried_at=100
+    )
+    assert within.action == "retry"
+    spent = policy.decide(outcome(503), 3, now=160.0, now_epoch_s=0, jitter=0, first_tried_at=100)
+    assert (spent.action, spent.reason) == ("drop", "retries_exhausted")
+
+
+def test_the_last_retry_is_made_when_the_budget_ends_not_after() -> None:
+    policy = RetryPolicy(retry_for_s=60.0)
+    decision = policy.decide(
+        outcome(None), 9, now=150.0, now_epoch_s=0, jitter=0.99, first_tried_at=100
+    )
+    assert decision.action == "retry" and decision.retry_at == 160.0  # backoff says ~180
+
+
+def test_a_retry_after_beyond_the_budget_drops_the_batch_now() -> None:
+    policy = RetryPolicy(retry_for_s=60.0)
+    decision = policy.decide(
+        outcome(429, "120"), 1, now=100.0, now_epoch_s=0, jitter=0, first_tried_at=100
+    )
+    assert (decision.action, decision.reason) == ("drop", "retries_exhausted")
+    within = policy.decide(
+        outcome(429, "30"), 1, now=100.0, now_epoch_s=0, jitter=0, first_tried_at=100
+    )
+    assert within.action == "retry" and within.retry_at == 130.0
+
+
+def test_a_count_still_bounds_retries_within_the_time() -> None:
+    policy = RetryPolicy(max_retries=2, retry_for_s=3600.0)
+    assert policy.decide(
+        outcome(503), 3, now=1, now_epoch_s=0, jitter=0, first_tried_at=0
+    ).reason == ("retries_exhausted")
+
+
+def test_a_zero_budget_means_one_attempt() -> None:
+    decision = RetryPolicy(retry_for_s=0.0).decide(
+        outcome(503), 1, now=5.0, now_epoch_s=0, jitter=0, first_tried_at=5.0
+    )
+    assert decision.action == "drop"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from support.fakes import Call, FakePoster, RunningDelivery, always
@@ -208,3 +210,24 @@ def test_stop_closes_the_poster_and_ends_every_thread() -> None:
     run.stop()
     assert poster.closed
     assert not [t for t in threading.enumerate() if t.name.startswith("trubrics-mp-sender")]
+
+
+def test_a_batch_is_given_up_once_retry_for_has_passed_on_the_delivery_clock(
+    running: list[RunningDelivery],
+) -> None:
+    """The clock is the test's: real time, plus 10 s per attempt; retry_for is 25 s."""
+    skipped = [0.0]
+
+    def failing(number: int, endpoint: str, events: list[dict[str, Any]]) -> Outcome:
+        skipped[0] += 10.0
+        return Outcome(503)
+
+    poster = FakePoster(failing)
+    policy = RetryPolicy(retry_for_s=25.0, backoff_base_s=0.001, backoff_cap_s=0.001)
+    run = RunningDelivery(poster, policy, senders=1, clock=lambda: time.monotonic() + skipped[0])
+    running.append(run)
+    run.delivery.put(batch(0))
+    poll_until(lambda: run.outcomes(), 10, "the batch to settle")
+    (settled,) = run.outcomes()
+    assert settled.reason == "retries_exhausted"
+    assert poster.count() == 3  # at 1000 (first), 1010 and 1020; at 1030 the 25 s were spent
