@@ -77,13 +77,16 @@ METHOD = """## Method
   (the clock starts before the first write), each tracks its share of 160,000 events in a
   tight loop and calls `flush()`, and the round ends at the sink's answer to the request that
   completed it. The same total for every count, so the rates compare; the ratio is to the
-  1-producer rate. 3 rounds per count (median, min - max); a new flusher per count. Noise:
+  1-producer rate. 3 rounds per count (median, min - max); a new flusher per count. Events/s
+  counts delivered events only: one producer's tight loop of 160,000 can outrun the flusher,
+  and past its socket and its 8 MiB buffer it drops events (`buffer_full`, delivered / sent
+  under 100%), so its rate is then the flusher's rate, not the loop's. Noise:
   with 2 cores shared by the producers, the flusher and the sink, every run is CPU-bound:
   1 producer is a two-stage pipeline (the caller and the flusher, one core each, the sink
   between them), while 16 producers compete with the flusher for the same 2 cores and the
   scheduler decides its share; the release itself is staggered (the producers wake one
-  after the other on 2 cores). Rounds last about 1 s; treat differences under 10 to 20% as
-  noise.
+  after the other on 2 cores). Rounds last about 1.5 s; treat differences under 10 to 20%
+  as noise.
 """
 
 FINDINGS = """## Findings: what was profiled, what was fixed, what is left

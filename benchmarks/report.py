@@ -23,7 +23,9 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
         rows += _fork_targets(r["forked"]["trubrics_mp"])
     if max_flusher_kb(r):
         hwm = max_flusher_kb(r) / 1024
-        rows.append(("flusher resident memory under 40 MB", f"peak {hwm:.1f} MB", hwm < 40))
+        heavy = _peak_kb(pipeline_flusher_runs(r)) / 1024
+        also = f"; {heavy:.1f} MB under the loads of sections 7 to 9" if heavy else ""
+        rows.append(("flusher resident memory under 40 MB", f"peak {hwm:.1f} MB{also}", hwm < 40))
     if "latency" in r and "latency_slow" in r and "latency_down" in r:
         rows += _stress_targets(r)
     return rows + pipeline_targets(r)
@@ -114,11 +116,18 @@ def _stress_targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 
 def max_flusher_kb(r: dict[str, Any]) -> float:
-    """The flusher's peak RSS (VmHWM) over every run that read it (0: none did)."""
+    """The flusher's peak RSS (VmHWM) over the runs of sections 2, 3 and 5 (0: none ran).
+
+    The memory target was set on these; sections 7 to 9 load the flusher harder
+    (it reads what producers push, up to ``max_queue_bytes``) and are shown apart.
+    """
     values = [r[key]["trubrics_mp"] for key in ("e2e_instant", "e2e_slow", "memory") if key in r]
     values += list(r.get("forked", {}).get("trubrics_mp", {}).values())
-    values += pipeline_flusher_runs(r)
-    return float(max((v.get("flusher_hwm_kb") or 0 for v in values), default=0))
+    return _peak_kb(values)
+
+
+def _peak_kb(runs: list[dict[str, Any]]) -> float:
+    return float(max((run.get("flusher_hwm_kb") or 0 for run in runs), default=0))
 
 
 def _latency_section(r: dict[str, Any]) -> str:
@@ -288,10 +297,20 @@ def _memory_section(r: dict[str, Any]) -> str:
         f"## 5. Memory\n\nWorker: RSS after import + construct + "
         f"{r['sizes']['memory_tracks']:,} `track()` calls + flush, minus a bare worker "
         f"({mem['bare_worker_rss_kb'] / 1024:.1f} MB). trubrics_mp flusher: peak RSS "
-        f"(VmHWM) over all runs that read it (sections 2, 3, 5, 7, 8 and 9) "
-        f"{max_flusher_kb(r) / 1024:.1f} MB.\n\n"
+        f"(VmHWM) over the runs of sections 2, 3 and 5 {max_flusher_kb(r) / 1024:.1f} MB"
+        f"{_heavy_peak(r)}.\n\n"
     )
     return text + _table(["peer", "added to a worker, MB", "flusher RSS, MB"], rows)
+
+
+def _heavy_peak(r: dict[str, Any]) -> str:
+    heavy = _peak_kb(pipeline_flusher_runs(r)) / 1024
+    if not heavy:
+        return ""
+    return (
+        f"; {heavy:.1f} MB over those of sections 7 to 9, where producers push faster than "
+        "it posts and it holds what it read, up to `max_queue_bytes` (64 MiB by default)"
+    )
 
 
 def render(r: dict[str, Any]) -> str:
