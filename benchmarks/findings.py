@@ -57,10 +57,13 @@ METHOD = """## Method
   3 rounds. Only the flusher counts: not the caller, not the sink. Noise: the kernel counts
   CPU in 10 ms ticks (a round is about 1 s of flusher CPU: about 1%); the flusher shares the
   2 cores with the caller and the sink, and the machine with other engineers' runs, which
-  costs it caches and frequency even in CPU time (rounds of one run differ by about 10%).
-  With `TRUBRICS_MP_JSON=json` (`trubrics_mp_json`) the caller encodes with the standard
-  json module; the flusher never encodes, so the two should agree within that noise.
-  "Today's" figure is a constant measured at commit 34fb7e7 (`report_pipeline.py`).
+  costs it caches and frequency even in CPU time: at commit 34fb7e7, 12 rounds in 4 runs
+  spread from 7.3 to 9.4 µs, the runs' medians from 7.7 to 8.6 µs. With
+  `TRUBRICS_MP_JSON=json` (`trubrics_mp_json`) the caller encodes with the standard json
+  module, to the same bytes; the flusher never encodes, so the two should agree, but the
+  json rounds came out about 10% higher there (median 8.5 µs), probably because a slower
+  caller hands the flusher fewer events per wake-up. "Today's" figure is that median of
+  7.8 µs, a constant in `benchmarks/report_pipeline.py`.
 - **8. Cold burst**: a fresh process makes the client and at once calls `track()` 100,000
   times in a tight loop (no warm-up), then `flush()`; the sink is waited for until it holds
   them all or 3 s pass without progress. For trubrics_mp the flusher is new (started by this
@@ -69,7 +72,8 @@ METHOD = """## Method
   what does not fit is dropped and counted (`stats().dropped`, `buffer_full`) by design, as
   `track()` never blocks. Seconds are from the first `track()` to the sink's answer to the
   last request. Flusher peak RSS: its VmHWM after the run. 3 runs per peer, interleaved;
-  each run is shown (they are short, about 1 s, and vary by 10 to 20%).
+  each run is shown: they are short (about 1 s for trubrics_mp, 3 to 5 s for the official
+  SDK) and, on the shared machine, varied up to 2x at commit 34fb7e7.
 - **9. Producers sharing one flusher**: 1, 2, 4, 8 and 16 separately started interpreters
   (`benchmarks.pipeline_jobs`, job `producer`) make a client with the same settings and URL,
   so they share one flusher, and each sends one warm-up event and flushes. Once the sink
@@ -85,8 +89,9 @@ METHOD = """## Method
   1 producer is a two-stage pipeline (the caller and the flusher, one core each, the sink
   between them), while 16 producers compete with the flusher for the same 2 cores and the
   scheduler decides its share; the release itself is staggered (the producers wake one
-  after the other on 2 cores). Rounds last about 1.5 s; treat differences under 10 to 20%
-  as noise.
+  after the other on 2 cores). Rounds last 1.5 to 2 s; at commit 34fb7e7 the rounds of one
+  count spread by up to 30% under other engineers' test runs: treat differences of the
+  medians under about 15% as noise.
 """
 
 FINDINGS = """## Findings: what was profiled, what was fixed, what is left
