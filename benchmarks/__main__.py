@@ -1,8 +1,11 @@
-"""``python -m benchmarks [--quick] [--out DIR]``: run everything, write the docs.
+"""``python -m benchmarks [--quick] [--only STEPS] [--out DIR]``: run, write the docs.
 
 Writes ``DIR/benchmarks.json`` (raw results), ``DIR/benchmarks.png`` and
 ``DIR/benchmarks.md`` (default DIR: ``docs/`` of the checkout). Logs of every
 process go to a temporary directory that is printed and kept on failure.
+``--only flusher_cpu,cold_burst,scaling`` runs those steps alone (the page
+then shows only their sections and targets): write such a run elsewhere than
+``docs/`` with ``--out``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .runner import SIZES, run_all
+from .runner import SIZES, STEPS, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,13 +71,37 @@ def quick_sizes() -> dict[str, Any]:
         fork_n=2_000,
         fork_workers=[1, 4],
         max_wait_s=30.0,
+        cpu_events=5_000,
+        cpu_rounds=1,
+        cold_events=5_000,
+        cold_runs=1,
+        scaling_total=8_000,
+        scaling_producers=[1, 4],
+        scaling_rounds=1,
     )
     return sizes
+
+
+def steps(text: str) -> tuple[str, ...]:
+    """``--only``'s comma-separated step names, checked."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in STEPS]
+    if unknown or not names:
+        given = ", ".join(unknown) or "(none given)"
+        raise argparse.ArgumentTypeError(f"unknown step(s) {given}; choose from {', '.join(STEPS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument(
+        "--only",
+        type=steps,
+        default=STEPS,
+        metavar="STEPS",
+        help=f"comma-separated steps to run (default: all): {','.join(STEPS)}",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument(
         "--render",
@@ -96,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"logs in {log_dir}")
     results = {"machine": machine()}
     try:
-        results.update(run_all(log_dir, sizes, say))
+        results.update(run_all(log_dir, sizes, say, args.only))
     except BaseException:
         say(f"FAILED: logs kept in {log_dir}")
         raise

@@ -24,7 +24,9 @@ METHOD = """## Method
 - **Processes**: each measurement runs in a fresh interpreter per peer
   (`benchmarks/jobs.py`), so no peer's background threads disturb another's; the sink is
   separate. The runner tags every process it starts and stops them all at the end, on error
-  too (SIGTERM, then SIGKILL).
+  too (SIGTERM, then SIGKILL). Every process gets a private `TRUBRICS_MP_RUNTIME_DIR`, so
+  the trubrics_mp flushers are the run's own: none is shared with another run or test on
+  the machine, and each job starts a flusher of its own.
 - **1. `track()` cost**: `time.perf_counter_ns()` around each call; calls come in bursts of
   100 with a 5 ms pause between bursts (an application that does other work), so every peer
   runs in its steady state rather than with a full queue. Rounds are interleaved (peer A,
@@ -45,6 +47,51 @@ METHOD = """## Method
   timed `track()` until the sink held the events.
 - **5. Memory**: a worker's RSS (`/proc/self/status`) after import, construction, 1,000 calls
   and a flush, minus a bare worker's; the trubrics_mp flusher's peak RSS (VmHWM).
+- **7. Flusher CPU per delivered event**: one process makes a client (batch size 100, instant
+  API), sends the warm-up event, then runs rounds of 100,000 `track()` calls in a tight loop,
+  each followed by `flush()` and a wait until the sink holds the round. The flusher's pid is
+  `stats().flusher_pid`, checked to be a `trubrics-flush` process (`/proc/<pid>/comm`) that
+  is not the job's child (it is re-parented to the runner, a subreaper). Its utime + stime
+  (`/proc/<pid>/stat`) is read before the round's first `track()` and once the sink holds
+  the round; the difference over the events the sink received is the figure, the median of
+  3 rounds. Only the flusher counts: not the caller, not the sink. Noise: the kernel counts
+  CPU in 10 ms ticks (a round is about 1 s of flusher CPU: about 1%); the flusher shares the
+  2 cores with the caller and the sink, and the machine with other engineers' runs, which
+  costs it caches and frequency even in CPU time: at commit 34fb7e7, 12 rounds in 4 runs
+  spread from 7.3 to 9.4 µs, the runs' medians from 7.7 to 8.6 µs. With
+  `TRUBRICS_MP_JSON=json` (`trubrics_mp_json`) the caller encodes with the standard json
+  module, to the same bytes; the flusher never encodes, so the two should agree, but the
+  json rounds came out about 10% higher there (median 8.5 µs), probably because a slower
+  caller hands the flusher fewer events per wake-up. "Today's" figure is that median of
+  7.8 µs, a constant in `benchmarks/report_pipeline.py`.
+- **8. Cold burst**: a fresh process makes the client and at once calls `track()` 100,000
+  times in a tight loop (no warm-up), then `flush()`; the sink is waited for until it holds
+  them all or 3 s pass without progress. For trubrics_mp the flusher is new (started by this
+  client, checked by its start time) and still starting while the loop runs (an interpreter
+  takes about 0.15 s): events wait in the socket and in the process's buffer (8 MiB), and
+  what does not fit is dropped and counted (`stats().dropped`, `buffer_full`) by design, as
+  `track()` never blocks. Seconds are from the first `track()` to the sink's answer to the
+  last request. Flusher peak RSS: its VmHWM after the run. 3 runs per peer, interleaved;
+  each run is shown: they are short (about 1 s for trubrics_mp, 3 to 5 s for the official
+  SDK) and, on the shared machine, varied up to 2x at commit 34fb7e7.
+- **9. Producers sharing one flusher**: 1, 2, 4, 8 and 16 separately started interpreters
+  (`benchmarks.pipeline_jobs`, job `producer`) make a client with the same settings and URL,
+  so they share one flusher, and each sends one warm-up event and flushes. Once the sink
+  holds every warm-up event, a round starts: the runner writes `go` to each producer's stdin
+  (the clock starts before the first write), each tracks its share of 160,000 events in a
+  tight loop and calls `flush()`, and the round ends at the sink's answer to the request that
+  completed it. The same total for every count, so the rates compare; the ratio is to the
+  1-producer rate. 3 rounds per count (median, min - max); a new flusher per count. Events/s
+  counts delivered events only: one producer's tight loop of 160,000 can outrun the flusher,
+  and past its socket and its 8 MiB buffer it drops events (`buffer_full`, delivered / sent
+  under 100%), so its rate is then the flusher's rate, not the loop's. Noise:
+  with 2 cores shared by the producers, the flusher and the sink, every run is CPU-bound:
+  1 producer is a two-stage pipeline (the caller and the flusher, one core each, the sink
+  between them), while 16 producers compete with the flusher for the same 2 cores and the
+  scheduler decides its share; the release itself is staggered (the producers wake one
+  after the other on 2 cores). Rounds last 1.5 to 2 s; at commit 34fb7e7 the rounds of one
+  count spread by up to 30% under other engineers' test runs: treat differences of the
+  medians under about 15% as noise.
 """
 
 FINDINGS = """## Findings: what was profiled, what was fixed, what is left

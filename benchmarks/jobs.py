@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Optional
 
 from .peers import PROPERTIES, Peer, keyed_properties, make_peer
+from .procfs import status_kb as proc_status_kb
 from .procs import sink_counts
 
 WARM_KEY = "warm"
@@ -50,18 +51,6 @@ def tree_cpu_s() -> float:
             pass
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return float(total + usage.ru_utime + usage.ru_stime)
-
-
-def proc_status_kb(pid: Optional[int], field: str) -> Optional[int]:
-    """A ``/proc/PID/status`` field in kB (VmRSS, VmHWM), or None."""
-    try:
-        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def wait_sink(
@@ -112,16 +101,16 @@ def flusher_memory(peer: Peer) -> dict[str, Optional[int]]:
     }
 
 
-def delivery(row: dict[str, Any], sent: int, t0: float) -> dict[str, Any]:
-    """Delivered, duplicated and events/s from a sink row (the warm-up event excluded)."""
-    delivered = max(0, int(row.get("events", 0)) - 1)
-    distinct = max(0, int(row.get("distinct", 0)) - 1)
+def delivery(row: dict[str, Any], sent: int, t0: float, warm: int = 1) -> dict[str, Any]:
+    """Delivered, duplicated and events/s from a sink row (``warm`` warm-up events excluded)."""
+    delivered = max(0, int(row.get("events", 0)) - warm)
+    distinct = max(0, int(row.get("distinct", 0)) - warm)
     elapsed = float(row["last_at"]) - t0 if delivered and "last_at" in row else 0.0
     return {
         "sent": sent,
         "delivered": delivered,
         "duplicated": delivered - distinct,
-        "requests": int(row.get("requests", 0)) - 1,
+        "requests": int(row.get("requests", 0)) - warm,
         "empty_requests": int(row.get("empty_requests", 0)),
         "elapsed_s": elapsed,
         "events_per_s": delivered / elapsed if elapsed > 0 else 0.0,
@@ -136,7 +125,7 @@ def job_latency(spec: dict[str, Any]) -> None:
     if normal:
         warm_up(peer, spec)
     sent = 0
-    _reply({"ready": True})
+    reply({"ready": True})
     for line in sys.stdin:
         if line.strip() != "round":
             break
@@ -144,12 +133,12 @@ def job_latency(spec: dict[str, Any]) -> None:
         sent += spec["calls"]
         if normal:
             peer.flush(60.0)  # untimed: the next peer's round runs undisturbed
-        _reply(result)
+        reply(result)
     if normal:
         peer.close(60.0)
     elif spec["peer"] == "trubrics_mp":
         peer.close(3.0)  # bounded: the API is slow or down
-    _reply({"sent": sent})
+    reply({"sent": sent})
     sys.stdout.flush()
     os._exit(0)  # skip atexit flushes of peers whose API is slow or down
 
@@ -260,7 +249,7 @@ def job_memory(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _reply(payload: dict[str, Any]) -> None:
+def reply(payload: dict[str, Any]) -> None:
     print(json.dumps(payload), flush=True)
 
 
@@ -272,12 +261,17 @@ JOBS: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
-def main() -> int:
+def run(jobs: dict[str, Callable[[dict[str, Any]], Any]]) -> int:
+    """Run the job that ``sys.argv[1]`` (a JSON spec) names; print its result."""
     spec = json.loads(sys.argv[1])
-    result = JOBS[spec["job"]](spec)
+    result = jobs[spec["job"]](spec)
     if result is not None:
-        _reply(result)
+        reply(result)
     return 0
+
+
+def main() -> int:
+    return run(JOBS)
 
 
 if __name__ == "__main__":

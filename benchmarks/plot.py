@@ -1,11 +1,15 @@
-"""The benchmark picture: four panels drawn with matplotlib's Agg backend."""
+"""The benchmark picture: six panels drawn with matplotlib's Agg backend.
+
+A panel whose measurement did not run (``--only``) says so instead.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .peers import PEERS
+from .report_pipeline import FLUSHER_CPU_BASELINE_US, SCALING_TARGET
 
 COLORS = {
     "trubrics_mp": "#1f77b4",
@@ -21,11 +25,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    _latency(axes[0][0], results)
-    _e2e(axes[0][1], results)
-    _forked(axes[1][0], results)
-    _delivered(axes[1][1], results)
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
+    for ax, (draw, needs) in zip([a for row in axes for a in row], PANELS):
+        if all(key in results for key in needs):
+            draw(ax, results)
+        else:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"not run: {', '.join(needs)}", ha="center", transform=ax.transAxes)
     machine = results["machine"]
     fig.suptitle(
         f"trubrics-mp benchmarks: {machine['cores']} cores, Python {machine['python']}, "
@@ -59,9 +65,10 @@ def _latency(ax: Any, results: dict[str, Any]) -> None:
     series = {
         "p50": [results["latency"][p]["p50"] for p in PEERS],
         "p99": [results["latency"][p]["p99"] for p in PEERS],
-        "p99 (API 500 ms)": [results["latency_slow"][p]["p99"] for p in PEERS],
-        "p99 (API down)": [results["latency_down"][p]["p99"] for p in PEERS],
     }
+    for key, name in (("latency_slow", "p99 (API 500 ms)"), ("latency_down", "p99 (API down)")):
+        if key in results:
+            series[name] = [results[key][p]["p99"] for p in PEERS]
     _bars(ax, list(PEERS), series, "track() caller cost, µs (log)")
     ax.set_yscale("log")
     ax.set_title("1 & 6. track() cost per call (median of interleaved rounds)")
@@ -107,3 +114,82 @@ def _delivered(ax: Any, results: dict[str, Any]) -> None:
     _bars(ax, list(PEERS), series, "delivered / sent, %")
     ax.set_ylim(0, 115)
     ax.set_title("3. Delivered / sent with forked workers")
+
+
+def _scaling(ax: Any, results: dict[str, Any]) -> None:
+    runs = results["scaling"]
+    xs = [int(k) for k in runs]
+    rates = [runs[k]["events_per_s"] for k in runs]
+    low = [r - runs[k]["min_events_per_s"] for k, r in zip(runs, rates)]
+    high = [runs[k]["max_events_per_s"] - r for k, r in zip(runs, rates)]
+    color = COLORS["trubrics_mp"]
+    ax.errorbar(
+        xs, rates, yerr=[low, high], marker="o", capsize=3, color=color, label="trubrics_mp"
+    )
+    base = runs["1"]["events_per_s"] if "1" in runs else 0.0
+    for k, x, rate in zip(runs, xs, rates):
+        m = runs[k]
+        shares = [f"{rate / base:.2f}x"] if base else []
+        if m["delivered"] != m["sent"]:
+            shares.append(f"{100 * m['delivered'] / m['sent']:.1f}% delivered")
+        ax.annotate(
+            "\n".join(shares),
+            (x, rate),
+            textcoords="offset points",
+            xytext=(-6, 6),
+            ha="right",
+            fontsize=7,
+        )
+    if base:
+        ax.axhline(SCALING_TARGET * base, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"target: {SCALING_TARGET}x 1 producer",
+            (xs[0], SCALING_TARGET * base),
+            textcoords="offset points",
+            xytext=(0, -12),
+            fontsize=7,
+            color="grey",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.set_xlim(xs[0] / 2.2, xs[-1] * 1.3)
+    ax.set_ylim(0, max(runs[k]["max_events_per_s"] for k in runs) * 1.2)
+    ax.set_xlabel(f"producer processes ({results['sizes']['scaling_total']:,} events in total)")
+    ax.set_ylabel("events delivered per second (median, min-max)")
+    ax.set_title("9. Producers sharing one flusher, released together")
+    ax.legend(fontsize=8)
+
+
+def _flusher_cpu(ax: Any, results: dict[str, Any]) -> None:
+    runs = results["flusher_cpu"]
+    peers = list(runs)
+    values = [runs[p]["us_per_event"] or 0.0 for p in peers]
+    bars = ax.bar(peers, values, 0.5, color=[COLORS["trubrics_mp"], "#9ecae1"][: len(peers)])
+    for bar, value in zip(bars, values):
+        ax.annotate(
+            f"{value:.2f}",
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    if FLUSHER_CPU_BASELINE_US:
+        for level, name, style in ((1, "today's", ":"), (0.5, "target: half of today's", "--")):
+            y = FLUSHER_CPU_BASELINE_US * level
+            ax.axhline(y, color="grey", linestyle=style, linewidth=1, label=f"{name} ({y:.2f})")
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylim(0, max([*values, FLUSHER_CPU_BASELINE_US]) * 1.25)
+    ax.set_ylabel("flusher CPU (user + system) per delivered event, µs")
+    ax.set_title(f"7. Flusher CPU, {results['sizes']['cpu_events']:,} events per round")
+
+
+# The panels in reading order, with the results each needs.
+PANELS: list[tuple[Callable[[Any, dict[str, Any]], None], tuple[str, ...]]] = [
+    (_latency, ("latency",)),
+    (_e2e, ("e2e_instant", "e2e_slow")),
+    (_forked, ("forked",)),
+    (_delivered, ("forked",)),
+    (_scaling, ("scaling",)),
+    (_flusher_cpu, ("flusher_cpu",)),
+]

@@ -5,6 +5,11 @@ trubrics_mp flushers) inherits the environment variable ``BENCH_RUN_TAG``;
 the runner also makes itself a child subreaper, so orphans (a flusher whose
 owner exited) are re-parented to it. :meth:`Processes.stop_all` finds them by
 both routes and stops them: SIGTERM, then SIGKILL after a deadline.
+
+Every process also inherits ``TRUBRICS_MP_RUNTIME_DIR``, a private directory
+of this run: the flushers of a run are its own. Without it a job could join a
+flusher of the same settings that another run or test on the machine started
+(from other code, perhaps), which the sweep could neither measure nor stop.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import IO, Any, Optional
 import psutil
 
 TAG_VAR = "BENCH_RUN_TAG"
+RUNTIME_DIR_VAR = "TRUBRICS_MP_RUNTIME_DIR"  # trubrics_mp._address.RUNTIME_DIR_ENV
 STOP_DEADLINE_S = 10.0
 _PR_SET_CHILD_SUBREAPER = 36
 _LISTENING = re.compile(r"listening on (http://\S+)")
@@ -43,7 +49,14 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.tag = uuid.uuid4().hex
         self.log_dir = log_dir
-        self.env = {**os.environ, TAG_VAR: self.tag, "PYTHONUNBUFFERED": "1"}
+        runtime_dir = log_dir / "pipelines"
+        runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        self.env = {
+            **os.environ,
+            TAG_VAR: self.tag,
+            RUNTIME_DIR_VAR: str(runtime_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
         root = str(Path(__file__).resolve().parent.parent)
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH", "")) if p
@@ -85,9 +98,11 @@ class Processes:
             raise RuntimeError(f"the sink did not start: {line!r}")
         return proc, match.group(1)
 
-    def run_job(self, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Run ``python -m benchmarks.jobs SPEC`` to completion; its JSON result."""
-        proc = self.start(["-m", "benchmarks.jobs", json.dumps(spec)], "jobs")
+    def run_job(
+        self, spec: dict[str, Any], timeout: float, module: str = "benchmarks.jobs"
+    ) -> dict[str, Any]:
+        """Run ``python -m MODULE SPEC`` (a jobs module) to completion; its JSON result."""
+        proc = self.start(["-m", module, json.dumps(spec)], "jobs")
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

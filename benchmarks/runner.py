@@ -1,8 +1,9 @@
 """Runs every measurement against one sink and returns the raw results.
 
 Sizes are chosen so that a full run takes about five minutes on two cores;
-``--quick`` divides them for a smoke run. Every process is stopped at the end,
-on error too (see :mod:`benchmarks.procs`).
+``--quick`` divides them for a smoke run; ``--only`` runs some of the steps
+(:data:`STEPS`). Every process is stopped at the end, on error too (see
+:mod:`benchmarks.procs`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 from .peers import LATENCY_PEERS, PEERS
 from .procs import Processes, sink_counts
+from .scaling import run_scaling
 
 SIZES: dict[str, Any] = {
     "latency_rounds": 7,
@@ -32,9 +34,32 @@ SIZES: dict[str, Any] = {
     "idle_s": 3.0,
     "max_wait_s": 90.0,
     "memory_tracks": 1_000,
+    "cpu_events": 100_000,  # 7: per round; the flusher's CPU is read in 10 ms ticks
+    "cpu_rounds": 3,
+    "cold_events": 100_000,  # 8: per run, right after construction
+    "cold_runs": 3,
+    "scaling_total": 160_000,  # 9: per round, split evenly between the producers
+    "scaling_producers": [1, 2, 4, 8, 16],
+    "scaling_rounds": 3,
 }
+# The steps in the order they run (``--only`` takes a comma-separated subset).
+STEPS = (
+    "latency",
+    "latency_slow",
+    "latency_down",
+    "e2e_instant",
+    "e2e_slow",
+    "forked",
+    "memory",
+    "flusher_cpu",
+    "cold_burst",
+    "scaling",
+)
+CPU_PEERS = ("trubrics_mp", "trubrics_mp_json")
+COLD_PEERS = ("trubrics_mp", "trubrics")
 JOB_TIMEOUT_S = 300.0
 PERCENTILES = ("p50", "p99", "p999")
+PIPELINE_JOBS = "benchmarks.pipeline_jobs"
 Progress = Callable[[str], None]
 
 
@@ -137,7 +162,59 @@ class Bench:
             out[peer] = row
         return out
 
-    def _job(self, job: str, peer: str, label: str, delay_ms: int, **extra: Any) -> dict[str, Any]:
+    # -- 7: the flusher's CPU per delivered event ----------------------------------------
+    def flusher_cpu(self) -> dict[str, Any]:
+        out = {}
+        for peer in CPU_PEERS:
+            self.say(f"  flusher CPU: {peer}")
+            out[peer] = self._job(
+                "flusher_cpu",
+                peer,
+                self.label("cpu", peer),
+                0,
+                module=PIPELINE_JOBS,
+                n=self.sizes["cpu_events"],
+                rounds=self.sizes["cpu_rounds"],
+            )
+        return out
+
+    # -- 8: a burst right after construction ---------------------------------------------
+    def cold_burst(self) -> dict[str, Any]:
+        """``cold_runs`` runs per peer, interleaved; a fresh flusher every time."""
+        out: dict[str, Any] = {peer: [] for peer in COLD_PEERS}
+        for index in range(self.sizes["cold_runs"]):
+            for peer in COLD_PEERS:
+                self.say(f"  cold burst {index + 1}/{self.sizes['cold_runs']}: {peer}")
+                label = self.label("cold", peer)
+                out[peer].append(
+                    self._job(
+                        "cold_burst",
+                        peer,
+                        label,
+                        0,
+                        module=PIPELINE_JOBS,
+                        n=self.sizes["cold_events"],
+                    )
+                )
+        return out
+
+    # -- 9: separately started producers -------------------------------------------------
+    def scaling(self) -> dict[str, Any]:
+        out = {}
+        for count in self.sizes["scaling_producers"]:
+            label = self.label("scale", count)
+            out[str(count)] = run_scaling(self.procs, self.sink, label, count, self.sizes, self.say)
+        return out
+
+    def _job(
+        self,
+        job: str,
+        peer: str,
+        label: str,
+        delay_ms: int,
+        module: str = "benchmarks.jobs",
+        **extra: Any,
+    ) -> dict[str, Any]:
         spec = {
             "job": job,
             "peer": peer,
@@ -149,7 +226,7 @@ class Bench:
             **extra,
         }
         started = time.monotonic()
-        result = self.procs.run_job(spec, JOB_TIMEOUT_S)
+        result = self.procs.run_job(spec, JOB_TIMEOUT_S, module)
         result["job_wall_s"] = time.monotonic() - started
         return result
 
@@ -181,8 +258,10 @@ def _close(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def run_all(log_dir: Path, sizes: dict[str, Any], say: Progress) -> dict[str, Any]:
-    """Every measurement; raw results as a JSON-able dict."""
+def run_all(
+    log_dir: Path, sizes: dict[str, Any], say: Progress, only: tuple[str, ...] = STEPS
+) -> dict[str, Any]:
+    """The measurements named in ``only`` (default: all); raw results as a JSON-able dict."""
     results: dict[str, Any] = {"sizes": sizes}
     with Processes(log_dir) as procs:
         _, sink = procs.start_sink()
@@ -195,8 +274,14 @@ def run_all(log_dir: Path, sizes: dict[str, Any], say: Progress) -> dict[str, An
             ("e2e_slow", lambda: bench.e2e(sizes["api_ms"])),
             ("forked", bench.forked),
             ("memory", bench.memory),
+            ("flusher_cpu", bench.flusher_cpu),
+            ("cold_burst", bench.cold_burst),
+            ("scaling", bench.scaling),
         ]
+        assert tuple(name for name, _ in steps) == STEPS
         for name, step in steps:
+            if name not in only:
+                continue
             say(f"{name} ...")
             started = time.monotonic()
             results[name] = step()
