@@ -134,7 +134,7 @@ class Link:
         writer = self.writer
         if writer is not None and not self.buffer and len(message) <= RECORD_MAX_BYTES:
             try:
-                if writer.write(message) is not None:  # None: the pipe is full
+                if writer.write(message) is not None or self._grown(message):
                     self.counters.queued += 1
                     return
             except (OSError, ValueError):  # closed by another thread meanwhile
@@ -178,11 +178,16 @@ class Link:
         writer = self.writer
         if writer is not None and len(message) <= RECORD_MAX_BYTES:
             try:
-                if writer.write(message) is not None:
+                if writer.write(message) is not None or self._grown(message):
                     return
             except (OSError, ValueError):
                 pass
         sock.send(message, proto.SEND_FLAGS)
+
+    def _grown(self, message: bytes) -> bool:
+        """The pipe was full: grow it once (see ``EventPipe.grow``), and write again."""
+        pipe = self.pipe
+        return pipe is not None and pipe.grow() and pipe.writer.write(message) is not None
 
     def _hold(self, message: bytes) -> None:
         if self.buffer_bytes + len(message) <= self.config.process_buffer_bytes:

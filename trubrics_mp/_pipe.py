@@ -19,21 +19,23 @@ route, ``SCM_RIGHTS``). The process keeps a read end of its own, because:
   again, so they are neither lost nor counted as lost.
 
 Only one side reads at a time: the flusher while the connection is open, the
-process once it has ended. A read of :data:`READ_BYTES` takes everything a
-pipe can hold (64 KiB; nothing here resizes it), so a reader never finds a
-record cut in two; one that does (a torn or foreign record) is reported to
+process once it has ended. A pipe holds 64 KiB; one that fills up grows once
+to :data:`GROWN_BYTES` (see :meth:`EventPipe.grow`). A read of
+:data:`READ_BYTES` takes everything a pipe can hold, so a reader never finds
+a record cut in two; one that does (a torn or foreign record) is reported to
 the caller, never taken for an event.
 
 ::
 
     process                                  flusher
-    track() --write(2), one record--> [ pipe 64 KiB ] --read(2), 256 KiB--> Reader
+    track() --write(2), one record--> [ pipe 64 KiB-1 MiB ] --read(2), 1 MiB--> Reader
        \\---send(2): large, or pipe full--> [ socket ] --recv(2)----------> Reader
     Link._ended() <--take_back()-- (only once the connection has ended)
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import select
@@ -43,11 +45,13 @@ from typing import Optional
 from . import _protocol as proto
 
 RECORD_MAX_BYTES = select.PIPE_BUF  # 4096 on Linux: the size up to which a write is atomic
-READ_BYTES = 256 * 1024  # more than a pipe holds, so a read takes whole records
+GROWN_BYTES = 1024 * 1024  # a pipe that filled up once grows to this (Linux's pipe-max-size)
+READ_BYTES = GROWN_BYTES  # what a pipe holds at most, so a read takes whole records
 NAP_S = 0.002  # after a small read the flusher leaves a pipe unwatched this long
 NAP_BELOW_BYTES = 16 * 1024  # a quarter of a pipe: a larger read means a busy writer
 NEWLINE = b"\n"
 _EVENT_KINDS = (proto.EVENT, proto.LLM_EVENT)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python 3.10+ names it
 
 
 class EventPipe:
@@ -62,6 +66,7 @@ class EventPipe:
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.read_fd = read_fd
         self.writer = io.FileIO(write_fd, "wb")
+        self.grown = False  # grow() was tried
 
     @classmethod
     def open(cls) -> Optional[EventPipe]:
@@ -72,13 +77,29 @@ class EventPipe:
         except OSError:
             return None
 
+    def grow(self) -> bool:
+        """Once, when the pipe is full: make it hold ``GROWN_BYTES``; whether it grew.
+
+        Only a busy writer's pipe grows, so few do: grown pipes count against
+        a per-user limit (``/proc/sys/fs/pipe-user-pages-soft``), past which
+        the kernel refuses (then the socket takes what does not fit).
+        """
+        if self.grown or self.writer.closed:
+            return False
+        self.grown = True
+        try:
+            fcntl.fcntl(self.writer.fileno(), _F_SETPIPE_SZ, GROWN_BYTES)
+        except OSError:
+            return False
+        return True
+
     def take_back(self) -> tuple[list[bytes], int]:
         """What the flusher did not read: the whole records (newline included),
         and how many pieces were none (a torn or foreign record, lost)."""
         chunks: list[bytes] = []
         while self.read_fd != -1:
             try:
-                chunk = os.read(self.read_fd, READ_BYTES)
+                chunk = read_chunk(self.read_fd, bytearray(READ_BYTES))
             except (BlockingIOError, InterruptedError):
                 break
             if not chunk:
@@ -94,6 +115,13 @@ class EventPipe:
         if self.read_fd != -1:
             os.close(self.read_fd)
             self.read_fd = -1
+
+
+def read_chunk(fd: int, buffer: bytearray) -> bytes:
+    """One ``read(2)`` of ``fd`` into ``buffer`` (reused: ``os.read`` of a large size
+    allocates, and frees, that much on every call, 10 µs); what was read."""
+    size = os.readv(fd, [buffer])
+    return bytes(memoryview(buffer)[:size])
 
 
 def split_records(rest: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:

@@ -19,7 +19,7 @@ import time
 from typing import Callable, Optional
 
 from . import _protocol as proto
-from ._pipe import READ_BYTES, is_pipe, split_records
+from ._pipe import READ_BYTES, is_pipe, read_chunk, split_records
 from ._route import Route
 
 ACCEPT_BACKOFF_S = 0.1
@@ -58,7 +58,8 @@ class PipeOf:
 
 OnMessage = Callable[[Conn, int, bytes], None]
 OnRecords = Callable[[Conn, list[bytes]], None]
-_NEWLINE = proto.END[0]
+_NEWLINE, _PLAIN = proto.END[0], proto.EVENT[0]
+HAND_ON_BYTES = 64 * 1024  # plain events read from a socket are handed on in groups this big
 
 
 class Reader:
@@ -83,6 +84,7 @@ class Reader:
         self._hello = hello
         self._log = logger
         self._buffer = bytearray(proto.MAX_MESSAGE_BYTES)
+        self._pipe_buffer = bytearray(READ_BYTES)
         self.connections = 0
         self.paused = False  # connections unregistered: their messages wait in the kernel
         self.accept_paused_until: Optional[float] = None  # out of descriptors: backing off
@@ -148,15 +150,22 @@ class Reader:
                 self.accept()
 
     def read(self, conn: Conn, limit: int) -> None:
-        """Read up to ``limit`` messages from ``conn``; close it at end of file."""
+        """Read up to ``limit`` messages from ``conn``; close it at end of file.
+
+        Plain events are handed on together (``on_records``, as a pipe read's
+        are), at the latest every ``HAND_ON_BYTES``; any other message first
+        hands on the events read before it.
+        """
         view = memoryview(self._buffer)
+        events: list[bytes] = []
+        nbytes = 0
         for _ in range(limit):
             if self.paused:
-                return
+                break
             try:
                 size = conn.sock.recv_into(self._buffer) if conn.greeted else self._first(conn)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except ConnectionResetError:
                 # The peer closed with a message of ours unread (a hello, a late
                 # reply). The kernel reports that once, before what it still has
@@ -164,15 +173,32 @@ class Reader:
                 continue
             except OSError:
                 size = 0
+            plain = size > 0 and view[0] == _PLAIN and view[size - 1] == _NEWLINE
+            if plain:
+                events.append(bytes(view[: size - 1]))
+                nbytes += size
+                if nbytes < HAND_ON_BYTES:
+                    continue
+            nbytes = self._hand_on(conn, events)
             if size == 0:
                 self.close(conn)
                 return
+            if plain:
+                continue
             kind = view[0]
             if kind in proto.EVENT_KINDS and view[size - 1] == _NEWLINE:
                 size -= 1  # an event ends with a newline (a record, in the pipe)
             self._on_message(conn, kind, bytes(view[1:size]))
             if not conn.open:
                 return  # the handler closed it
+        self._hand_on(conn, events)
+
+    def _hand_on(self, conn: Conn, events: list[bytes]) -> int:
+        """Hand on (and forget) the plain events read so far; 0, their bytes now."""
+        if events and conn.open:
+            self.on_records(conn, events[:])
+        events.clear()
+        return 0
 
     def _first(self, conn: Conn) -> int:
         """Read the first message into the buffer, taking the pipe that comes with it."""
@@ -200,7 +226,7 @@ class Reader:
             if self.paused and not even_paused:
                 break
             try:
-                chunk = os.read(conn.pipe, READ_BYTES)
+                chunk = read_chunk(conn.pipe, self._pipe_buffer)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:

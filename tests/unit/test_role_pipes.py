@@ -195,3 +195,28 @@ def test_a_read_that_is_not_all_plain_events_goes_message_by_message(
     assert h.ask(other, proto.FLUSH).ok
     assert sorted(h.delivered()) == [("llm", 0), ("t", 0), ("t", 1)]
     assert {call.endpoint for call in h.poster.calls} == {"publish_events", "publish_llm_events"}
+
+
+def test_plain_events_on_a_socket_are_taken_together_and_a_request_after_them_covers_them(
+    h: Harness,
+) -> None:
+    """Events that found the pipe full come on the socket, newline and all: read in
+    groups, each group handed on before the next control message."""
+    sock = h.connect()
+    for seq in range(12):
+        sock.send(record(seq, "sock"))
+    assert h.ask(sock, proto.FLUSH).ok
+    assert sorted(seq for _, seq in h.delivered()) == list(range(12))
+    assert h.stats(sock)["received"] == 12
+
+
+def test_a_full_pipe_grows_once_and_takes_more(pipe: EventPipe) -> None:
+    def fill() -> int:
+        written = 0
+        while pipe.writer.write(record(written)) is not None:
+            written += 1
+        return written
+
+    before = fill()
+    assert pipe.grow() and not pipe.grow()  # once only
+    assert fill() > before  # it holds about 16 times more now
