@@ -249,14 +249,12 @@ class Flusher:
     def _on_records(self, conn: Conn, records: list[bytes]) -> None:
         """A pipe read: plain events, each plausible, go in at once (the hot path);
         anything else goes message by message."""
-        limit = self.config.max_event_bytes + 1
+        limit = self.config.max_event_bytes + 1  # _plausible_event() inlined, with the kind
         payloads = [
             r[1:] for r in records if r.startswith(b"E{") and r.endswith(b"}") and len(r) <= limit
         ]
         if len(payloads) < len(records):
-            for record in records:
-                if conn.open:
-                    self._on_message(conn, record[0] if record else 0, record[1:])
+            self.reader.each_record(conn, records)
             return
         if payloads:
             nbytes = sum(map(len, payloads))

@@ -131,18 +131,10 @@ class Link:
         ``track()`` only ever *tries*: a thread that finds it taken buffers its
         message instead of waiting.
         """
-        writer = self.writer
-        if writer is not None and not self.buffer and len(message) <= RECORD_MAX_BYTES:
-            try:
-                if writer.write(message) is not None or self._grown(message):
-                    self.counters.queued += 1
-                    return
-            except (OSError, ValueError):  # closed by another thread meanwhile
-                pass
         sock = self.sock
         if sock is not None and not self.buffer:
             try:
-                sock.send(message, proto.SEND_FLAGS)
+                self._hand_over(sock, message)
                 self.counters.queued += 1
                 return
             except OSError:
@@ -180,7 +172,7 @@ class Link:
             try:
                 if writer.write(message) is not None or self._grown(message):
                     return
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # closed by another thread meanwhile
                 pass
         sock.send(message, proto.SEND_FLAGS)
 

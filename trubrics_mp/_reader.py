@@ -93,7 +93,7 @@ class Reader:
         self._napping: set[Conn] = set()  # connections whose pipe naps (see nap)
         self.on_close: Callable[[Conn], None] = lambda conn: None
         self.on_torn: Callable[[Conn, int], None] = lambda conn, pieces: None
-        self.on_records: OnRecords = self._each_record  # a pipe read's records
+        self.on_records: OnRecords = self.each_record  # a pipe read's records
         listener.setblocking(False)
         selector.register(listener, selectors.EVENT_READ, "accept")
 
@@ -240,7 +240,7 @@ class Reader:
             taken += len(records)
         return nbytes
 
-    def _each_record(self, conn: Conn, records: list[bytes]) -> None:
+    def each_record(self, conn: Conn, records: list[bytes]) -> None:
         """Hand each record to ``on_message`` until one closes the connection."""
         for record in records:
             if conn.open:
@@ -297,7 +297,7 @@ class Reader:
         """
         if not conn.open:
             return
-        if take_pipe:  # paused or not: its process may be gone (a pipe holds 64 KiB)
+        if take_pipe:  # paused or not: its process may be gone (a pipe holds 1 MiB at most)
             self.read_pipe(conn, proto.MAX_MESSAGE_BYTES, even_paused=True)
         self._close_pipe(conn)
         if not conn.open:
