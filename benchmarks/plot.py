@@ -42,19 +42,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _label_bars(ax: Any, bars: Any, labels: list[str], fontsize: int) -> None:
+    """Write each label above its bar."""
+    for bar, label in zip(bars, labels):
+        top = bar.get_height()
+        ax.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, top),
+            ha="center",
+            va="bottom",
+            fontsize=fontsize,
+        )
+
+
 def _bars(ax: Any, groups: list[str], series: dict[str, list[float]], ylabel: str) -> None:
     width = 0.8 / max(1, len(series))
     for index, (name, values) in enumerate(series.items()):
         xs = [g + index * width for g in range(len(groups))]
         bars = ax.bar(xs, values, width, label=name)
-        for bar, value in zip(bars, values):
-            ax.annotate(
-                f"{value:,.3g}",
-                (bar.get_x() + bar.get_width() / 2, value),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
+        _label_bars(ax, bars, [f"{value:,.3g}" for value in values], fontsize=7)
     ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))])
     ax.set_xticklabels(groups)
     ax.set_ylabel(ylabel)
@@ -166,14 +172,7 @@ def _flusher_cpu(ax: Any, results: dict[str, Any]) -> None:
     peers = list(runs)
     values = [runs[p]["us_per_event"] or 0.0 for p in peers]
     bars = ax.bar(peers, values, 0.5, color=[COLORS["trubrics_mp"], "#9ecae1"][: len(peers)])
-    for bar, value in zip(bars, values):
-        ax.annotate(
-            f"{value:.2f}",
-            (bar.get_x() + bar.get_width() / 2, value),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
+    _label_bars(ax, bars, [f"{value:.2f}" for value in values], fontsize=8)
     if FLUSHER_CPU_BASELINE_US:
         for level, name, style in ((1, "today's", ":"), (0.5, "target: half of today's", "--")):
             y = FLUSHER_CPU_BASELINE_US * level
