@@ -324,15 +324,18 @@ class DeadlineHTTPSConnection(HTTPSConnection):
         super().request(*args, **kwargs)
 
 
-class _HTTPPool(HTTPConnectionPool):
+class DeadlineHTTPPool(HTTPConnectionPool):
     ConnectionCls = DeadlineHTTPConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
+class DeadlineHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = DeadlineHTTPSConnection
 
 
-POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTPSPool}
+POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
+    "http": DeadlineHTTPPool,
+    "https": DeadlineHTTPSPool,
+}
 
 
 class DeadlineAdapter(requests.adapters.HTTPAdapter):

@@ -21,7 +21,7 @@
     |        | batches                                   ^ settled outcomes    |
     |        v                                           |  + wake pipe        |
     |   Delivery: ready line, pause gate, retries --> sender threads x N       |
-    |                                                 Poster (requests)        |
+    |                                        Poster (urllib3 keep-alive pools) |
     +----------------------------------------------------|---------------------+
                                                          v
                                          POST {host}/publish_events
@@ -54,7 +54,7 @@ from . import _protocol as proto
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
 from ._delivery import Delivery, Settled
-from ._http import Poster, RequestsPoster
+from ._http import HttpPoster, Poster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
 from ._losses import LossBook
@@ -111,7 +111,7 @@ class Flusher:
         self.waiters: Waiters[Conn] = Waiters()
         self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
         self.delivery = Delivery(
-            poster if poster is not None else RequestsPoster(config, self.log),
+            poster if poster is not None else HttpPoster(config, self.log),
             config.retry_policy,
             config.senders,
             self.wake,

@@ -2,28 +2,45 @@
 
 The delivery role (``_delivery``) only ever sees this protocol, so it can be
 driven in-process by a fake poster, as OpenTelemetry's batch processor is by
-a fake exporter. :class:`RequestsPoster` is the real one.
+a fake exporter. :class:`HttpPoster` is the real one.
+
+Each route becomes a :class:`_Target` once (its URL, headers and way out,
+see ``_targets``); a request to a host without a proxy goes straight to a
+keep-alive urllib3 connection pool, one through a proxy through a
+``requests`` session. Measured on loopback, CPU per POST of a 100-event
+body (14 kB): 0.38 ms through ``requests``, 0.16 ms through the pool.
 """
 
 from __future__ import annotations
 
-import contextlib
+import http.client
 import json
 import logging
 import traceback
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from ._config import Config
-from ._deadline import Deadline, DeadlineAdapter, Resolver, Watchdog
+from ._deadline import Deadline, Resolver, Watchdog
 from ._redact import redact
 from ._retry import Outcome
 from ._route import Route
+from ._targets import Targets
 
 MAX_BODY_READ = 65_536  # bytes of an answer's body read at most
+READ_CHUNK = 8_192
 DETAIL_CHARS = 300
+
+# What a failing connection or a broken answer raises: reported as a failed attempt.
+TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+)
 
 
 class Poster(Protocol):
@@ -37,8 +54,8 @@ class Poster(Protocol):
         """Release connections; no ``post`` follows."""
 
 
-class RequestsPoster:
-    """One keep-alive ``requests`` session for every sender thread.
+class HttpPoster:
+    """Keep-alive connections shared by every sender thread.
 
     - ``request_timeout`` bounds the whole attempt, name resolution and a
       slowly dripping answer included (see ``_deadline``).
@@ -55,51 +72,34 @@ class RequestsPoster:
         self._config = config
         self._default = Route.of(config)
         self._logger = logger
-        self._session = _make_session(config)
-        self._proxies: dict[str, dict[str, str]] = {}  # per host, read once (see _make_session)
+        self._targets = Targets(config)
         self._watchdog = Watchdog()
         self._resolver = Resolver()
 
     def post(self, endpoint: str, body: bytes, route: Optional[Route] = None) -> Outcome:
         route = route or self._default
-        url = route.url(endpoint)
-        timeout_s = self._config.request_timeout_s
-        response: Optional[requests.Response] = None
-        with Deadline(self._watchdog, self._resolver, timeout_s) as deadline:
+        target = self._targets.get(route, endpoint)
+        answer: Any = None  # a urllib3 response once the status line is in
+        with Deadline(self._watchdog, self._resolver, self._config.request_timeout_s) as deadline:
             try:
-                response = self._session.post(
-                    url,
-                    data=body,
-                    headers={"x-api-key": route.api_key},
-                    proxies=self._proxies_for(route.host),
-                    timeout=timeout_s,
-                    allow_redirects=False,
-                    stream=True,
-                )
-                outcome = _outcome(url, response)
+                answer = self._targets.send(target, body)
+                outcome = _outcome(target.url, answer)
             except Exception as exc:  # never let a sender thread die
-                outcome = self._failed(url, exc, deadline, route)
-        if response is not None:  # after the deadline let go of its connection
-            with contextlib.suppress(Exception):
-                response.close()
+                outcome = self._failed(target.url, exc, deadline, route)
+        if answer is not None:  # after the deadline let go of its connection
+            _let_go(answer)
         detail = self._scrub(outcome.detail, route)
         return Outcome(outcome.status, outcome.retry_after, detail)
 
-    def _proxies_for(self, host: str) -> dict[str, str]:
-        found = self._proxies.get(host)
-        if found is None:
-            found = self._proxies[host] = dict(requests.utils.get_environ_proxies(host))
-        return found
-
     def close(self) -> None:
-        self._session.close()
+        self._targets.close()
         self._watchdog.close()
 
     def _failed(self, url: str, exc: Exception, deadline: Deadline, route: Route) -> Outcome:
         if deadline.passed:
             what = f"no complete answer within request_timeout ({deadline.timeout_s:g} s)"
             return Outcome(None, detail=f"{what}: {type(exc).__name__}")
-        if isinstance(exc, requests.RequestException):
+        if isinstance(exc, TRANSPORT_ERRORS):
             return Outcome(None, detail=f"{type(exc).__name__}: {exc}")
         self._logger.error(
             "unexpected error posting to %s:\n%s",
@@ -114,55 +114,48 @@ class RequestsPoster:
         return redact(redact(text, route.api_key), self._config.api_key)
 
 
-def _make_session(config: Config) -> requests.Session:
-    """A session for ``config.senders`` threads.
-
-    Proxy settings (``HTTPS_PROXY``, ``NO_PROXY``...) are read once per host
-    (``RequestsPoster._proxies_for``) instead of on every request
-    (``trust_env``, which also looks for a ``.netrc`` file each time): that
-    per-request work was a large part of the flusher's CPU. A change to those
-    variables needs a new flusher.
-    """
-    session = requests.Session()
-    session.trust_env = False  # proxies are given per request, read once per host
-    adapter = DeadlineAdapter(pool_maxsize=config.senders)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update({"Content-Type": "application/json"})  # the key: per request
-    return session
-
-
-def _outcome(url: str, response: requests.Response) -> Outcome:
-    """The outcome of an answer whose status line and headers arrived."""
-    status = response.status_code
+def _outcome(url: str, answer: Any) -> Outcome:
+    """The outcome of an answer (a urllib3 response) whose status line and headers arrived."""
+    status = int(answer.status)
     if 200 <= status <= 299:
-        _read_bounded(response)  # to reuse the connection; what it says does not matter
+        _read_bounded(answer)  # to reuse the connection; what it says does not matter
         return Outcome(status)
     if 300 <= status <= 399:
-        location = response.headers.get("Location")
+        location = answer.headers.get("Location")
         if location is None:
             return Outcome(status, detail="a redirect without a Location header, not followed")
         where = urljoin(url, location)
         return Outcome(
             status, detail=f"redirect to {where} not followed (set host to the API's URL)"
         )
-    detail = _error_detail(_read_bounded(response))
-    return Outcome(status, retry_after=response.headers.get("Retry-After"), detail=detail)
+    detail = _error_detail(_read_bounded(answer))
+    return Outcome(status, retry_after=answer.headers.get("Retry-After"), detail=detail)
 
 
-def _read_bounded(response: requests.Response) -> bytes:
+def _read_bounded(answer: Any) -> bytes:
     """Up to ``MAX_BODY_READ`` bytes of the body; whatever arrived if reading fails."""
     chunks: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_content(8192):
+        while size < MAX_BODY_READ:
+            chunk = answer.read(READ_CHUNK, decode_content=True)
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
-            if size >= MAX_BODY_READ:
-                break
     except Exception:  # a cut-off, reset, or timed-out body: keep what came
         pass
     return b"".join(chunks)[:MAX_BODY_READ]
+
+
+def _let_go(answer: Any) -> None:
+    """Back to the pool if the body was read to its end, else closed (never reused)."""
+    try:
+        if not answer.isclosed():  # bytes of this answer may still come: not reusable
+            answer.close()
+        answer.release_conn()
+    except Exception:  # a connection that cannot be released is dropped
+        pass
 
 
 def _error_detail(raw: bytes) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,8 @@ from trubrics_mp.collector import make_server
 from trubrics_mp.collector._store import EventStore
 
 Answer = tuple[int, dict[str, str], bytes]
+TLS_DIR = Path(__file__).parent / "tls"  # made by openssl, valid until 2126; see its README
+TEST_CA = TLS_DIR / "ca.pem"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +63,14 @@ _Served = TypeVar("_Served", bound="_ServedInThread")
 class _ServedInThread:
     """An HTTP server on 127.0.0.1 served by a thread while the ``with`` block runs."""
 
-    def __init__(self, server: ThreadingHTTPServer) -> None:
+    def __init__(self, server: ThreadingHTTPServer, scheme: str = "http") -> None:
         self._server = server
+        self._scheme = scheme
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self: _Served) -> _Served:
         self._thread.start()
@@ -79,9 +83,13 @@ class _ServedInThread:
 
 
 class ScriptedServer(_Recorder, _ServedInThread):
-    """Answers each request with ``answer(seen)``: (status, headers, body)."""
+    """Answers each request with ``answer(seen)``: (status, headers, body).
 
-    def __init__(self, answer: Callable[[Seen], Answer]) -> None:
+    With ``tls`` it speaks HTTPS with the certificate in ``support/tls``
+    (``localhost`` and ``127.0.0.1``, signed by the test CA ``TEST_CA``).
+    """
+
+    def __init__(self, answer: Callable[[Seen], Answer], tls: bool = False) -> None:
         super().__init__()
         recorder = self
 
@@ -108,7 +116,11 @@ class ScriptedServer(_Recorder, _ServedInThread):
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        _ServedInThread.__init__(self, server)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_DIR / "server.pem", TLS_DIR / "server.key")
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        _ServedInThread.__init__(self, server, "https" if tls else "http")
 
 
 def read_request(conn: socket.socket) -> Optional[bytes]:

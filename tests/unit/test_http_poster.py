@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from support.tiny_servers import RawServer, ScriptedServer, Seen, cut_off, drip
+from support.tiny_servers import TEST_CA, RawServer, ScriptedServer, Seen, cut_off, drip
 
 from trubrics_mp._config import Config
 from trubrics_mp._deadline import Deadline, Resolver, Watchdog
-from trubrics_mp._http import RequestsPoster
+from trubrics_mp._http import HttpPoster
 from trubrics_mp._retry import Outcome
 from trubrics_mp._route import Route
 
@@ -30,11 +30,11 @@ OK = (200, {"Content-Type": "application/json"}, b'{"accepted": 1}')
 
 
 @pytest.fixture
-def poster() -> Iterator[Callable[..., RequestsPoster]]:
-    made: list[RequestsPoster] = []
+def poster() -> Iterator[Callable[..., HttpPoster]]:
+    made: list[HttpPoster] = []
 
-    def make(host: str, **settings: Any) -> RequestsPoster:
-        made.append(RequestsPoster(Config(api_key=KEY, host=host, **settings), LOG))
+    def make(host: str, **settings: Any) -> HttpPoster:
+        made.append(HttpPoster(Config(api_key=KEY, host=host, **settings), LOG))
         return made[-1]
 
     yield make
@@ -42,7 +42,7 @@ def poster() -> Iterator[Callable[..., RequestsPoster]]:
         each.close()
 
 
-def timed_post(poster: RequestsPoster, limit_s: float = BOUND_S) -> tuple[Outcome, float]:
+def timed_post(poster: HttpPoster, limit_s: float = BOUND_S) -> tuple[Outcome, float]:
     """Post from a helper thread; fail (without hanging the suite) past ``limit_s``."""
     result: list[Outcome] = []
     started = time.monotonic()
@@ -58,7 +58,7 @@ def timed_post(poster: RequestsPoster, limit_s: float = BOUND_S) -> tuple[Outcom
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 @pytest.mark.parametrize("target_host", ["127.0.0.1", "localhost"])
 def test_a_redirect_is_not_followed_and_names_the_location(
-    poster: Callable[..., RequestsPoster], status: int, target_host: str
+    poster: Callable[..., HttpPoster], status: int, target_host: str
 ) -> None:
     with ScriptedServer(lambda seen: OK) as target:
         location = target.url.replace("127.0.0.1", target_host) + "/elsewhere"
@@ -70,14 +70,14 @@ def test_a_redirect_is_not_followed_and_names_the_location(
     assert f"redirect to {location} not followed" in outcome.detail
 
 
-def test_a_relative_location_is_named_in_full(poster: Callable[..., RequestsPoster]) -> None:
+def test_a_relative_location_is_named_in_full(poster: Callable[..., HttpPoster]) -> None:
     with ScriptedServer(lambda seen: (302, {"Location": "/v2/publish_events"}, b"")) as origin:
         outcome = poster(origin.url).post("publish_events", BODY)
     assert f"redirect to {origin.url}/v2/publish_events not followed" in outcome.detail
 
 
 # -- a 2xx status line means delivered -----------------------------------------------------
-def test_a_2xx_whose_body_is_cut_off_is_delivered(poster: Callable[..., RequestsPoster]) -> None:
+def test_a_2xx_whose_body_is_cut_off_is_delivered(poster: Callable[..., HttpPoster]) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     with RawServer(cut_off(head, b'{"acc')) as server:
         outcome = poster(server.url).post("publish_events", BODY)
@@ -85,7 +85,7 @@ def test_a_2xx_whose_body_is_cut_off_is_delivered(poster: Callable[..., Requests
 
 
 def test_a_2xx_whose_body_never_ends_is_delivered_within_the_timeout(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
     with RawServer(drip(b"x" * 1000, 0.5, first=head)) as server:
@@ -94,7 +94,7 @@ def test_a_2xx_whose_body_never_ends_is_delivered_within_the_timeout(
 
 
 def test_a_2xx_keeps_the_connection_for_the_next_request(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     with ScriptedServer(lambda seen: OK) as server:
         made = poster(server.url)
@@ -103,7 +103,7 @@ def test_a_2xx_keeps_the_connection_for_the_next_request(
 
 
 def test_an_error_detail_is_read_with_the_key_redacted(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     def answer(seen: Seen) -> tuple[int, dict[str, str], bytes]:
         return 422, {}, b'{"detail": "key ' + seen.headers["x-api-key"].encode() + b' refused"}'
@@ -114,7 +114,7 @@ def test_an_error_detail_is_read_with_the_key_redacted(
 
 
 def test_each_route_gets_its_own_key_on_its_own_host(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     """One flusher, clients of two projects: each batch carries its client's key, to its
     client's host; a detail echoing a route's key is redacted too."""
@@ -135,9 +135,51 @@ def test_each_route_gets_its_own_key_on_its_own_host(
     assert (refused.status, refused.detail) == (422, "key <api key> refused")
 
 
+# -- TLS and proxies -----------------------------------------------------------------------
+def test_https_is_verified_against_the_ca_bundle_requests_would_use(
+    poster: Callable[..., HttpPoster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trusted through ``REQUESTS_CA_BUNDLE``: delivered, twice on one connection."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TEST_CA))
+    with ScriptedServer(lambda seen: OK, tls=True) as server:
+        made = poster(server.url.replace("127.0.0.1", "localhost"))
+        assert [made.post("publish_events", BODY).status for _ in range(2)] == [200, 200]
+    assert [(s.path, s.headers["x-api-key"]) for s in server.seen] == [("/publish_events", KEY)] * 2
+    assert len({s.peer for s in server.seen}) == 1
+
+
+def test_https_with_an_untrusted_certificate_is_refused_before_anything_is_sent(
+    poster: Callable[..., HttpPoster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)  # certifi's bundle: not the test CA
+    with ScriptedServer(lambda seen: OK, tls=True) as server:
+        outcome = poster(server.url).post("publish_events", BODY)
+    assert outcome.status is None
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome.detail, outcome.detail
+    assert server.seen == []
+
+
+def test_a_host_behind_a_proxy_is_reached_through_it_with_its_key(
+    poster: Callable[..., HttpPoster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy (a scripted server here) gets the absolute URL: it is the one asked."""
+    with ScriptedServer(lambda seen: OK) as proxy:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        api = "http://api.invalid:8080/ingest"  # never resolved: the proxy answers
+        outcome = poster(api).post("publish_events", BODY)
+    assert outcome.status == 200, outcome.detail
+    assert [(s.method, s.path, s.headers["x-api-key"]) for s in proxy.seen] == [
+        ("POST", f"{api}/publish_events", KEY)
+    ]
+    assert proxy.seen[0].body == BODY
+
+
 # -- request_timeout bounds the whole request ----------------------------------------------
 def test_a_status_line_dripping_two_bytes_a_second_is_cut_at_request_timeout(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
     with RawServer(drip(answer, 0.5)) as server:  # each byte well within a read timeout
@@ -147,7 +189,7 @@ def test_a_status_line_dripping_two_bytes_a_second_is_cut_at_request_timeout(
 
 
 def test_an_error_body_dripping_is_cut_at_request_timeout_with_its_status(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n"
     with RawServer(drip(b"y" * 100, 0.5, first=head)) as server:
@@ -156,7 +198,7 @@ def test_an_error_body_dripping_is_cut_at_request_timeout_with_its_status(
 
 
 def test_a_server_that_never_reads_the_body_is_cut_at_request_timeout(
-    poster: Callable[..., RequestsPoster],
+    poster: Callable[..., HttpPoster],
 ) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:  # never accepts
         made = poster(f"http://127.0.0.1:{listener.getsockname()[1]}", request_timeout_s=1.0)
@@ -188,7 +230,7 @@ def stuck_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def test_a_resolver_that_never_answers_is_cut_at_request_timeout(
-    poster: Callable[..., RequestsPoster], stuck_resolver: list[str]
+    poster: Callable[..., HttpPoster], stuck_resolver: list[str]
 ) -> None:
     made = poster("http://stuck.test:9", request_timeout_s=1.0)
     first, elapsed = timed_post(made)

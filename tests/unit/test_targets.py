@@ -1,0 +1,78 @@
+"""Targets: each route's URL, headers and way out, worked out once (no request made)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from trubrics_mp._config import DEFAULT_HOST, Config
+from trubrics_mp._route import Route
+from trubrics_mp._targets import Targets, ca_bundle
+
+KEY = "sk-targets-test-77a1"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def targets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Targets]:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    made = Targets(Config(api_key=KEY))
+    yield made
+    made.close()
+
+
+def route(host: str, key: str = KEY) -> Route:
+    return Route(host, key, 10, 1.0)
+
+
+def test_proxy_settings_are_read_once_per_route_and_no_proxy_goes_direct(
+    monkeypatch: pytest.MonkeyPatch, targets: Targets
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    proxied = targets.get(route(DEFAULT_HOST), "publish_events")
+    assert proxied.pool is None
+    assert proxied.proxies.get("https") == "http://proxy.invalid:3128"
+    direct = targets.get(route("https://internal.example/ingest"), "publish_events")
+    assert direct.pool is not None and direct.proxies == {}
+    monkeypatch.setenv("HTTPS_PROXY", "http://changed.invalid:1")
+    again = targets.get(route(DEFAULT_HOST), "publish_events")
+    assert again is proxied and again.proxies.get("https") == "http://proxy.invalid:3128"
+
+
+def test_routes_of_one_origin_share_a_pool_and_keep_their_own_path_and_key(
+    targets: Targets,
+) -> None:
+    first = targets.get(route("http://127.0.0.1:9/a/ingest", "sk-first"), "publish_events")
+    second = targets.get(route("http://127.0.0.1:9/b", "sk-second"), "publish_llm_events")
+    other = targets.get(route("http://127.0.0.1:10/a/ingest"), "publish_events")
+    assert first.pool is second.pool and first.pool is not other.pool
+    paths = (first.request_path, second.request_path)
+    assert paths == ("/a/ingest/publish_events", "/b/publish_llm_events")
+    assert (first.headers["x-api-key"], second.headers["x-api-key"]) == ("sk-first", "sk-second")
+    assert first.headers["Content-Type"] == "application/json"
+
+
+def test_a_target_never_shows_its_key(targets: Targets) -> None:
+    target = targets.get(route("https://internal.example/ingest"), "publish_events")
+    assert target.headers["x-api-key"] == KEY
+    assert KEY not in repr(target) and KEY not in str(target)
+
+
+def test_an_https_pool_verifies_certificates_with_the_bundle_requests_would_use(
+    targets: Targets,
+) -> None:
+    pool = targets.get(route("https://internal.example/ingest"), "publish_events").pool
+    assert pool is not None
+    assert getattr(pool, "cert_reqs", None) == "CERT_REQUIRED"
+    assert getattr(pool, "ca_certs", None) == ca_bundle(os.environ)
+
+
+def test_the_ca_bundle_is_requests_own_choice() -> None:
+    assert ca_bundle({"REQUESTS_CA_BUNDLE": "/a.pem", "CURL_CA_BUNDLE": "/b.pem"}) == "/a.pem"
+    assert ca_bundle({"CURL_CA_BUNDLE": "/b.pem"}) == "/b.pem"
+    assert ca_bundle({"REQUESTS_CA_BUNDLE": ""}).endswith(".pem")  # certifi's
