@@ -251,7 +251,8 @@ class Delivery:
                 self._failing = self._failing and decision.reason == "retries_exhausted"
                 for batch in bundle:
                     settled_any = self._settle(batch, outcome, decision) is not None or settled_any
-            self._cond.notify_all()
+            if self._ready:  # only then may another sender go on (else put() wakes one)
+                self._cond.notify_all()
         self._tell(bundle, outcome, decision, part)
         if settled_any:
             self._wake()
