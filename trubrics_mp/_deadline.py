@@ -45,7 +45,7 @@ import itertools
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -54,6 +54,14 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
 
 AddrInfo = tuple[Any, ...]  # one getaddrinfo entry: family, type, proto, canonname, sockaddr
+
+
+class Watched(Protocol):
+    """A connection a deadline can shut down: its socket, and the deadline it is under."""
+
+    owner: Optional[Deadline]
+    sock: Any
+
 
 _current = threading.local()  # the Deadline of the request this thread is making, if any
 _owners = threading.Lock()  # guards every Deadline's state and every connection's owner
@@ -196,7 +204,7 @@ class Deadline:
         self._clock = clock
         self._at = clock() + timeout_s
         self._alarm = -1
-        self._conns: list[DeadlineHTTPConnection | DeadlineHTTPSConnection] = []
+        self._conns: list[Watched] = []
         self._expired = False
         self._finished = False
 
@@ -208,7 +216,7 @@ class Deadline:
         """Whether the deadline passed (the watchdog fired, or the time is up)."""
         return self._expired or self.remaining() <= 0
 
-    def watch(self, conn: DeadlineHTTPConnection | DeadlineHTTPSConnection) -> None:
+    def watch(self, conn: Watched) -> None:
         with _owners:
             conn.owner = self
             if conn not in self._conns:
@@ -252,20 +260,28 @@ def _shut_down(sock: object) -> None:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _connect(conn: HTTPConnection, deadline: Deadline, addresses: list[AddrInfo]) -> socket.socket:
-    """Connect to the first address that answers, within the time left."""
+def connect_within(
+    deadline: Deadline,
+    address: tuple[str, int],
+    timeout: Optional[float],
+    options: Sequence[tuple[int, int, Union[int, bytes]]] = (),
+    source_address: Optional[tuple[str, int]] = None,
+) -> socket.socket:
+    """Resolve and connect to the first address that answers, within the time left
+    (and ``timeout``, the per-operation bound); ``TimeoutError`` or ``OSError`` if not."""
+    host, port = address
     error: Optional[OSError] = None
-    for family, type_, proto, _, sockaddr in addresses:
-        timeout = deadline.remaining()
-        if isinstance(conn.timeout, (int, float)):
-            timeout = min(timeout, float(conn.timeout))
+    for family, type_, proto, _, sockaddr in deadline.resolver.resolve(
+        host, port, deadline.remaining()
+    ):
         sock = socket.socket(family, type_, proto)
         try:
-            for option in conn.socket_options or ():
+            for option in options:
                 sock.setsockopt(*option)
-            sock.settimeout(timeout)
-            if conn.source_address:
-                sock.bind(conn.source_address)
+            remaining = deadline.remaining()
+            sock.settimeout(remaining if timeout is None else min(remaining, timeout))
+            if source_address:
+                sock.bind(source_address)
             sock.connect(sockaddr)
             return sock
         except OSError as exc:
@@ -276,9 +292,15 @@ def _connect(conn: HTTPConnection, deadline: Deadline, addresses: list[AddrInfo]
 
 def _new_conn_within(conn: HTTPConnection, deadline: Deadline, dns_host: str) -> socket.socket:
     """What urllib3's ``_new_conn`` does, with the lookup and the connect bounded."""
+    timeout = float(conn.timeout) if isinstance(conn.timeout, (int, float)) else None
     try:
-        addresses = deadline.resolver.resolve(dns_host, conn.port, deadline.remaining())
-        return _connect(conn, deadline, addresses)
+        return connect_within(
+            deadline,
+            (dns_host, conn.port),
+            timeout,
+            conn.socket_options or (),
+            conn.source_address,
+        )
     except (TimeoutError, socket.timeout) as exc:
         message = f"connecting to {conn.host} took more than request_timeout: {exc}"
         raise ConnectTimeoutError(conn, message) from exc

@@ -21,7 +21,7 @@
     |        | batches                                   ^ settled outcomes    |
     |        v                                           |  + wake pipe        |
     |   Delivery: ready line, pause gate, retries --> sender threads x N       |
-    |                                        Poster (urllib3 keep-alive pools) |
+    |                                        Poster (http.client keep-alive)   |
     +----------------------------------------------------|---------------------+
                                                          v
                                          POST {host}/publish_events

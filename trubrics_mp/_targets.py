@@ -3,9 +3,9 @@
 A :class:`Target` is made the first time a route posts to an endpoint and
 kept for the flusher's life:
 
-- **direct** (no proxy applies): a keep-alive urllib3 connection pool per
+- **direct** (no proxy applies): a keep-alive ``http.client`` pool per
   origin (scheme, host, port), shared by every route and sender thread
-  there. Its connections join the request's deadline (``_deadline``).
+  there (``_direct``). Its connections join the request's deadline.
 - **through a proxy** (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` unless
   ``NO_PROXY`` names the host): a ``requests`` session, which knows proxy
   tunnels, proxy credentials and SOCKS; its pools make deadline
@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 import threading
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Optional, Protocol
 
 import requests
 import urllib3
-from urllib3.connectionpool import HTTPConnectionPool
 
 from ._config import Config
-from ._deadline import DeadlineAdapter, DeadlineHTTPPool, DeadlineHTTPSPool
+from ._deadline import DeadlineAdapter
+from ._direct import DirectPool, tls_context
 from ._route import Route
 
 USER_AGENT = "trubrics-mp"
@@ -43,8 +44,22 @@ class Target:
     url: str
     request_path: str  # what the pool is asked for: path and query
     headers: dict[str, str] = dataclasses.field(repr=False)  # the API key is in them
-    pool: Optional[HTTPConnectionPool]
+    pool: Optional[DirectPool]
     proxies: dict[str, str]
+
+
+class Answer(Protocol):
+    """An answer whose status line and headers arrived; ``release`` once done."""
+
+    status: int
+
+    def header(self, name: str) -> Optional[str]: ...
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the body; ``b""`` at its end."""
+
+    def release(self) -> None:
+        """Let go of the connection: reused if the body was read to its end."""
 
 
 class Targets:
@@ -52,12 +67,12 @@ class Targets:
 
     def __init__(self, config: Config) -> None:
         self._timeout_s = config.request_timeout_s
-        self._timeout = urllib3.Timeout(connect=self._timeout_s, read=self._timeout_s)
         self._pool_size = config.senders
         self._ca_bundle = ca_bundle(os.environ)
+        self._tls: Optional[ssl.SSLContext] = None  # made for the first https origin
         self._session = _proxy_session(config)
         self._lock = threading.Lock()
-        self._pools: dict[tuple[str, str, int], HTTPConnectionPool] = {}
+        self._pools: dict[tuple[str, str, int], DirectPool] = {}
         self._known: dict[tuple[Route, str], Target] = {}
 
     def get(self, route: Route, endpoint: str) -> Target:
@@ -70,35 +85,24 @@ class Targets:
                     found = self._known[(route, endpoint)] = self._make(route, endpoint)
         return found
 
-    def send(self, target: Target, body: bytes) -> Any:
-        """POST ``body``; the answer (a urllib3 response) once its status line is in.
+    def send(self, target: Target, body: bytes) -> Answer:
+        """POST ``body``; the answer once its status line and headers are in.
 
-        Its body is left to read; the caller releases it. Raises what the
-        connection raised: no retry, no redirect followed.
+        Raises what the connection raised: no retry, no redirect followed.
         """
-        if target.pool is None:
-            response = self._session.post(
-                target.url,
-                data=body,
-                headers=target.headers,
-                proxies=target.proxies,
-                verify=self._ca_bundle,
-                timeout=self._timeout_s,
-                allow_redirects=False,
-                stream=True,
-            )
-            return response.raw
-        return target.pool.urlopen(
-            "POST",
-            target.request_path,
-            body=body,
+        if target.pool is not None:
+            return target.pool.post(target.request_path, body, target.headers)
+        response = self._session.post(
+            target.url,
+            data=body,
             headers=target.headers,
-            retries=False,
-            redirect=False,
-            timeout=self._timeout,
-            preload_content=False,
-            assert_same_host=False,
+            proxies=target.proxies,
+            verify=self._ca_bundle,
+            timeout=self._timeout_s,
+            allow_redirects=False,
+            stream=True,
         )
+        return ProxiedAnswer(response)
 
     def close(self) -> None:
         with self._lock:
@@ -120,25 +124,39 @@ class Targets:
         parts = urllib3.util.parse_url(url)
         return Target(url, parts.request_uri, headers, self._pool(parts), {})
 
-    def _pool(self, parts: urllib3.util.Url) -> HTTPConnectionPool:
+    def _pool(self, parts: urllib3.util.Url) -> DirectPool:
         scheme = parts.scheme or "http"
         port = parts.port or (443 if scheme == "https" else 80)
         origin = (scheme, parts.host or "", port)
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = (
-                DeadlineHTTPSPool(
-                    origin[1],
-                    port,
-                    maxsize=self._pool_size,
-                    block=False,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=self._ca_bundle,
-                )
-                if scheme == "https"
-                else DeadlineHTTPPool(origin[1], port, maxsize=self._pool_size, block=False)
+            if scheme == "https" and self._tls is None:
+                self._tls = tls_context(self._ca_bundle)
+            pool = self._pools[origin] = DirectPool(
+                scheme, origin[1], port, self._timeout_s, self._pool_size, self._tls
             )
         return pool
+
+
+class ProxiedAnswer:
+    """The answer of a request made through a proxy, by the ``requests`` session."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.status = response.status_code
+        self._response = response
+
+    def header(self, name: str) -> Optional[str]:
+        return self._response.headers.get(name)
+
+    def read(self, size: int) -> bytes:
+        chunk: bytes = self._response.raw.read(size, decode_content=True)
+        return chunk
+
+    def release(self) -> None:
+        if self._response.raw.isclosed():
+            self._response.raw.release_conn()
+        else:
+            self._response.close()  # bytes of this answer may still come: not reusable
 
 
 def ca_bundle(environ: Mapping[str, str]) -> str:

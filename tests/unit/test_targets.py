@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support.tiny_servers import TEST_CA
 
 from trubrics_mp._config import DEFAULT_HOST, Config
+from trubrics_mp._direct import tls_context
 from trubrics_mp._route import Route
 from trubrics_mp._targets import Targets, ca_bundle
 
@@ -63,13 +66,13 @@ def test_a_target_never_shows_its_key(targets: Targets) -> None:
     assert KEY not in repr(target) and KEY not in str(target)
 
 
-def test_an_https_pool_verifies_certificates_with_the_bundle_requests_would_use(
-    targets: Targets,
-) -> None:
-    pool = targets.get(route("https://internal.example/ingest"), "publish_events").pool
-    assert pool is not None
-    assert getattr(pool, "cert_reqs", None) == "CERT_REQUIRED"
-    assert getattr(pool, "ca_certs", None) == ca_bundle(os.environ)
+def test_https_origins_verify_certificates_and_host_names(tmp_path: Path) -> None:
+    """Against a bundle file or a directory of certificates, as ``requests`` accepts."""
+    (tmp_path / "certs").mkdir()
+    for where in (str(TEST_CA), str(tmp_path / "certs")):
+        context = tls_context(where)
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert len(tls_context(str(TEST_CA)).get_ca_certs()) == 1
 
 
 def test_the_ca_bundle_is_requests_own_choice() -> None:
