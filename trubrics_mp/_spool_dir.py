@@ -44,7 +44,8 @@ class SpoolUnavailable(OSError):
     """
 
     def __init__(self, reason: str, directory: str, detail: str, err: int = 0) -> None:
-        super().__init__(err, f"spool directory {directory!r} is unusable ({reason}): {detail}")
+        super().__init__(f"spool directory {directory!r} is unusable ({reason}): {detail}")
+        self.errno = err or None
         self.reason = reason
         self.directory = directory
 
