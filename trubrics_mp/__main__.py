@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from trubrics_mp._spool_cli import add_spool_parser
 from trubrics_mp.collector.cli import add_collect_parser, add_events_parser
 from trubrics_mp.demo import add_demo_parser
 from trubrics_mp.doctor import add_doctor_parser
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_events_parser(subparsers)
     add_demo_parser(subparsers)
     add_doctor_parser(subparsers)
+    add_spool_parser(subparsers)
     return parser
 
 
