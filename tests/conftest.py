@@ -8,8 +8,10 @@
 - ``no_leaked_processes`` (autouse): after every test, waits until no process
   started during it is left (found through the ``PYTEST_CURRENT_TEST``
   variable every descendant inherits, even once reparented to init, plus this
-  process's own children; zombies are not running); anything still running at
-  the deadline is killed and the test fails.
+  process's own children; zombies are not running) and carrying this suite
+  run's token (``TRUBRICS_MP_TEST_RUN``, so a concurrent run of the same test
+  elsewhere on the machine is left alone); anything still running at the
+  deadline is killed and the test fails.
 - ``no_internal_errors`` (autouse, ``support/internal_errors.py``): fails a
   test during which the library logged an internal error, unless it is marked
   ``internal_errors_allowed``.
@@ -23,15 +25,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.collector import CollectorProcess
 from support.internal_errors import no_internal_errors
-from support.processes import stop_leftovers
+from support.processes import RUN_ENV, stop_leftovers
 
 from trubrics_mp.collector import EventStore
 
@@ -39,6 +43,12 @@ __all__ = ["collector", "no_internal_errors", "no_leaked_processes", "private_pi
 
 LEAK_DEADLINE_S = 60.0
 TEST_LINGER_S = "0.3"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One token per suite run, inherited by every process a test starts (xdist
+    workers inherit the controller's)."""
+    os.environ.setdefault(RUN_ENV, uuid.uuid4().hex)
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,7 @@ LEAK_POLL_S = 0.1  # each look lists every process of the machine
 
 __all__ = [
     "READER_THREAD_PREFIX",
+    "RUN_ENV",
     "flushers",
     "ServerError",
     "ServerProcess",
@@ -52,12 +53,16 @@ __all__ = [
 ]
 
 
-def _nodeid_of(proc: psutil.Process) -> str:
+RUN_ENV = "TRUBRICS_MP_TEST_RUN"  # one token per suite run, set by tests/conftest.py
+
+
+def _test_of(proc: psutil.Process) -> tuple[str, str]:
+    """The test (node id) and suite run (token) whose environment ``proc`` inherited."""
     try:
-        value = proc.environ().get("PYTEST_CURRENT_TEST", "")
+        environ = proc.environ()
     except (psutil.Error, OSError):
-        return ""
-    return value.rsplit(" ", 1)[0]
+        return "", ""
+    return environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0], environ.get(RUN_ENV, "")
 
 
 def _reap_zombie_children() -> None:
@@ -73,12 +78,14 @@ def _reap_zombie_children() -> None:
 def leftovers(nodeid: str) -> list[psutil.Process]:
     """Running processes a test left: this process's descendants, and every process whose
     ``PYTEST_CURRENT_TEST`` (inherited by all its descendants, reparented or not) names
-    ``nodeid``."""
+    ``nodeid`` and whose run token is this suite run's: another run of the same test on
+    the machine (another checkout, CI) is not ours to wait for or kill."""
     _reap_zombie_children()
     me = os.getpid()
+    ours = (nodeid, os.environ.get(RUN_ENV, ""))
     found = {p.pid: p for p in psutil.Process(me).children(recursive=True)}
     for proc in psutil.process_iter():
-        if proc.pid != me and proc.pid not in found and _nodeid_of(proc) == nodeid:
+        if proc.pid != me and proc.pid not in found and _test_of(proc) == ours:
             found[proc.pid] = proc
     return [proc for proc in found.values() if is_running(proc.pid)]
 
