@@ -94,16 +94,17 @@ def granian(tmp_path: Path, collector: CollectorProcess) -> Iterator[Start]:
         run.kill()
 
 
-def serve_then_stop(run: HostRun, url: str, requests: int) -> set[int]:
-    workers = run.drive(url, "wsgi", requests)
+def serve_then_stop(run: HostRun, url: str, requests: int) -> int:
+    """Traffic until both workers answered, then SIGTERM; the number of requests sent."""
+    workers, sent = run.drive_every_worker(url, "wsgi", requests, WORKERS)
     assert len(workers) == WORKERS, f"the traffic should have reached both workers: {workers}"
     run.wait_no_zombie()
     run.stop(signal.SIGTERM)
     run.assert_clean_stop()
-    run.delivered_exactly({"wsgi": requests})
+    run.delivered_exactly({"wsgi": sent})
     run.assert_nothing_left()
-    run.report(requests, workers=len(workers))
-    return workers
+    run.report(sent, workers=len(workers))
+    return sent
 
 
 def test_granian_workers_deliver_every_event_once(granian: Start) -> None:
@@ -115,5 +116,5 @@ def test_granian_workers_deliver_every_event_once(granian: Start) -> None:
 def test_granian_workers_share_one_pipeline(granian: Start, collector: CollectorProcess) -> None:
     """Issue 10: both workers' events go through one flusher, in shared batches."""
     run, url = granian()
-    serve_then_stop(run, url, REQUESTS // 2)
-    assert_one_pipeline(run.census, collector, REQUESTS // 2, FLUSH_AT)
+    sent = serve_then_stop(run, url, REQUESTS // 2)
+    assert_one_pipeline(run.census, collector, sent, FLUSH_AT)

@@ -28,6 +28,7 @@ import collections
 import json
 import re
 import signal
+import time
 from collections.abc import Collection, Sequence
 from typing import Any, Optional
 
@@ -88,11 +89,13 @@ class HostRun:
         self.census.stop()
 
     # -- traffic ----------------------------------------------------------------------
-    def drive(self, url: str, src: str, n_requests: int, concurrency: int = 8) -> set[int]:
-        """GET ``url/track`` for ``src:0..n-1``; every request answered 200 once; the pids
-        of the workers that answered."""
+    def drive(
+        self, url: str, src: str, n_requests: int, concurrency: int = 8, start: int = 0
+    ) -> set[int]:
+        """GET ``url/track`` for ``src:start..start+n-1``; every request answered 200 once;
+        the pids of the workers that answered."""
         template = f"{url}/track?test={self.test_id}&src={src}&seq={{seq}}"
-        replies = {r.seq: r for r in drive(template, n_requests, concurrency)}
+        replies = {r.seq: r for r in drive(template, n_requests, concurrency, start=start)}
         for _ in range(RETRIES):
             misdirected = sorted(seq for seq, r in replies.items() if r.status == 421)
             for seq in misdirected:
@@ -100,6 +103,20 @@ class HostRun:
         failed = [r for r in replies.values() if r.status != 200]
         assert not failed, f"{len(failed)} of {n_requests} requests failed, e.g. {failed[:3]}"
         return {json.loads(r.body)["pid"] for r in replies.values()}
+
+    def drive_every_worker(
+        self, url: str, src: str, n_requests: int, workers: int, deadline_s: float = 60.0
+    ) -> tuple[set[int], int]:
+        """:meth:`drive` ``n_requests``, then as many more (new sequence numbers) until
+        ``workers`` distinct workers answered: a host may hand a burst to one worker.
+        The pids seen and the number of requests sent in all."""
+        seen = self.drive(url, src, n_requests)
+        sent = n_requests
+        give_up_at = time.monotonic() + deadline_s
+        while len(seen) < workers and time.monotonic() < give_up_at:
+            seen |= self.drive(url, src, n_requests, start=sent)
+            sent += n_requests
+        return seen, sent
 
     # -- stopping ---------------------------------------------------------------------
     def stop(self, sig: int = signal.SIGTERM, group: bool = False) -> float:
