@@ -185,7 +185,8 @@ class Watchdog:
 class Deadline:
     """``timeout_s`` from now for one request made by this thread (a context manager).
 
-    While it is entered, the connections of :class:`DeadlineAdapter` used by
+    While it is entered, the connections (of :class:`DeadlineAdapter`, and
+    ``_direct``'s) used by
     this thread join it; when it passes, their sockets are shut down. Leaving
     it cancels the alarm and releases the connections, so a connection back
     in the pool is never touched by a deadline that is not its request's.
@@ -346,18 +347,15 @@ class DeadlineHTTPSConnection(HTTPSConnection):
         super().request(*args, **kwargs)
 
 
-class DeadlineHTTPPool(HTTPConnectionPool):
+class _HTTPPool(HTTPConnectionPool):
     ConnectionCls = DeadlineHTTPConnection
 
 
-class DeadlineHTTPSPool(HTTPSConnectionPool):
+class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = DeadlineHTTPSConnection
 
 
-POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
-    "http": DeadlineHTTPPool,
-    "https": DeadlineHTTPSPool,
-}
+POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class DeadlineAdapter(requests.adapters.HTTPAdapter):

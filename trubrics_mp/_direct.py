@@ -12,8 +12,9 @@ body (14 kB): ``requests`` 0.38 ms, urllib3's connection pool 0.16 ms,
   and reconnects. At most ``maxsize`` stay idle.
 - :class:`DirectConnection` and :class:`DirectTLSConnection`: connect within
   the request's :class:`~trubrics_mp._deadline.Deadline` (name lookup
-  included), so the deadline bounds a request from the lookup to the last
-  byte of the answer.
+  included), and a reused one joins the deadline of each request it makes,
+  so the deadline bounds a request from the lookup to the last byte of the
+  answer.
 - :class:`DirectAnswer`: the answer, and the way back to the pool: a body
   read to its end returns the connection, anything else closes it.
 
@@ -31,7 +32,7 @@ import os
 import socket
 import ssl
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from urllib3.util.wait import wait_for_read
 
@@ -74,6 +75,9 @@ class DirectTLSConnection(http.client.HTTPSConnection):
         self._create_connection = lambda *args: _connect(self, *args)
 
 
+Direct = Union[DirectConnection, DirectTLSConnection]
+
+
 def tls_context(ca_bundle: str) -> ssl.SSLContext:
     """Verify certificates and host names against ``ca_bundle`` (a file or a directory)."""
     if os.path.isdir(ca_bundle):
@@ -99,12 +103,15 @@ class DirectPool:
         self._maxsize = maxsize
         self._context = context
         self._lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Direct] = []
         self._closed = False
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> DirectAnswer:
         """Send the request and read the answer's head; raises what the connection raised."""
         conn = self._take()
+        deadline = current_deadline()
+        if deadline is not None:  # a reused connection joins this request's deadline too
+            deadline.watch(conn)
         try:
             conn.request("POST", path, body, headers)
             return DirectAnswer(conn.getresponse(), conn, self)
@@ -113,7 +120,7 @@ class DirectPool:
             self.give_back(conn)
             raise
 
-    def give_back(self, conn: http.client.HTTPConnection) -> None:
+    def give_back(self, conn: Direct) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < self._maxsize:
                 self._idle.append(conn)
@@ -126,7 +133,7 @@ class DirectPool:
         for conn in idle:
             conn.close()
 
-    def _take(self) -> http.client.HTTPConnection:
+    def _take(self) -> Direct:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
@@ -135,7 +142,7 @@ class DirectPool:
             conn.close()  # closed by the server, or shut down: reconnects on request
         return conn
 
-    def _new(self) -> http.client.HTTPConnection:
+    def _new(self) -> Direct:
         if self._scheme == "https":
             assert self._context is not None
             return DirectTLSConnection(self.host, self.port, self._timeout_s, self._context)
@@ -145,9 +152,7 @@ class DirectPool:
 class DirectAnswer:
     """An answer whose head arrived; :meth:`release` once done with it."""
 
-    def __init__(
-        self, response: http.client.HTTPResponse, conn: http.client.HTTPConnection, pool: DirectPool
-    ) -> None:
+    def __init__(self, response: http.client.HTTPResponse, conn: Direct, pool: DirectPool) -> None:
         self.status = response.status
         self._response = response
         self._conn = conn

@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from support.tiny_servers import TEST_CA, RawServer, ScriptedServer, Seen, cut_off, drip
+from support.tiny_servers import (
+    TEST_CA,
+    RawServer,
+    ScriptedServer,
+    Seen,
+    cut_off,
+    drip,
+    read_request,
+)
 
 from trubrics_mp._config import Config
 from trubrics_mp._deadline import Deadline, Resolver, Watchdog
@@ -186,6 +194,27 @@ def test_a_status_line_dripping_two_bytes_a_second_is_cut_at_request_timeout(
         outcome, elapsed = timed_post(poster(server.url, request_timeout_s=1.0))
     assert outcome.status is None and "request_timeout (1 s)" in outcome.detail
     assert elapsed < BOUND_S
+
+
+def test_a_kept_alive_connection_is_cut_at_request_timeout_on_its_next_request(
+    poster: Callable[..., HttpPoster],
+) -> None:
+    """The second request reuses the first's connection: the deadline bounds it too."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    slow = drip(ok, 0.5)  # each byte well within a read timeout
+
+    def reply(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.sendall(ok)
+        if read_request(conn) is not None:
+            slow(conn, stopping)
+
+    with RawServer(reply) as server:
+        made = poster(server.url, request_timeout_s=1.0)
+        assert made.post("publish_events", BODY).status == 200
+        outcome, elapsed = timed_post(made)
+    assert outcome.status is None and "request_timeout (1 s)" in outcome.detail
+    assert elapsed < BOUND_S
+    assert server.requests == 1  # one connection served both requests
 
 
 def test_an_error_body_dripping_is_cut_at_request_timeout_with_its_status(
