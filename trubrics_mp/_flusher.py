@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import selectors
 import signal
@@ -58,7 +59,7 @@ from ._http import HttpPoster, Poster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
 from ._losses import LossBook
-from ._pipe import NAP_BELOW_BYTES, NAP_S
+from ._pipe import NAP_S, QUIET_POLLS
 from ._process import FLUSHER_COMM, drain_pipe, set_name
 from ._reader import Conn, PipeOf, Reader, reply
 from ._redact import RedactingFilter, Secrets
@@ -148,7 +149,8 @@ class Flusher:
         holding = self.intake.held + len(self.waiters.unsettled)
         self.lifetime.activity(self.reader.connections, holding, now)
         self.reader.resume_accepting(now)
-        self.reader.wake_pipes(now)
+        for conn in self.reader.wake_pipes(now):
+            self._read_pipe(conn)
         self._dispatch_due(now)
         self._follow_lifetime(now)
 
@@ -186,9 +188,18 @@ class Flusher:
                 self._read_pipe(key.data.conn)
 
     def _read_pipe(self, conn: Conn) -> None:
-        """Read a pipe; after a small read let it nap, so that a burst wakes us once."""
-        if self.reader.read_pipe(conn, READS_PER_WAKE) < NAP_BELOW_BYTES:
-            self.reader.nap(conn, time.monotonic() + NAP_S)
+        """Read a pipe, then poll it every ``NAP_S`` (unwatched: its writes wake
+        nobody) until ``QUIET_POLLS`` reads in a row found it empty; then watch it."""
+        if not conn.open:
+            return
+        if self.reader.read_pipe(conn, READS_PER_WAKE):
+            conn.pipe_quiet_polls = 0
+        else:
+            conn.pipe_quiet_polls += 1
+        if conn.pipe_quiet_polls < QUIET_POLLS:
+            self.reader.nap(conn, nap_until(time.monotonic()))
+        else:
+            self.reader.watch(conn)
 
     def _answer_requests(self) -> None:
         """Answer control requests read so far; a flush reads the rest of the queue first."""
@@ -423,6 +434,12 @@ class Flusher:
             self.reader.close(conn, take_pipe=False)
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
+
+
+def nap_until(now: float) -> float:
+    """The end of a pipe's nap: the second tick of ``NAP_S`` after ``now``, so that
+    the naps of every connection end together (one wake-up for all)."""
+    return (math.floor(now / NAP_S) + 2) * NAP_S
 
 
 def main(boot: dict[str, Any]) -> None:

@@ -47,8 +47,8 @@ from . import _protocol as proto
 RECORD_MAX_BYTES = select.PIPE_BUF  # 4096 on Linux: the size up to which a write is atomic
 GROWN_BYTES = 1024 * 1024  # a pipe that filled up once grows to this (Linux's pipe-max-size)
 READ_BYTES = GROWN_BYTES  # what a pipe holds at most, so a read takes whole records
-NAP_S = 0.002  # after a small read the flusher leaves a pipe unwatched this long
-NAP_BELOW_BYTES = 16 * 1024  # a quarter of a pipe: a larger read means a busy writer
+NAP_S = 0.002  # while its writer is active, the flusher polls a pipe this often
+QUIET_POLLS = 10  # then watches it again once this many polls in a row found it empty
 NEWLINE = b"\n"
 _EVENT_KINDS = (proto.EVENT, proto.LLM_EVENT)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python 3.10+ names it

@@ -16,10 +16,19 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from support.fakes import ANSWER_200, private_socket_path
+from support.fakes import ANSWER_200, FakePoster, private_socket_path
 
 from trubrics_mp import _protocol as proto
-from trubrics_mp._pipe import NEWLINE, RECORD_MAX_BYTES, EventPipe, split_records
+from trubrics_mp._config import Config
+from trubrics_mp._flusher import Flusher, nap_until
+from trubrics_mp._pipe import (
+    NAP_S,
+    NEWLINE,
+    QUIET_POLLS,
+    RECORD_MAX_BYTES,
+    EventPipe,
+    split_records,
+)
 from trubrics_mp._reader import Conn, PipeOf, Reader
 from trubrics_mp._route import Route
 from trubrics_mp._servers import poll_until
@@ -161,10 +170,12 @@ def test_a_napping_pipe_is_unwatched_until_its_nap_ends(pipe: EventPipe) -> None
         assert not watched(selector, conn) and reader.next_pipe_wake() == 100.0
         reader.pause()
         reader.resume()  # a nap outlasts a pause
-        reader.wake_pipes(now=99.0)
+        assert reader.wake_pipes(now=99.0) == []
         assert not watched(selector, conn)
-        reader.wake_pipes(now=100.0)
-        assert watched(selector, conn) and reader.next_pipe_wake() is None
+        assert reader.wake_pipes(now=100.0) == [conn]  # the caller reads it, then decides
+        assert not watched(selector, conn) and reader.next_pipe_wake() is None
+        reader.watch(conn)
+        assert watched(selector, conn)
         reader.close(conn)
         assert conn.pipe is None and len(selector.get_map()) == 1  # the listener
     finally:
@@ -178,6 +189,45 @@ def watched(selector: selectors.BaseSelector, conn: Conn) -> bool:
         isinstance(key.data, PipeOf) and key.data.conn is conn
         for key in selector.get_map().values()
     )
+
+
+def test_a_pipe_in_use_is_polled_and_watched_again_only_once_it_stays_empty(
+    pipe: EventPipe,
+) -> None:
+    """The flusher's policy (``Flusher._read_pipe``): while reads find events, the
+    pipe naps (its writes wake nobody); after ``QUIET_POLLS`` empty reads in a row it
+    is watched again, so that an idle process's next event wakes the flusher."""
+    address = private_socket_path()
+    config = Config(api_key="unit-key", host="http://127.0.0.1:9", flush_at=5)
+    flusher = Flusher(config, proto.bind_listener(address), 1, FakePoster(ANSWER_200))
+    client = proto.connect(address)
+    try:
+        socket.send_fds(client, [ROUTE], [pipe.read_fd])
+        flusher.reader.accept()
+        (conn,) = flusher.reader.open_connections()
+        flusher.reader.read(conn, 1)  # the route, and with it the pipe
+        assert watched(flusher.selector, conn)
+        for seq in range(3):  # an active writer: every poll finds an event
+            pipe.writer.write(record(seq))
+            flusher._read_pipe(conn)
+            assert not watched(flusher.selector, conn) and conn.pipe_quiet_polls == 0
+        for _ in range(QUIET_POLLS - 1):
+            flusher._read_pipe(conn)
+            assert not watched(flusher.selector, conn)
+        flusher._read_pipe(conn)
+        assert watched(flusher.selector, conn) and flusher.reader.next_pipe_wake() is None
+        assert flusher.intake.held == 3
+    finally:
+        client.close()
+        flusher.reader.stop_listening()
+        flusher.selector.close()
+
+
+def test_naps_end_on_a_shared_tick_between_one_and_two_naps_away() -> None:
+    for now in (0.0, 1.0001, 5.0019, 123.4567):
+        until = nap_until(now)
+        assert NAP_S <= until - now <= 2 * NAP_S + 1e-9
+        assert round(until / NAP_S, 6).is_integer()
 
 
 def test_a_read_that_is_not_all_plain_events_goes_message_by_message(
