@@ -15,6 +15,7 @@ from typing import Optional
 
 from ._pipe import READ_BYTES
 from ._route import Route
+from ._spool_index import Ref
 
 _batch_ids = itertools.count(1)
 OVERSHOOT_BYTES = 2 * READ_BYTES  # one pipe read, and a closing connection's pipe
@@ -38,6 +39,7 @@ class Batch:
         "ready_at",
         "first_tried_at",
         "sources",
+        "refs",
     )
 
     def __init__(
@@ -58,6 +60,7 @@ class Batch:
         self.ready_at = 0.0  # when delivery took it (monotonic seconds)
         self.first_tried_at = 0.0  # when its first attempt began (monotonic seconds)
         self.sources: set[object] = set()  # who sent its events (told if it is lost)
+        self.refs: list[Ref] = []  # where its events are in the spool (see _durable)
 
     @property
     def destination(self) -> tuple[str, Optional[Route]]:
@@ -82,7 +85,7 @@ class Batch:
 class _Pending:
     """Events waiting for their batch; ``id`` is the id that batch will have."""
 
-    __slots__ = ("id", "events", "nbytes", "sources", "flush_at", "due_at")
+    __slots__ = ("id", "events", "nbytes", "sources", "flush_at", "due_at", "refs")
 
     def __init__(self, now: float, flush_at: int, interval_s: float) -> None:
         self.id = next(_batch_ids)
@@ -91,6 +94,7 @@ class _Pending:
         self.sources: set[object] = set()
         self.events: list[bytes] = []
         self.nbytes = 0
+        self.refs: list[Ref] = []
 
 
 Destination = tuple[str, Optional[Route]]  # an endpoint, and a route (None: the default)
@@ -131,8 +135,10 @@ class Batcher:
         now: float,
         source: object = None,
         route: Optional[Route] = None,
+        ref: Optional[Ref] = None,
     ) -> list[Batch]:
-        """Queue ``events`` (``nbytes`` in all, sent by ``source``); the batches they filled.
+        """Queue ``events`` (``nbytes`` in all, sent by ``source``, in the spool at
+        ``ref`` if given); the batches they filled.
 
         A pipe read's events are added in slices, with no work per event.
         """
@@ -144,6 +150,9 @@ class Batcher:
             if pending is None:
                 pending = self._pending[destination] = self._new_pending(now, route)
             part = events[start : start + pending.flush_at - len(pending.events)]
+            if ref is not None:
+                whole = len(part) == len(events)
+                pending.refs.append(ref if whole else ref.part(start, start + len(part)))
             start += len(part)
             pending.events += part
             pending.nbytes += nbytes if len(part) == len(events) else sum(map(len, part))
@@ -182,6 +191,7 @@ class Batcher:
         endpoint, route = destination
         batch = Batch(endpoint, pending.events, pending.nbytes, pending.id, route)
         batch.sources = pending.sources
+        batch.refs = pending.refs
         return batch
 
 
@@ -202,6 +212,7 @@ class Intake(Batcher):
         self.max_bytes = max_bytes
         self.held = 0
         self.held_bytes = 0
+        self.held_on_disk = 0  # of ``held``, the events that are in the spool too
 
     @property
     def full(self) -> bool:
@@ -219,12 +230,16 @@ class Intake(Batcher):
         now: float,
         source: object = None,
         route: Optional[Route] = None,
+        ref: Optional[Ref] = None,
     ) -> list[Batch]:
         self.held += len(events)
         self.held_bytes += nbytes
-        return super().add_many(endpoint, events, nbytes, now, source, route)
+        if ref is not None:
+            self.held_on_disk += len(events)
+        return super().add_many(endpoint, events, nbytes, now, source, route, ref)
 
     def settled(self, batch: Batch) -> None:
         """``batch`` was delivered or dropped: its events are no longer held."""
         self.held -= len(batch)
         self.held_bytes -= batch.nbytes
+        self.held_on_disk -= sum(map(len, batch.refs))

@@ -21,13 +21,13 @@ import logging
 import os
 import time
 import weakref
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from . import _address
 from . import _protocol as proto
-from ._address import DEFAULT_PIPELINE, LINGER_ENV, PIPELINE_ENV
+from ._address import DEFAULT_PIPELINE, LINGER_ENV, PIPELINE_ENV, SPOOL_DIR_ENV
 from ._compat import OfficialAttributes, clamp_like_official
-from ._config import DEFAULT_HOST, LOGGER_NAME, Config
+from ._config import DEFAULT_HOST, LOGGER_NAME, RETRY_FOR_S, SPOOL_RETRY_FOR_S, Config
 from ._link import Link
 from ._logs import AnyLogger, effective_level, underlying
 from ._serialize import InvalidEvent, choose_encoder, encode_event, encode_llm_event
@@ -66,7 +66,7 @@ class Trubrics(OfficialAttributes):
         flush_at: Optional[int] = None,
         request_timeout: float = Config.request_timeout_s,
         max_retries: Optional[int] = Config.max_retries,
-        retry_for: float = Config.retry_for_s,
+        retry_for: Optional[float] = None,
         max_queue_bytes: int = Config.max_queue_bytes,
         process_buffer_bytes: int = Config.process_buffer_bytes,
         max_event_bytes: int = Config.max_event_bytes,
@@ -74,6 +74,8 @@ class Trubrics(OfficialAttributes):
         disabled: bool = False,
         pipeline: Optional[str] = None,
         linger: Optional[float] = None,
+        spool_dir: Optional[Union[str, os.PathLike[str]]] = None,
+        spool_max_bytes: int = Config.spool_max_bytes,
     ) -> None:
         self.logger: AnyLogger = _checked_logger(logger)
         clamped = clamp_like_official(
@@ -81,6 +83,7 @@ class Trubrics(OfficialAttributes):
         )
         for warning in clamped.warnings:
             self.logger.warning("%s", warning)
+        spool = _spool_path(_from_env(spool_dir, SPOOL_DIR_ENV, ""))
         config = Config(
             api_key=api_key,
             host=host,
@@ -88,7 +91,7 @@ class Trubrics(OfficialAttributes):
             flush_at=clamped.flush_batch_size,
             request_timeout_s=request_timeout,
             max_retries=max_retries,
-            retry_for_s=retry_for,
+            retry_for_s=_retry_for(retry_for, spool),
             max_queue_bytes=max_queue_bytes,
             process_buffer_bytes=process_buffer_bytes,
             max_event_bytes=max_event_bytes,
@@ -98,6 +101,8 @@ class Trubrics(OfficialAttributes):
             linger_s=_linger(linger),
             logger_name=underlying(self.logger).name,
             log_level=effective_level(self.logger),
+            spool_dir=spool,
+            spool_max_bytes=spool_max_bytes,
         )
         self.flush_periodic_check = clamped.flush_periodic_check
         path = ""
@@ -380,6 +385,24 @@ def _from_env(value: Optional[Any], name: str, default: Any) -> Any:
     if value is not None:
         return value
     return os.environ.get(name) or default
+
+
+def _spool_path(value: object) -> str:
+    """The spool directory as an absolute path ("" for none): the flusher has its
+    own working directory."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"spool_dir must be a path, got {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError("spool_dir must be a str path, not bytes")
+    return os.path.abspath(path) if path else ""
+
+
+def _retry_for(retry_for: Optional[float], spool_dir: str) -> float:
+    """The retry budget given, else the default: a day with a spool, 5 minutes without."""
+    if retry_for is not None:
+        return retry_for
+    return SPOOL_RETRY_FOR_S if spool_dir else RETRY_FOR_S
 
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:

@@ -21,6 +21,9 @@ MIB = 1024 * 1024
 DEFAULT_HOST = "https://app.trubrics.com/api/ingestion"
 MAX_FLUSH_AT = 100
 MAX_EVENT_BYTES_LIMIT = 131_072  # what one SOCK_SEQPACKET message carries comfortably
+RETRY_FOR_S = 300.0  # the default retry budget of a batch, in memory only
+SPOOL_RETRY_FOR_S = 86_400.0  # the default with a spool: a day of outage
+SPOOL_MAX_BYTES = 256 * MIB
 
 EVENTS_ENDPOINT = "publish_events"
 LLM_EVENTS_ENDPOINT = "publish_llm_events"
@@ -43,7 +46,7 @@ class Config:
     flush_at: int = 20
     request_timeout_s: float = 10.0
     max_retries: Optional[int] = None  # None: retries are bounded by retry_for_s only
-    retry_for_s: float = 300.0  # a failing batch is retried this long, then dropped
+    retry_for_s: float = RETRY_FOR_S  # a failing batch is retried this long, then dropped
     max_queue_bytes: int = 64 * MIB  # events (their JSON) the flusher holds
     process_buffer_bytes: int = 8 * MIB  # events one process holds while the queue is full
     max_event_bytes: int = 65_536
@@ -54,6 +57,8 @@ class Config:
     linger_s: float = 5.0  # the flusher stays this long once no process is connected
     logger_name: str = LOGGER_NAME
     log_level: int = 40
+    spool_dir: str = ""  # the disk spool's directory (see _durable); "" for none
+    spool_max_bytes: int = SPOOL_MAX_BYTES
 
     def __post_init__(self) -> None:
         _check_str("api_key", self.api_key)
@@ -71,6 +76,9 @@ class Config:
         _check_int("senders", self.senders, 1, 16)
         check_pipeline_name(self.pipeline)
         _check_number("linger", self.linger_s, 0.0, 3600.0)
+        if not isinstance(self.spool_dir, str) or "\0" in self.spool_dir:
+            raise TypeError("spool_dir must be a path (a str without NUL)")
+        _check_int("spool_max_bytes", self.spool_max_bytes, MIB, 1024 * 1024 * MIB)
         if not isinstance(self.disabled, bool):
             raise TypeError(f"disabled must be a bool, got {type(self.disabled).__name__}")
 

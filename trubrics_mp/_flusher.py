@@ -55,6 +55,7 @@ from . import _protocol as proto
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
 from ._delivery import Delivery, Settled
+from ._durable import Durable
 from ._http import HttpPoster, Poster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
@@ -64,6 +65,7 @@ from ._process import FLUSHER_COMM, drain_pipe, set_name
 from ._reader import Conn, PipeOf, Reader, reply
 from ._redact import RedactingFilter, Secrets
 from ._route import Route
+from ._spool import Pending
 from ._stats import FlusherCounters
 from ._waiters import Waiter, Waiters
 
@@ -71,6 +73,7 @@ _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_EN
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
 READ_ALL_LIMIT = 100_000  # per connection, for flush and the end
 SENDER_JOIN_S = 1.0
+DISK_CONFIRM_EVERY_S = 0.02  # at most this often a connection hears its events are on disk
 
 
 class Flusher:
@@ -89,6 +92,7 @@ class Flusher:
         log_handler: Optional[ForwardingHandler] = None,
         on_stop_listening: Callable[[], None] = lambda: None,
         secrets: Optional[Secrets] = None,
+        durable: Optional[Durable] = None,
     ) -> None:
         self.config = config
         self.secrets = secrets if secrets is not None else Secrets(config.api_key)
@@ -110,6 +114,8 @@ class Flusher:
         self.reader.on_records = self._on_records
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
+        self.durable = durable if durable is not None else Durable.open(config, self.log)
+        self._disk_confirms: set[Conn] = set()  # owed an "on disk" confirmation (K)
         self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
         self.delivery = Delivery(
             poster if poster is not None else HttpPoster(config, self.log),
@@ -143,12 +149,15 @@ class Flusher:
     def step(self) -> None:
         ready = self.selector.select(self._select_timeout())
         self._read_pass(ready)
+        self._replay(time.monotonic())  # before requests: a flush covers what it took in
         self._answer_requests()
         self._take_outcomes()
         now = time.monotonic()
         holding = self.intake.held + len(self.waiters.unsettled)
         self.lifetime.activity(self.reader.connections, holding, now)
         self.reader.resume_accepting(now)
+        self._send_disk_confirms(now)
+        self.durable.sync_if_due()
         for conn in self.reader.wake_pipes(now):
             self._read_pipe(conn)
         self._dispatch_due(now)
@@ -172,6 +181,9 @@ class Flusher:
             self.lifetime.next_deadline(time.monotonic()),
             self.reader.accept_paused_until,
             self.reader.next_pipe_wake(),
+            min((c.next_disk_confirm_at for c in self._disk_confirms), default=None),
+            _after(self.durable.sync_due_in()),
+            _after(0.0 if self.durable.replaying and not self.intake.full else None),
         )
         deadlines = [d for d in candidates if d is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
@@ -214,6 +226,7 @@ class Flusher:
                 snapshot = self.counters.snapshot(
                     self.intake.held, self.delivery, self.reader.process_count()
                 )
+                snapshot.update(self.durable.snapshot())
                 body = json.dumps(snapshot)
                 reply(conn, proto.stats_reply(request.request_id, body.encode()))
                 continue
@@ -284,12 +297,15 @@ class Flusher:
                 len(payloads),
             )
             return
-        batches = self.intake.add_many(
-            endpoint, payloads, nbytes, time.monotonic(), conn, conn.route
-        )
+        ref = self.durable.keep(endpoint, conn.route, payloads) if self.durable.on else None
+        conn.spool_refused = conn.spool_refused or (self.durable.on and ref is None)
+        now = time.monotonic()
+        batches = self.intake.add_many(endpoint, payloads, nbytes, now, conn, conn.route, ref)
         if batches:
             self._dispatch(batches)
-        if not conn.confirming:
+        if ref is not None and not conn.spool_refused:
+            self._confirm_on_disk(conn, now)
+        elif not conn.confirming:
             self._confirm_later(conn)
         if self.intake.full:
             self.reader.pause()  # what comes next waits in the kernel, then in each process
@@ -310,6 +326,8 @@ class Flusher:
             return
         self.secrets.add(route.api_key)
         conn.route = route
+        for pending, known in self.durable.learn(route):  # a previous flusher's, on disk
+            self._add_replayed(pending, known, time.monotonic())
 
     def _declare_level(self, conn: Conn, payload: bytes) -> None:
         """A client's logger level: it becomes the flusher's; the client takes records."""
@@ -372,6 +390,7 @@ class Flusher:
         """Release a handed-over batch; count (and log) every part of it that was lost."""
         batch = settled.batch
         self.intake.settled(batch)
+        self.durable.release(batch.refs)  # delivered, or dropped for a counted reason
         if settled.losses:  # the next flush() of each process whose events these were says so
             for source in batch.sources:
                 if isinstance(source, Conn) and not self.waiters.covers(source, batch.id):
@@ -383,6 +402,43 @@ class Flusher:
             self.log.info("%d events sent to Trubrics (/%s).", delivered, batch.endpoint)
         for loss in settled.losses:
             self.losses.batch_loss(batch.endpoint, loss)
+
+    def _confirm_on_disk(self, conn: Conn, now: float) -> None:
+        """Tell ``conn`` its events so far are on disk: at once, or once
+        ``DISK_CONFIRM_EVERY_S`` has passed since the last time (its process reads
+        confirmations every quarter second; more would only fill its socket)."""
+        if now >= conn.next_disk_confirm_at:
+            reply(conn, proto.confirmed(conn.events_read, conn.dropped))
+            conn.next_disk_confirm_at = now + DISK_CONFIRM_EVERY_S
+            self._disk_confirms.discard(conn)
+        else:
+            self._disk_confirms.add(conn)
+
+    def _send_disk_confirms(self, now: float) -> None:
+        for conn in [c for c in self._disk_confirms if c.next_disk_confirm_at <= now]:
+            if conn.open:
+                self._confirm_on_disk(conn, now)
+            else:
+                self._disk_confirms.discard(conn)
+
+    def _replay(self, now: float) -> None:
+        """Take in some of what a previous flusher left in the spool, as room allows."""
+        if self.durable.replaying and not self.intake.full:
+            room = self.intake.max_bytes - self.intake.held_bytes
+            for pending, route in self.durable.replay_some(room):
+                self._add_replayed(pending, route, now)
+
+    def _add_replayed(self, pending: Pending, route: Optional[Route], now: float) -> None:
+        if pending.endpoint not in _ENDPOINTS.values():  # written by no version of ours
+            self.losses.record("bad_message", len(pending.events))
+            self.durable.release([pending.ref])
+            return
+        nbytes = sum(map(len, pending.events))
+        self._dispatch(
+            self.intake.add_many(
+                pending.endpoint, pending.events, nbytes, now, None, route, pending.ref
+            )
+        )
 
     def _confirm_later(self, conn: Conn) -> None:
         """Tell ``conn`` once the events it sent so far are settled (``K``, see _protocol)."""
@@ -422,10 +478,13 @@ class Flusher:
 
     def _exit(self) -> None:
         self._take_outcomes()
-        lost = self.intake.held + self.reader.discard_waiting()
+        kept = self.intake.held_on_disk  # the next flusher on the spool delivers them
+        lost = self.intake.held - kept + self.reader.discard_waiting()
         if lost:
             self.losses.record("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
+        if kept:
+            self.log.warning("exiting with %d undelivered events kept in the spool", kept)
         for waiter in self.waiters.abandon():  # nobody waits in vain: they lost events
             if waiter.confirms is None:
                 reply(waiter.peer, proto.ack(waiter.request_id, False))
@@ -433,7 +492,12 @@ class Flusher:
             reply(conn, proto.bye(0 if lost else conn.events_read, conn.dropped))
             self.reader.close(conn, take_pipe=False)
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
+        self.durable.close()
         self.log.debug("flusher %d exits: %s", os.getpid(), self.counters.snapshot(0))
+
+
+def _after(delay_s: Optional[float]) -> Optional[float]:
+    return None if delay_s is None else time.monotonic() + delay_s
 
 
 def nap_until(now: float) -> float:

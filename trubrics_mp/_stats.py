@@ -91,6 +91,10 @@ class Stats:
     process last heard of it when the flusher was not asked). ``dropped`` adds
     both: reasons counted here (bad events, a full buffer) and in the flusher
     (a full queue, retries spent).
+    ``spool`` is ``"off"``, ``"on"`` or ``"unavailable: <reason>"`` (see the
+    configuration docs); with it on, ``spool_events`` and ``spool_bytes`` are
+    what the disk holds now (events not yet acknowledged by the API, and the
+    files' size) and ``spool_oldest_age_s`` the age of the oldest of them.
     """
 
     tracked: int
@@ -108,6 +112,10 @@ class Stats:
     received_by_pid: dict[int, int] = dataclasses.field(default_factory=dict)
     received_from_forgotten: Optional[int] = None
     processes: Optional[int] = None
+    spool: Optional[str] = None
+    spool_events: Optional[int] = None
+    spool_bytes: Optional[int] = None
+    spool_oldest_age_s: Optional[float] = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,4 +149,8 @@ def merge(
         received_by_pid={int(k): v for k, v in flusher["received_by_pid"].items()},
         received_from_forgotten=flusher["received_from_forgotten"],
         processes=flusher["processes"],
+        spool=flusher.get("spool"),
+        spool_events=flusher.get("spool_events"),
+        spool_bytes=flusher.get("spool_bytes"),
+        spool_oldest_age_s=flusher.get("spool_oldest_age_s"),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trubrics_mp._batching import Batcher, Intake
+from trubrics_mp._spool import Ref
 
 
 def test_a_batch_leaves_when_flush_at_events_are_there() -> None:
@@ -54,3 +55,17 @@ def test_many_events_top_up_a_waiting_batch_first() -> None:
     full = intake.add_many("publish_events", [b"{1}", b"{2}", b"{3}"], 9, now=1.0)
     assert [batch.events for batch in full] == [[b"{0}", b"{1}", b"{2}"]]
     assert intake.next_due_at() == 11.0  # the rest waits from now, in a batch of its own
+
+
+def test_events_in_the_spool_carry_their_ref_into_each_batch_they_fill() -> None:
+    intake = Intake(flush_at=5, flush_interval_s=10.0, max_bytes=10_000)
+    ref = Ref(segment=3, offset=128, start=0, stop=7)
+    (full,) = intake.add_many("publish_events", [b"{}"] * 7, 14, now=0.0, ref=ref)
+    assert full.refs == [Ref(3, 128, 0, 5)]
+    assert intake.add_many("publish_events", [b"{}"] * 2, 4, now=0.0) == []  # memory only
+    (rest,) = intake.cut_all()
+    assert rest.refs == [Ref(3, 128, 5, 7)] and len(rest) == 4
+    assert (intake.held, intake.held_on_disk) == (9, 7)
+    intake.settled(full)
+    intake.settled(rest)
+    assert (intake.held, intake.held_on_disk) == (0, 0)

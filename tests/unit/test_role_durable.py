@@ -1,0 +1,193 @@
+"""The flusher's spool role (``_durable``), in process: the spooled of
+``test_role_flusher`` (a real flusher loop in a thread, raw client sockets, a
+fake poster) with ``spool_dir`` set to a private directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from support.fakes import ANSWER_200, Script, always
+
+from trubrics_mp import Trubrics
+from trubrics_mp import _protocol as proto
+from trubrics_mp._address import SPOOL_DIR_ENV
+from trubrics_mp._config import RETRY_FOR_S, SPOOL_RETRY_FOR_S
+from trubrics_mp._retry import Outcome
+from trubrics_mp._route import Route
+from trubrics_mp._servers import poll_until
+
+from .test_role_flusher import DEADLINE_S, Harness, confirmations, replies_until_closed
+
+DOWN = always(503)
+
+
+@pytest.fixture
+def spooled() -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def make(script: Script, **settings: Any) -> Harness:
+        made.append(Harness(script, **settings))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.stop()
+
+
+class Api:
+    """A script that fails until ``up()``, then answers 200 and records what it took."""
+
+    def __init__(self) -> None:
+        self.is_up = False
+        self.taken: list[tuple[str, int]] = []
+        self.keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        self.is_up = True
+
+    def __call__(self, number: int, endpoint: str, events: list[dict[str, Any]]) -> Outcome:
+        if not self.is_up:
+            return Outcome(503)
+        with self._lock:
+            self.taken += [(e["src"], e["seq"]) for e in events]
+        return Outcome(200)
+
+
+def spool_events(h: Harness, sock: socket.socket) -> Any:
+    return h.stats(sock).get("spool_events")
+
+
+def test_events_are_on_disk_while_the_api_fails_and_leave_it_once_delivered(
+    spooled: Any, tmp_path: Path
+) -> None:
+    api = Api()
+    h = spooled(api, spool_dir=str(tmp_path / "spool"))
+    sock = h.connect()
+    for seq in range(12):
+        h.track(sock, seq)
+    poll_until(lambda: spool_events(h, sock) == 12, DEADLINE_S, "12 events on disk")
+    assert h.stats(sock)["spool"] == "on" and h.stats(sock)["spool_bytes"] > 0
+    api.up()
+    assert h.ask(sock, proto.FLUSH).ok
+    poll_until(lambda: spool_events(h, sock) == 0, DEADLINE_S, "the spool emptied")
+    assert sorted(api.taken) == [("t", seq) for seq in range(12)]
+
+
+def test_a_flusher_stopped_during_an_outage_leaves_its_events_to_the_next_one(
+    spooled: Any, tmp_path: Path
+) -> None:
+    directory = str(tmp_path / "spool")
+    old = spooled(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
+    sock = old.connect()
+    for seq in range(7):
+        old.track(sock, seq)
+    poll_until(lambda: spool_events(old, sock) == 7, DEADLINE_S, "7 events on disk")
+    old.stop()
+    assert old.flusher.counters.dropped == {}  # kept on disk: no shutdown_timeout loss
+    replies = replies_until_closed(sock)
+    assert [proto.settled_counts(r) for r in replies if r.kind == proto.BYE] == [(7, 0)]
+    assert (7, 0) in confirmations(replies)  # heard as soon as they were on disk
+
+    api = Api()
+    api.up()
+    new = spooled(api, spool_dir=directory)  # a deploy: the next flusher, the same spool
+    other = new.connect()
+    assert new.ask(other, proto.FLUSH).ok  # it covers what the new flusher took from disk
+    poll_until(lambda: spool_events(new, other) == 0, DEADLINE_S, "the spool emptied")
+    assert sorted(api.taken) == [("t", seq) for seq in range(7)]  # each once
+
+
+def test_events_of_another_key_wait_on_disk_until_a_client_with_that_key_connects(
+    spooled: Any, tmp_path: Path
+) -> None:
+    directory = str(tmp_path / "spool")
+    route = proto.route(Route("http://127.0.0.1:9", "other-key", 5, 3600.0).to_bytes())
+    old = spooled(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
+    sock = old.connect()
+    sock.send(route)
+    for seq in range(3):
+        old.track(sock, seq, src="other")
+    poll_until(lambda: spool_events(old, sock) == 3, DEADLINE_S, "3 events on disk")
+    old.stop()
+
+    new = spooled(ANSWER_200, spool_dir=directory)
+    mine = new.connect()  # the flusher's own key: nothing of the other key is sent for it
+    assert new.ask(mine, proto.FLUSH).ok
+    assert new.poster.count() == 0 and spool_events(new, mine) == 3
+    theirs = new.connect()
+    theirs.send(route)
+    assert new.ask(theirs, proto.FLUSH).ok
+    poll_until(lambda: new.poster.count() >= 1, DEADLINE_S, "the other key's events")
+    (call,) = new.poster.calls
+    assert call.route is not None and call.route.api_key == "other-key"
+    assert sorted((e["src"], e["seq"]) for e in call.events) == [("other", s) for s in range(3)]
+    poll_until(lambda: spool_events(new, mine) == 0, DEADLINE_S, "the spool emptied")
+
+
+def test_a_directory_others_may_write_is_refused_and_events_stay_in_memory(
+    spooled: Any, tmp_path: Path
+) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    os.chmod(directory, 0o777)
+    h = spooled(ANSWER_200, spool_dir=str(directory))
+    sock = h.connect()
+    h.track(sock, 0)
+    assert h.ask(sock, proto.FLUSH).ok
+    stats = h.stats(sock)
+    assert stats["spool"] == "unavailable: open_to_others" and "spool_events" not in stats
+    assert h.delivered() == [("t", 0)]
+    assert os.listdir(directory) == []
+
+
+def test_a_second_flusher_on_the_same_directory_keeps_its_events_in_memory(
+    spooled: Any, tmp_path: Path
+) -> None:
+    directory = str(tmp_path / "spool")
+    first = spooled(ANSWER_200, spool_dir=directory)
+    second = spooled(ANSWER_200, spool_dir=directory)
+    sock = second.connect()
+    second.track(sock, 0)
+    assert second.ask(sock, proto.FLUSH).ok
+    assert second.stats(sock)["spool"] == "unavailable: busy"
+    assert first.stats(first.connect())["spool"] == "on"
+    assert second.delivered() == [("t", 0)]
+
+
+def test_a_batch_dropped_for_good_leaves_the_spool_too(spooled: Any, tmp_path: Path) -> None:
+    h = spooled(always(400), spool_dir=str(tmp_path / "spool"))
+    sock = h.connect()
+    for seq in range(5):
+        h.track(sock, seq)
+    assert not h.ask(sock, proto.FLUSH).ok
+    assert h.stats(sock)["dropped"] == {"http_400": 5}
+    poll_until(lambda: spool_events(h, sock) == 0, DEADLINE_S, "the dropped batch acked")
+
+
+def test_without_a_spool_the_stats_say_off(spooled: Any) -> None:
+    h = spooled(ANSWER_200)
+    assert h.stats(h.connect())["spool"] == "off"
+
+
+def test_the_spool_setting_is_an_argument_or_the_environment_read_at_construction(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(SPOOL_DIR_ENV, "from-env")
+    by_env = Trubrics(api_key="k", disabled=True)._config
+    assert by_env.spool_dir == str(tmp_path / "from-env")  # absolute: the flusher's cwd differs
+    assert by_env.retry_for_s == SPOOL_RETRY_FOR_S
+    by_argument = Trubrics(api_key="k", disabled=True, spool_dir=tmp_path / "arg")._config
+    assert by_argument.spool_dir == str(tmp_path / "arg")
+    assert Trubrics(api_key="k", disabled=True, retry_for=60)._config.retry_for_s == 60
+    monkeypatch.delenv(SPOOL_DIR_ENV)
+    without = Trubrics(api_key="k", disabled=True)._config
+    assert (without.spool_dir, without.retry_for_s) == ("", RETRY_FOR_S)

@@ -1,0 +1,177 @@
+"""The flusher's spool role: events on disk from intake until settled (issue 14).
+
+With ``spool_dir`` set, the flusher appends every group of events it takes
+in to the spool (``_spool``) before they count as held, and acknowledges them
+once their batch is settled: delivered, or dropped for a counted reason (a
+drop is final; keeping it would resend a refused batch forever). What it
+still holds when it exits, or dies, stays on disk; the next flusher on the
+same directory replays it.
+
+::
+
+    connections -> Flusher._add_events -> Durable.keep -> Spool.append (ref)
+                                               |
+                   Intake batches carry refs   v
+    Delivery settles a batch -> Durable.release(refs) -> Spool.ack
+    next flusher: Durable.replay_into(...) -> records of known routes -> Intake
+
+Routes: a record carries a route tag (host and a digest of the key, never
+the key). Events of the flusher's own settings replay at once; events of
+another client's key wait (parked, in memory, at most ``PARKED_FRACTION`` of
+the bound) until a client with that key connects and tells its route. What
+does not fit stays on disk for a later flusher; nothing is acknowledged
+without being settled.
+
+Caveats: when the directory is unusable (another user's, writable by others,
+read-only, locked by another live flusher) or an append is refused (spool
+full, disk full, I/O error), the events stay in memory only, as without a
+spool, with one log line per reason; ``state`` and the spool's counters say
+so. One thread only: the flusher's main loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional
+
+from ._config import Config
+from ._ratelimit import LogLimiter
+from ._route import Route
+from ._spool import Pending, Ref, Spool, SpoolUnavailable, route_tag
+
+PARKED_FRACTION = 4  # events of unknown routes may take a quarter of the bound
+REPLAY_BYTES_PER_STEP = 4 * 1024 * 1024  # what one main-loop step reads back at most
+
+
+class Durable:
+    """The spool of one flusher, or none (``on`` is False): then every call is a no-op."""
+
+    def __init__(self, spool: Optional[Spool], state: str, config: Config, log: logging.Logger):
+        self.spool = spool
+        self.state = state  # "off", "on", or "unavailable: <reason>"
+        self._config = config
+        self._log = log
+        self._limiter = LogLimiter()
+        self._own = route_tag(config.host, config.api_key)
+        self._tags: dict[Optional[Route], str] = {None: self._own}
+        self._known: dict[str, Optional[Route]] = {self._own: None}
+        self._replay: Optional[Iterator[Pending]] = spool.replay() if spool else None
+        self._parked: dict[str, list[Pending]] = {}
+        self.parked_bytes = 0
+        self.replayed = 0
+        self.left_on_disk = 0  # replayed records of unknown routes with no room to park
+
+    @classmethod
+    def open(cls, config: Config, log: logging.Logger) -> Durable:
+        """The spool of ``config.spool_dir``; on refusal, a logged memory-only role."""
+        if not config.spool_dir:
+            return cls(None, "off", config, log)
+        try:
+            spool = Spool.open(config.spool_dir, config.spool_max_bytes)
+        except SpoolUnavailable as exc:
+            log.error(
+                "the spool directory %s cannot be used (%s): %s; events are kept in memory only",
+                config.spool_dir,
+                exc.reason,
+                exc,
+            )
+            return cls(None, f"unavailable: {exc.reason}", config, log)
+        return cls(spool, "on", config, log)
+
+    @property
+    def on(self) -> bool:
+        return self.spool is not None
+
+    # -- intake and settling ---------------------------------------------------------
+    def keep(self, endpoint: str, route: Optional[Route], events: list[bytes]) -> Optional[Ref]:
+        """Append ``events`` to the spool; their ref, or None (memory only, logged)."""
+        if self.spool is None:
+            return None
+        appended = self.spool.append(endpoint, self.tag(route), events)
+        if appended.ref is None:
+            self._limiter.log(
+                self._log,
+                logging.ERROR,
+                f"spool_{appended.reason}",
+                "the spool refused %d events (%s): they are kept in memory only",
+                len(events),
+                appended.reason,
+            )
+        return appended.ref
+
+    def release(self, refs: Iterable[Ref]) -> None:
+        """Their batch is settled: remove them from the spool."""
+        if self.spool is not None:
+            self.spool.ack(refs)
+
+    def tag(self, route: Optional[Route]) -> str:
+        tag = self._tags.get(route)
+        if tag is None:
+            assert route is not None
+            tag = self._tags[route] = route_tag(route.host, route.api_key)
+        return tag
+
+    # -- replay ----------------------------------------------------------------------
+    def learn(self, route: Route) -> list[tuple[Pending, Optional[Route]]]:
+        """A client told ``route``: the parked records of its key, now deliverable."""
+        tag = self.tag(route)
+        self._known.setdefault(tag, route)
+        parked = self._parked.pop(tag, [])
+        self.parked_bytes -= sum(_size(p) for p in parked)
+        return [(p, route) for p in parked]
+
+    def replay_some(self, room_bytes: int) -> list[tuple[Pending, Optional[Route]]]:
+        """Records of the previous flusher to take in now (about ``room_bytes`` at most)."""
+        taken: list[tuple[Pending, Optional[Route]]] = []
+        budget = min(room_bytes, REPLAY_BYTES_PER_STEP)
+        while self._replay is not None and budget > 0:
+            pending = next(self._replay, None)
+            if pending is None:
+                self._replay = None
+                break
+            size = _size(pending)
+            self.replayed += len(pending.events)
+            if pending.route in self._known:
+                taken.append((pending, self._known[pending.route]))
+                budget -= size
+            elif self.parked_bytes + size <= self._config.max_queue_bytes // PARKED_FRACTION:
+                self._parked.setdefault(pending.route, []).append(pending)
+                self.parked_bytes += size
+            else:
+                self.left_on_disk += len(pending.events)
+        return taken
+
+    @property
+    def replaying(self) -> bool:
+        return self._replay is not None
+
+    # -- the main loop's timer and the end ------------------------------------------------
+    def sync_due_in(self) -> Optional[float]:
+        return None if self.spool is None else self.spool.sync_due_in()
+
+    def sync_if_due(self) -> None:
+        if self.spool is not None:
+            self.spool.sync_if_due()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The spool's part of the flusher's stats."""
+        if self.spool is None:
+            return {"spool": self.state}
+        stats = self.spool.stats()
+        return {
+            "spool": self.state,
+            "spool_events": stats.events,
+            "spool_bytes": stats.bytes,
+            "spool_oldest_age_s": stats.oldest_age_s,
+            "spool_refused": stats.refused,
+            "spool_skipped_records": stats.skipped_records,
+        }
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+
+def _size(pending: Pending) -> int:
+    return sum(map(len, pending.events))
