@@ -145,6 +145,15 @@ def _make_trubrics_mp_json(host: str, shutdown_timeout: float) -> Peer:
     return _make_trubrics_mp(host, shutdown_timeout)
 
 
+def _make_trubrics_mp_spool(host: str, shutdown_timeout: float) -> Peer:
+    from trubrics_mp._address import RUNTIME_DIR_ENV, SPOOL_DIR_ENV
+
+    # This job's own process: read when the client is built. Producers of one run share
+    # the runtime directory (one flusher), so they share this spool too.
+    os.environ[SPOOL_DIR_ENV] = os.path.join(os.environ[RUNTIME_DIR_ENV], "spool")
+    return _make_trubrics_mp(host, shutdown_timeout)
+
+
 def _make_trubrics(host: str, shutdown_timeout: float) -> Peer:
     from trubrics import Trubrics
 
@@ -168,6 +177,7 @@ def _make_segment(host: str, shutdown_timeout: float) -> Peer:
 _MAKERS: dict[str, Callable[[str, float], Peer]] = {
     "trubrics_mp": _make_trubrics_mp,
     "trubrics_mp_json": _make_trubrics_mp_json,
+    "trubrics_mp_spool": _make_trubrics_mp_spool,
     "trubrics": _make_trubrics,
     "posthog": _make_posthog,
     "segment": _make_segment,

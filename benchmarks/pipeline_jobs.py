@@ -115,11 +115,12 @@ def job_cold_burst(spec: dict[str, Any]) -> dict[str, Any]:
 # -- 9: one producer of several ---------------------------------------------------------
 def job_producer(spec: dict[str, Any]) -> None:
     """Warm up, say ready; per ``go ROUND``: track the share, flush, answer; ``quit``."""
-    peer = make_peer("trubrics_mp", spec["host"])
+    peer = make_peer(spec.get("peer", "trubrics_mp"), spec["host"])
     worker = spec["worker"]
     peer.track(keyed_properties(f"warm-{worker}"))
     warmed: bool = peer.client.flush(timeout=30.0)  # True: delivered
-    reply({"ready": warmed, "pid": os.getpid(), "flusher_pid": peer.flusher_pid()})
+    spool = peer.client.stats().spool  # "off", "on" or "unavailable: ..."
+    reply({"ready": warmed, "pid": os.getpid(), "flusher_pid": peer.flusher_pid(), "spool": spool})
     for line in sys.stdin:
         words = line.split()
         if not words or words[0] != "go":

@@ -19,6 +19,7 @@ from .tables import number, ratio, table
 FLUSHER_CPU_BASELINE_US = 7.8
 BASELINE_COMMIT = "34fb7e7"
 SCALING_TARGET = 0.9  # the most producers' rate at least this times one producer's
+SPOOL_TARGET = 0.7  # issue 14: throughput with the disk spool at least this times without
 Target = tuple[str, str, bool]
 
 
@@ -50,7 +51,27 @@ def pipeline_targets(r: dict[str, Any]) -> list[Target]:
                 share >= SCALING_TARGET and complete,
             )
         )
-    return rows
+    return rows + _spool_targets(r)
+
+
+def _spool_targets(r: dict[str, Any]) -> list[Target]:
+    runs = r.get("spool", {})
+    if "trubrics_mp_spool" not in runs:
+        return []
+    plain, spool = runs["trubrics_mp"], runs["trubrics_mp_spool"]
+    share = ratio(spool["events_per_s"], plain["events_per_s"])
+    complete = spool["delivered"] == spool["sent"] and spool["duplicated"] == 0
+    complete = complete and spool.get("spool") == "on"
+    return [
+        (
+            f"with the disk spool: throughput at least {SPOOL_TARGET}x that without "
+            f"({spool['producers']} producers), everything delivered",
+            f"{spool['events_per_s']:,.0f} vs {plain['events_per_s']:,.0f} events/s: "
+            f"{share:.2f}x; {spool['delivered']:,} / {spool['sent']:,} delivered, "
+            f"{spool['duplicated']} duplicated",
+            share >= SPOOL_TARGET and complete,
+        )
+    ]
 
 
 def pipeline_flusher_runs(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -58,6 +79,7 @@ def pipeline_flusher_runs(r: dict[str, Any]) -> list[dict[str, Any]]:
     runs = list(r.get("flusher_cpu", {}).values())
     runs += r.get("cold_burst", {}).get("trubrics_mp", [])
     runs += list(r.get("scaling", {}).values())
+    runs += list(r.get("spool", {}).values())
     return runs
 
 
@@ -67,7 +89,35 @@ def pipeline_sections(r: dict[str, Any]) -> list[str]:
     parts = [make(r) for key, make in makers if key in r]
     if "scaling" in r:
         parts.append(_scaling_section(r))
+    if "spool" in r:
+        parts.append(_spool_section(r))
     return parts
+
+
+def _spool_section(r: dict[str, Any]) -> str:
+    s, runs = r["sizes"], r["spool"]
+    base = runs["trubrics_mp"]["events_per_s"]
+    rows = [
+        [
+            peer,
+            str(m.get("spool")),
+            f"{m['delivered']:,} / {m['sent']:,}",
+            str(m["duplicated"]),
+            f"{m['events_per_s']:,.0f} ({m['min_events_per_s']:,.0f} - "
+            f"{m['max_events_per_s']:,.0f})",
+            f"{ratio(m['events_per_s'], base):.2f}x",
+            _mb(m.get("flusher_hwm_kb")),
+        ]
+        for peer, m in runs.items()
+    ]
+    text = (
+        f"## 10. The disk spool\n\nThe rounds of section 9 with {s['spool_producers']} "
+        "producers, first without a spool, then with one (`trubrics_mp_spool`: "
+        "`TRUBRICS_MP_SPOOL_DIR` set to a private directory; every event appended to disk, "
+        "fsync at most every 50 ms, acknowledged once delivered).\n\n"
+    )
+    header = ["peer", "spool", "delivered / sent", "duplicated", "events/s", "vs no spool"]
+    return text + table(header + ["flusher peak RSS, MB"], rows)
 
 
 def _mb(kb: Optional[float]) -> str:

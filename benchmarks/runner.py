@@ -41,6 +41,7 @@ SIZES: dict[str, Any] = {
     "scaling_total": 160_000,  # 9: per round, split evenly between the producers
     "scaling_producers": [1, 2, 4, 8, 16],
     "scaling_rounds": 3,
+    "spool_producers": 4,  # 10: the scaling rounds, without and with a disk spool
 }
 # The steps in the order they run (``--only`` takes a comma-separated subset).
 STEPS = (
@@ -54,6 +55,7 @@ STEPS = (
     "flusher_cpu",
     "cold_burst",
     "scaling",
+    "spool",
 )
 CPU_PEERS = ("trubrics_mp", "trubrics_mp_json")
 COLD_PEERS = ("trubrics_mp", "trubrics")
@@ -206,6 +208,16 @@ class Bench:
             out[str(count)] = run_scaling(self.procs, self.sink, label, count, self.sizes, self.say)
         return out
 
+    # -- 10: the same with a disk spool -------------------------------------------------
+    def spool(self) -> dict[str, Any]:
+        count, out = self.sizes["spool_producers"], {}
+        for peer in ("trubrics_mp", "trubrics_mp_spool"):
+            label = self.label("spool", peer, count)
+            out[peer] = run_scaling(
+                self.procs, self.sink, label, count, self.sizes, self.say, peer=peer
+            )
+        return out
+
     def _job(
         self,
         job: str,
@@ -277,6 +289,7 @@ def run_all(
             ("flusher_cpu", bench.flusher_cpu),
             ("cold_burst", bench.cold_burst),
             ("scaling", bench.scaling),
+            ("spool", bench.spool),
         ]
         assert tuple(name for name, _ in steps) == STEPS
         for name, step in steps:

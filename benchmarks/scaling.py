@@ -28,12 +28,19 @@ _COUNTED = ("events", "distinct", "requests")
 
 
 def run_scaling(
-    procs: Processes, sink: str, label: str, count: int, sizes: dict[str, Any], say: Progress
+    procs: Processes,
+    sink: str,
+    label: str,
+    count: int,
+    sizes: dict[str, Any],
+    say: Progress,
+    peer: str = "trubrics_mp",
 ) -> dict[str, Any]:
-    """Rounds with ``count`` producers; per round and their medians."""
+    """Rounds with ``count`` producers of ``peer``; per round and their medians."""
     share = sizes["scaling_total"] // count
     spec = {
         "job": "producer",
+        "peer": peer,
         "host": f"{sink}/{label}",
         "share": share,
         "max_wait_s": sizes["max_wait_s"],
@@ -65,7 +72,8 @@ def run_scaling(
                 proc.wait()
         procs.sweep()  # the flusher lingers otherwise: the next count gets its own
     flushers = sorted({h["flusher_pid"] for h in hellos})
-    return {**_summary(rounds, share, count, flushers), "flusher_hwm_kb": hwm}
+    summary = _summary(rounds, share, count, flushers)
+    return {**summary, "flusher_hwm_kb": hwm, "spool": hellos[0].get("spool")}
 
 
 def _round(
