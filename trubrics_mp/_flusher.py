@@ -13,10 +13,11 @@
                                            |
     flusher process (fresh interpreter in a session of its own, child of init)
     +--------------------------------------v-----------------------------------+
-    | main thread: one selector loop over four roles                           |
+    | main thread: one selector loop over five roles                           |
     |   Reader    listener + connections -> messages                           |
     |   Intake    batches per endpoint, the bound on events held               |
-    |   Waiters   flush() requests, confirmations, and the batches they cover  |
+    |   Durable   the disk spool, if set: append, ack, replay --> spool dir    |
+    |   Answers   flush() requests, confirmations (Waiters: batches covered)   |
     |   Lifetime  SIGTERM, connections open -> phase, deadline                 |
     |        | batches                                   ^ settled outcomes    |
     |        v                                           |  + wake pipe        |
@@ -35,7 +36,8 @@ within ``shutdown_timeout`` more. SIGINT is ignored. As it stops listening
 it removes its socket (under the start lock, and only if the path is still
 its own), so the next process to make a client starts a new flusher. What it
 holds in memory is lost if the flusher itself is SIGKILLed (each process
-counts its unconfirmed events, see ``_link``).
+counts its unconfirmed events, see ``_link``), unless a disk spool is set
+(``_durable``): then what it held stays on disk for the next flusher.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from typing import Any, Callable, Optional
 
 from . import _address, _logs
 from . import _protocol as proto
+from ._answers import Answers
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
 from ._delivery import Delivery, Settled
@@ -67,13 +70,12 @@ from ._redact import RedactingFilter, Secrets
 from ._route import Route
 from ._spool import Pending
 from ._stats import FlusherCounters
-from ._waiters import Waiter, Waiters
+from ._waiters import Waiters
 
 _ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
 READ_ALL_LIMIT = 100_000  # per connection, for flush and the end
 SENDER_JOIN_S = 1.0
-DISK_CONFIRM_EVERY_S = 0.02  # at most this often a connection hears its events are on disk
 
 
 class Flusher:
@@ -114,8 +116,8 @@ class Flusher:
         self.reader.on_records = self._on_records
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
+        self.answers = Answers(self.waiters, self.intake.pending_ids)
         self.durable = durable if durable is not None else Durable.open(config, self.log)
-        self._disk_confirms: set[Conn] = set()  # owed an "on disk" confirmation (K)
         self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
         self.delivery = Delivery(
             poster if poster is not None else HttpPoster(config, self.log),
@@ -156,7 +158,7 @@ class Flusher:
         holding = self.intake.held + len(self.waiters.unsettled)
         self.lifetime.activity(self.reader.connections, holding, now)
         self.reader.resume_accepting(now)
-        self._send_disk_confirms(now)
+        self.answers.send_due(now)
         self.durable.sync_if_due()
         for conn in self.reader.wake_pipes(now):
             self._read_pipe(conn)
@@ -181,7 +183,7 @@ class Flusher:
             self.lifetime.next_deadline(time.monotonic()),
             self.reader.accept_paused_until,
             self.reader.next_pipe_wake(),
-            min((c.next_disk_confirm_at for c in self._disk_confirms), default=None),
+            self.answers.next_due_at(),
             _after(self.durable.sync_due_in()),
             _after(0.0 if self.durable.replaying and not self.intake.full else None),
         )
@@ -232,16 +234,15 @@ class Flusher:
                 continue
             self.reader.read_all(READ_ALL_LIMIT)  # events queued before it leave now too
             self._dispatch(self.intake.cut_all())
-            self.waiters.add(conn, request.request_id, conn.dropped == 0)
-            conn.dropped = 0
-        self._answer_waiters()
+            self.answers.flush_requested(conn, request.request_id)
+        self.answers.answer_settled()
 
     def _take_outcomes(self) -> None:
         for settled in self.delivery.take_settled():
             self._settle(settled)
         if self.reader.paused and not self.intake.full:
             self.reader.resume()
-        self._answer_waiters()
+        self.answers.answer_settled()
 
     def _dispatch_due(self, now: float) -> None:
         # No more waiting to fill batches when ending, or once nobody is left to fill them.
@@ -304,9 +305,9 @@ class Flusher:
         if batches:
             self._dispatch(batches)
         if ref is not None and not conn.spool_refused:
-            self._confirm_on_disk(conn, now)
+            self.answers.confirm_on_disk(conn, now)
         elif not conn.confirming:
-            self._confirm_later(conn)
+            self.answers.confirm_later(conn)
         if self.intake.full:
             self.reader.pause()  # what comes next waits in the kernel, then in each process
             self.losses.limited(
@@ -403,24 +404,6 @@ class Flusher:
         for loss in settled.losses:
             self.losses.batch_loss(batch.endpoint, loss)
 
-    def _confirm_on_disk(self, conn: Conn, now: float) -> None:
-        """Tell ``conn`` its events so far are on disk: at once, or once
-        ``DISK_CONFIRM_EVERY_S`` has passed since the last time (its process reads
-        confirmations every quarter second; more would only fill its socket)."""
-        if now >= conn.next_disk_confirm_at:
-            reply(conn, proto.confirmed(conn.events_read, conn.dropped))
-            conn.next_disk_confirm_at = now + DISK_CONFIRM_EVERY_S
-            self._disk_confirms.discard(conn)
-        else:
-            self._disk_confirms.add(conn)
-
-    def _send_disk_confirms(self, now: float) -> None:
-        for conn in [c for c in self._disk_confirms if c.next_disk_confirm_at <= now]:
-            if conn.open:
-                self._confirm_on_disk(conn, now)
-            else:
-                self._disk_confirms.discard(conn)
-
     def _replay(self, now: float) -> None:
         """Take in some of what a previous flusher left in the spool, as room allows."""
         if self.durable.replaying and not self.intake.full:
@@ -439,28 +422,6 @@ class Flusher:
                 pending.endpoint, pending.events, nbytes, now, None, route, pending.ref
             )
         )
-
-    def _confirm_later(self, conn: Conn) -> None:
-        """Tell ``conn`` once the events it sent so far are settled (``K``, see _protocol)."""
-        conn.confirming = True
-        self.waiters.add_confirmation(conn, conn.events_read, self.intake.pending_ids())
-
-    def _answer_waiters(self) -> None:
-        done = self.waiters.answerable()
-        while done:  # a confirmation followed by a new one may be answerable at once
-            for waiter in done:
-                self._answer(waiter)
-            done = self.waiters.answerable()
-
-    def _answer(self, waiter: Waiter[Conn]) -> None:
-        conn = waiter.peer
-        if waiter.confirms is None:
-            reply(conn, proto.ack(waiter.request_id, waiter.ok))
-            return
-        reply(conn, proto.confirmed(waiter.confirms, conn.dropped))
-        conn.confirming = False
-        if conn.open and conn.events_read > waiter.confirms:
-            self._confirm_later(conn)
 
     # -- the end -----------------------------------------------------------------------------
     def _begin_end(self, reason: str, now: float) -> None:
@@ -485,9 +446,7 @@ class Flusher:
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
         if kept:
             self.log.warning("exiting with %d undelivered events kept in the spool", kept)
-        for waiter in self.waiters.abandon():  # nobody waits in vain: they lost events
-            if waiter.confirms is None:
-                reply(waiter.peer, proto.ack(waiter.request_id, False))
+        self.answers.abandon()  # nobody waits in vain: they lost events
         for conn in self.reader.open_connections():  # what each can count as settled
             reply(conn, proto.bye(0 if lost else conn.events_read, conn.dropped))
             self.reader.close(conn, take_pipe=False)

@@ -1,0 +1,87 @@
+"""What the flusher tells each connection: flush answers and confirmations (``K``).
+
+A flush request is answered once every batch it covers is settled (see
+``_waiters``). A confirmation tells a process how many of its events are
+settled, so that it counts as ``flusher_gone`` only the others if the
+flusher dies. Settled means delivered or dropped for a counted reason; with
+the disk spool it also means on disk (``confirm_on_disk``), told at most
+every ``DISK_CONFIRM_EVERY_S`` per connection: its process reads
+confirmations every quarter second, and more would only fill its socket.
+
+Nothing here reads or waits: every reply is one non-blocking send
+(``_reader.reply``); the main loop calls these methods and
+:meth:`send_due` on its own clock.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from . import _protocol as proto
+from ._reader import Conn, reply
+from ._waiters import Waiter, Waiters
+
+DISK_CONFIRM_EVERY_S = 0.02  # at most this often a connection hears its events are on disk
+
+
+class Answers:
+    """The replies owed to connections; ``pending_ids`` names the batches not cut yet."""
+
+    def __init__(self, waiters: Waiters[Conn], pending_ids: Callable[[], list[int]]) -> None:
+        self.waiters = waiters
+        self._pending_ids = pending_ids
+        self._disk_due: set[Conn] = set()  # owed an "on disk" confirmation
+
+    def flush_requested(self, conn: Conn, request_id: int) -> None:
+        """Answer ``conn`` once every batch unsettled now (and those not cut) is settled."""
+        self.waiters.add(conn, request_id, conn.dropped == 0)
+        conn.dropped = 0
+
+    def confirm_later(self, conn: Conn) -> None:
+        """Tell ``conn`` once the events it sent so far are settled."""
+        conn.confirming = True
+        self.waiters.add_confirmation(conn, conn.events_read, self._pending_ids())
+
+    def confirm_on_disk(self, conn: Conn, now: float) -> None:
+        """Tell ``conn`` its events so far are on disk: now, or at its next turn."""
+        if now >= conn.next_disk_confirm_at:
+            reply(conn, proto.confirmed(conn.events_read, conn.dropped))
+            conn.next_disk_confirm_at = now + DISK_CONFIRM_EVERY_S
+            self._disk_due.discard(conn)
+        else:
+            self._disk_due.add(conn)
+
+    def send_due(self, now: float) -> None:
+        """The on-disk confirmations whose turn has come."""
+        for conn in [c for c in self._disk_due if c.next_disk_confirm_at <= now]:
+            if conn.open:
+                self.confirm_on_disk(conn, now)
+            else:
+                self._disk_due.discard(conn)
+
+    def next_due_at(self) -> Optional[float]:
+        return min((c.next_disk_confirm_at for c in self._disk_due), default=None)
+
+    def answer_settled(self) -> None:
+        """Answer every waiter whose batches are all settled."""
+        done = self.waiters.answerable()
+        while done:  # a confirmation followed by a new one may be answerable at once
+            for waiter in done:
+                self._answer(waiter)
+            done = self.waiters.answerable()
+
+    def abandon(self) -> None:
+        """The flusher leaves: every flush still waiting is answered False (events lost)."""
+        for waiter in self.waiters.abandon():
+            if waiter.confirms is None:
+                reply(waiter.peer, proto.ack(waiter.request_id, False))
+
+    def _answer(self, waiter: Waiter[Conn]) -> None:
+        conn = waiter.peer
+        if waiter.confirms is None:
+            reply(conn, proto.ack(waiter.request_id, waiter.ok))
+            return
+        reply(conn, proto.confirmed(waiter.confirms, conn.dropped))
+        conn.confirming = False
+        if conn.open and conn.events_read > waiter.confirms:
+            self.confirm_later(conn)
