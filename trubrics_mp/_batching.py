@@ -18,6 +18,13 @@ from ._route import Route
 from ._spool_index import Ref
 
 _batch_ids = itertools.count(1)
+
+
+def new_batch_id() -> int:
+    """An id no batch has had (ids are promised before a batch exists, see _durable)."""
+    return next(_batch_ids)
+
+
 OVERSHOOT_BYTES = 2 * READ_BYTES  # one pipe read, and a closing connection's pipe
 
 
@@ -237,6 +244,12 @@ class Intake(Batcher):
         if ref is not None:
             self.held_on_disk += len(events)
         return super().add_many(endpoint, events, nbytes, now, source, route, ref)
+
+    def take(self, batch: Batch) -> None:
+        """Hold ``batch``, made elsewhere (read back from the spool), as if cut here."""
+        self.held += len(batch)
+        self.held_bytes += batch.nbytes
+        self.held_on_disk += sum(map(len, batch.refs))
 
     def settled(self, batch: Batch) -> None:
         """``batch`` was delivered or dropped: its events are no longer held."""

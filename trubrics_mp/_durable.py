@@ -13,7 +13,8 @@ same directory replays it.
                                                |
                    Intake batches carry refs   v
     Delivery settles a batch -> Durable.release(refs) -> Spool.ack
-    next flusher: Durable.replay_into(...) -> records of known routes -> Intake
+    Intake full: Durable.spill -> on disk only; read_back -> batches, as room comes
+    next flusher: Durable.replay_some -> records of known routes -> Intake
 
 Routes: a record carries a route tag (host and a digest of the key, never
 the key). Events of the flusher's own settings replay at once; events of
@@ -31,17 +32,32 @@ so. One thread only: the flusher's main loop.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any, Optional
 
+from ._batching import new_batch_id
 from ._config import Config
 from ._ratelimit import LogLimiter
 from ._route import Route
 from ._spool import Pending, Ref, Spool, SpoolUnavailable, route_tag
 
 PARKED_FRACTION = 4  # events of unknown routes may take a quarter of the bound
+SPILL_READ_RECORDS = 64  # spilled records read back per main-loop step at most
 REPLAY_BYTES_PER_STEP = 4 * 1024 * 1024  # what one main-loop step reads back at most
+
+
+@dataclasses.dataclass(frozen=True)
+class Spilled:
+    """A record on disk only: its batch's id (promised to waiters), where, whose."""
+
+    batch_id: int
+    ref: Ref
+    endpoint: str
+    route: Optional[Route]
+    nbytes: int
 
 
 class Durable:
@@ -60,6 +76,8 @@ class Durable:
         self._parked: dict[str, list[Pending]] = {}
         self.parked_bytes = 0
         self.replayed = 0
+        self._spilled: collections.deque[Spilled] = collections.deque()
+        self.spilled_events = 0  # on disk only, not in memory (see spill)
         self.left_on_disk = 0  # replayed records of unknown routes with no room to park
 
     @classmethod
@@ -111,6 +129,62 @@ class Durable:
             assert route is not None
             tag = self._tags[route] = route_tag(route.host, route.api_key)
         return tag
+
+    # -- past the bound in memory: on disk only -------------------------------------------
+    def spill(self, endpoint: str, route: Optional[Route], events: list[bytes]) -> list[int]:
+        """Put the first events of ``events`` on disk only (the flusher's memory is at
+        its bound), as batch-sized records; the ids their batches will have, one per
+        ``flush_at`` events spilled (all of them, unless the spool refused one: the
+        caller holds the rest). Read back with :meth:`read_back` once there is room."""
+        if self.spool is None:
+            return []
+        size = self.chunk_size(route)
+        chunks = [events[at : at + size] for at in range(0, len(events), size)]
+        if not self.has_room(sum(map(len, events))):
+            return []
+        ids = []
+        for chunk in chunks:
+            ref = self.keep(endpoint, route, chunk)
+            if ref is None:  # disk full, an I/O error
+                break
+            spilled = Spilled(new_batch_id(), ref, endpoint, route, sum(map(len, chunk)))
+            self._spilled.append(spilled)
+            self.spilled_events += len(chunk)
+            ids.append(spilled.batch_id)
+        return ids
+
+    def chunk_size(self, route: Optional[Route]) -> int:
+        """Events per spilled record: a batch of ``route``."""
+        return self._config.flush_at if route is None else route.flush_at
+
+    def read_back(self, room_bytes: int) -> list[tuple[Spilled, Optional[list[bytes]]]]:
+        """Spilled records, oldest first, while they fit in ``room_bytes``, with their
+        events read back (None for a record that is gone or spoiled)."""
+        taken: list[Spilled] = []
+        while self._spilled and len(taken) < SPILL_READ_RECORDS:
+            if self._spilled[0].nbytes > room_bytes and taken:
+                break
+            taken.append(self._spilled.popleft())
+            room_bytes -= taken[-1].nbytes
+        if self.spool is None or not taken:
+            return []
+        self.spilled_events -= sum(len(spilled.ref) for spilled in taken)
+        return list(zip(taken, self.spool.read([spilled.ref for spilled in taken])))
+
+    @property
+    def spilling(self) -> bool:
+        return bool(self._spilled)
+
+    @property
+    def reading_back(self) -> bool:
+        """Spilled records or a previous flusher's wait to be taken in."""
+        return bool(self._spilled) or self._replay is not None
+
+    def has_room(self, nbytes: int = 0) -> bool:
+        """Whether the spool takes ``nbytes`` more (reading need not pause for memory)."""
+        return self.spool is not None and (
+            self.spool.stats().bytes + nbytes <= self._config.spool_max_bytes
+        )
 
     # -- replay ----------------------------------------------------------------------
     def learn(self, route: Route) -> list[tuple[Pending, Optional[Route]]]:

@@ -58,7 +58,7 @@ from ._answers import Answers
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
 from ._delivery import Delivery, Settled
-from ._durable import Durable
+from ._durable import Durable, Spilled
 from ._http import HttpPoster, Poster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
@@ -185,7 +185,7 @@ class Flusher:
             self.reader.next_pipe_wake(),
             self.answers.next_due_at(),
             _after(self.durable.sync_due_in()),
-            _after(0.0 if self.durable.replaying and not self.intake.full else None),
+            _after(0.0 if self.durable.reading_back and not self.intake.full else None),
         )
         deadlines = [d for d in candidates if d is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
@@ -288,6 +288,12 @@ class Flusher:
     def _add_events(self, conn: Conn, endpoint: str, payloads: list[bytes], nbytes: int) -> None:
         self.counters.count_received(conn.pid, len(payloads))
         conn.events_read += len(payloads)
+        if self.intake.full and self.durable.on:
+            spilled = self._spill(conn, endpoint, payloads)
+            if spilled == len(payloads):
+                return
+            payloads = payloads[spilled:]  # refused by the spool: held like any other
+            nbytes = sum(map(len, payloads))
         if self.intake.overfull:  # read past the bound (cannot happen while reads pause)
             conn.dropped += len(payloads)
             self.losses.record("queue_full", len(payloads))
@@ -308,7 +314,7 @@ class Flusher:
             self.answers.confirm_on_disk(conn, now)
         elif not conn.confirming:
             self.answers.confirm_later(conn)
-        if self.intake.full:
+        if self.intake.full and not self.durable.has_room():
             self.reader.pause()  # what comes next waits in the kernel, then in each process
             self.losses.limited(
                 "paused",
@@ -317,6 +323,21 @@ class Flusher:
                 self.intake.held_bytes,
                 level=logging.WARNING,
             )
+
+    def _spill(self, conn: Conn, endpoint: str, payloads: list[bytes]) -> int:
+        """At the bound in memory, put ``payloads`` on disk only; how many it could.
+
+        Their batches' ids are promised now, so that a flush covers them; they
+        are read back (``_replay``) as room comes.
+        """
+        ids = self.durable.spill(endpoint, conn.route, payloads)
+        for batch_id in ids:
+            self.waiters.dispatched(batch_id)
+        if ids and not conn.spool_refused:
+            self.answers.confirm_on_disk(conn, time.monotonic())
+        elif ids and not conn.confirming:
+            self.answers.confirm_later(conn)
+        return min(len(payloads), len(ids) * self.durable.chunk_size(conn.route))
 
     def _take_route(self, conn: Conn, payload: bytes) -> None:
         """Where ``conn``'s events go from now on (its client's host, key, batching)."""
@@ -405,11 +426,27 @@ class Flusher:
             self.losses.batch_loss(batch.endpoint, loss)
 
     def _replay(self, now: float) -> None:
-        """Take in some of what a previous flusher left in the spool, as room allows."""
+        """Take in what was spilled, then what a previous flusher left, as room allows."""
+        if self.durable.spilling and not self.intake.full:
+            room = self.intake.max_bytes - self.intake.held_bytes
+            for spilled, events in self.durable.read_back(room):
+                self._take_spilled(spilled, events)
         if self.durable.replaying and not self.intake.full:
             room = self.intake.max_bytes - self.intake.held_bytes
             for pending, route in self.durable.replay_some(room):
                 self._add_replayed(pending, route, now)
+
+    def _take_spilled(self, spilled: Spilled, events: Optional[list[bytes]]) -> None:
+        if events is None:  # its file gone or spoiled under us
+            self.losses.record("spool_damaged", len(spilled.ref))
+            self.losses.limited("spool_damaged", "%d spilled events unreadable", len(spilled.ref))
+            self.durable.release([spilled.ref])
+            self.waiters.settled(spilled.batch_id, False)
+            return
+        batch = Batch(spilled.endpoint, events, spilled.nbytes, spilled.batch_id, spilled.route)
+        batch.refs = [spilled.ref]
+        self.intake.take(batch)
+        self._dispatch([batch])
 
     def _add_replayed(self, pending: Pending, route: Optional[Route], now: float) -> None:
         if pending.endpoint not in _ENDPOINTS.values():  # written by no version of ours
@@ -439,7 +476,8 @@ class Flusher:
 
     def _exit(self) -> None:
         self._take_outcomes()
-        kept = self.intake.held_on_disk  # the next flusher on the spool delivers them
+        # The next flusher on the spool delivers these:
+        kept = self.intake.held_on_disk + self.durable.spilled_events
         lost = self.intake.held - kept + self.reader.discard_waiting()
         if lost:
             self.losses.record("shutdown_timeout", lost)

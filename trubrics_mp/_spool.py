@@ -88,6 +88,7 @@ from ._spool_format import (
     encode_ack,
     encode_record,
     parse_segment,
+    record_at,
     route_tag,
     segment_name,
     seq_of,
@@ -382,6 +383,22 @@ class Spool:
                     ref = Ref(seq, record.offset, start, stop)
                     events = record.events(data, start, stop)
                     yield Pending(ref, record.endpoint, record.route, record.created, events)
+
+    def read(self, refs: list[Ref]) -> list[Optional[list[bytes]]]:
+        """The events of each of ``refs`` (appended by this spool), read back from
+        disk, one read per segment; None for a ref whose record is gone or spoiled."""
+        segments: dict[int, Optional[bytes]] = {}
+        out: list[Optional[list[bytes]]] = []
+        for ref in refs:
+            if ref.segment not in segments:
+                segments[ref.segment] = read_file(self._path(ref.segment))
+            data = segments[ref.segment]
+            record = None if data is None else record_at(data, ref.offset)
+            if data is None or record is None or ref.stop > len(record.lengths):
+                out.append(None)
+            else:
+                out.append(record.events(data, ref.start, ref.stop))
+        return out
 
     def stats(self) -> SpoolStats:
         first = oldest(self._segments.values())

@@ -5,6 +5,7 @@ fake poster) with ``spool_dir`` set to a private directory.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -18,7 +19,7 @@ from support.fakes import ANSWER_200, Script, always
 from trubrics_mp import Trubrics
 from trubrics_mp import _protocol as proto
 from trubrics_mp._address import SPOOL_DIR_ENV
-from trubrics_mp._config import RETRY_FOR_S, SPOOL_RETRY_FOR_S
+from trubrics_mp._config import MIB, RETRY_FOR_S, SPOOL_RETRY_FOR_S
 from trubrics_mp._retry import Outcome
 from trubrics_mp._route import Route
 from trubrics_mp._servers import poll_until
@@ -191,3 +192,24 @@ def test_the_spool_setting_is_an_argument_or_the_environment_read_at_constructio
     monkeypatch.delenv(SPOOL_DIR_ENV)
     without = Trubrics(api_key="k", disabled=True)._config
     assert (without.spool_dir, without.retry_for_s) == ("", RETRY_FOR_S)
+
+
+def test_past_the_bound_in_memory_events_go_on_disk_only_and_come_back_in_order(
+    spooled: Any, tmp_path: Path
+) -> None:
+    """API down, 2 MB of events against a 1 MiB bound: reading never pauses; what does
+    not fit in memory is spilled to disk and read back as room comes."""
+    api = Api()
+    h = spooled(api, spool_dir=str(tmp_path / "spool"), flush_at=20, max_queue_bytes=MIB)
+    sock = h.connect()
+    pad = "x" * 5_000
+    for seq in range(400):
+        sock.send(proto.EVENT + json.dumps({"src": "big", "seq": seq, "pad": pad}).encode())
+    poll_until(lambda: spool_events(h, sock) == 400, DEADLINE_S, "400 events on disk")
+    stats = h.stats(sock)
+    assert stats["held"] <= MIB // 5_000 + 1  # in memory: the bound; the rest on disk only
+    assert stats["dropped"] == {}
+    api.up()
+    assert h.ask(sock, proto.FLUSH).ok  # it covers the spilled events too
+    assert sorted(api.taken) == [("big", seq) for seq in range(400)]
+    poll_until(lambda: spool_events(h, sock) == 0, DEADLINE_S, "the spool emptied")

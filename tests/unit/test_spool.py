@@ -465,3 +465,18 @@ def test_only_spool_file_names_have_a_sequence() -> None:
     assert seq_of(segment_name(12)) == 12 and seq_of(ack_name(3)) == 3
     for name in ("lock", "12.seg", "000000000000001x.seg", "0000000000000001.tmp", "x"):
         assert seq_of(name) is None
+
+
+def test_appended_events_are_read_back_by_ref_and_a_spoiled_one_reads_as_none(
+    tmp_path: Path,
+) -> None:
+    with open_spool(tmp_path / "s") as spool:
+        first = spool.append(EP, TAG, events(0, 4)).ref
+        second = spool.append(EP, TAG, events(4, 2)).ref
+        assert first is not None and second is not None
+        assert spool.read([second, first.part(1, 3)]) == [events(4, 2), events(1, 2)]
+        path = tmp_path / "s" / segment_name(first.segment)
+        data = bytearray(path.read_bytes())
+        data[first.offset + 30] ^= 0xFF  # a flipped byte inside the first record
+        path.write_bytes(bytes(data))
+        assert spool.read([first, second]) == [None, events(4, 2)]
