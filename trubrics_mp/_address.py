@@ -41,6 +41,7 @@ DEFAULT_PIPELINE = "default"
 PIPELINE_ENV = "TRUBRICS_MP_PIPELINE"
 RUNTIME_DIR_ENV = "TRUBRICS_MP_RUNTIME_DIR"
 SPOOL_DIR_ENV = "TRUBRICS_MP_SPOOL_DIR"  # the disk spool's directory (read by the client)
+TIME_SCALE_ENV = "TRUBRICS_MP_TIME_SCALE"  # tests only (read by the client, see _config)
 LINGER_ENV = "TRUBRICS_MP_LINGER"  # seconds (read by the client, see _config.linger_s)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MAX_PATH_BYTES = 107  # sun_path holds 108 bytes with its terminating NUL

@@ -25,7 +25,13 @@ from typing import Any, Callable, Optional, Union
 
 from . import _address
 from . import _protocol as proto
-from ._address import DEFAULT_PIPELINE, LINGER_ENV, PIPELINE_ENV, SPOOL_DIR_ENV
+from ._address import (
+    DEFAULT_PIPELINE,
+    LINGER_ENV,
+    PIPELINE_ENV,
+    SPOOL_DIR_ENV,
+    TIME_SCALE_ENV,
+)
 from ._compat import OfficialAttributes, clamp_like_official
 from ._config import DEFAULT_HOST, LOGGER_NAME, RETRY_FOR_S, SPOOL_RETRY_FOR_S, Config
 from ._link import Link
@@ -99,6 +105,7 @@ class Trubrics(OfficialAttributes):
             disabled=disabled,
             pipeline=_from_env(pipeline, PIPELINE_ENV, DEFAULT_PIPELINE),
             linger_s=_linger(linger),
+            time_scale=_number_from_env(TIME_SCALE_ENV, 1.0),
             logger_name=underlying(self.logger).name,
             log_level=effective_level(self.logger),
             spool_dir=spool,
@@ -371,13 +378,18 @@ def _checked_logger(logger: Optional[AnyLogger]) -> AnyLogger:
 def _linger(linger: Optional[float]) -> float:
     if linger is not None:
         return linger
-    text = os.environ.get(LINGER_ENV)
+    return _number_from_env(LINGER_ENV, Config.linger_s)
+
+
+def _number_from_env(name: str, default: float) -> float:
+    """The number in the environment variable ``name`` (read now), else ``default``."""
+    text = os.environ.get(name)
     if not text:
-        return Config.linger_s
+        return default
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"{LINGER_ENV} must be a number of seconds, got {text!r}") from None
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
 
 
 def _from_env(value: Optional[Any], name: str, default: Any) -> Any:

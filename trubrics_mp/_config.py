@@ -59,6 +59,7 @@ class Config:
     log_level: int = 40
     spool_dir: str = ""  # the disk spool's directory (see _durable); "" for none
     spool_max_bytes: int = SPOOL_MAX_BYTES
+    time_scale: float = 1.0  # tests only: retry waits and budgets pass this much faster
 
     def __post_init__(self) -> None:
         _check_str("api_key", self.api_key)
@@ -79,6 +80,7 @@ class Config:
         if not isinstance(self.spool_dir, str) or "\0" in self.spool_dir:
             raise TypeError("spool_dir must be a path (a str without NUL)")
         _check_int("spool_max_bytes", self.spool_max_bytes, MIB, 1024 * 1024 * MIB)
+        _check_number("TRUBRICS_MP_TIME_SCALE", self.time_scale, 1.0, 3600.0)
         if not isinstance(self.disabled, bool):
             raise TypeError(f"disabled must be a bool, got {type(self.disabled).__name__}")
 

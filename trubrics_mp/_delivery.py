@@ -76,6 +76,15 @@ class Settled:
         return self.losses[0].last if self.losses else Outcome(200)
 
 
+def scaled(clock: Callable[[], float], scale: float) -> Callable[[], float]:
+    """``clock`` running ``scale`` times faster from now (``TRUBRICS_MP_TIME_SCALE``:
+    tests make retry waits and budgets of hours pass in minutes)."""
+    if scale == 1.0:
+        return clock
+    start = clock()
+    return lambda: start + (clock() - start) * scale
+
+
 class Delivery:
     """Ready batches, oldest first, behind a pause gate, posted by ``senders`` threads.
 
@@ -95,6 +104,7 @@ class Delivery:
         clock: Callable[[], float] = time.monotonic,
         bundle_after_s: float = BUNDLE_AFTER_S,
         scrub: Callable[[str], str] = str,
+        wait_scale: float = 1.0,
     ) -> None:
         self._bundle_after_s = bundle_after_s
         self._poster = poster
@@ -103,6 +113,7 @@ class Delivery:
         self._wake = wake
         self._log = logger
         self._clock = clock
+        self._wait_scale = wait_scale  # seconds of ``clock`` per real second (see scaled)
         self._cond = threading.Condition()
         self._ready: collections.deque[Batch] = collections.deque()
         self._settled: list[Settled] = []
@@ -174,7 +185,8 @@ class Delivery:
                 if self._ready and wait_s <= 0 and not probing:
                     self._in_flight += 1
                     return self._bundle()
-                self._cond.wait(timeout=wait_s if wait_s > 0 and not probing else None)
+                timed = wait_s > 0 and not probing
+                self._cond.wait(timeout=wait_s / self._wait_scale if timed else None)
             return []
 
     def _bundle(self) -> list[Batch]:

@@ -57,7 +57,7 @@ from . import _protocol as proto
 from ._answers import Answers
 from ._batching import Batch, Intake
 from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
-from ._delivery import Delivery, Settled
+from ._delivery import Delivery, Settled, scaled
 from ._durable import Durable, Spilled
 from ._http import HttpPoster, Poster
 from ._lifetime import Lifetime
@@ -126,6 +126,8 @@ class Flusher:
             self.wake,
             self.log,
             scrub=self.losses.scrub,
+            clock=scaled(time.monotonic, config.time_scale),
+            wait_scale=config.time_scale,
         )
         self._requests: list[tuple[Conn, bytes]] = []  # control messages, read not answered
 

@@ -169,3 +169,46 @@ def test_a_flusher_killed_every_2_s_under_steady_load_loses_no_event_uncounted(
     assert all(0 <= lost[s] <= counted[s] for s in tracked), (lost, counted)
     assert duplicates <= (0 if api == "down" else kills * 4 * 100), duplicates
     print(f"kills={kills} tracked={tracked} lost={lost} counted={counted} dup={duplicates}")
+
+
+@pytest.mark.parametrize("spool", [True, False], ids=["spool", "memory-only"])
+def test_an_outage_of_30_minutes_is_ridden_out_with_the_spool(
+    collector: CollectorProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spool: bool
+) -> None:
+    """The API down for 30 minutes of the flusher's clock (``TRUBRICS_MP_TIME_SCALE=60``:
+    30 real seconds) while 2 processes track throughout. With the spool the retry budget
+    is a day: every event arrives once. Without it, 300 s: batches are dropped, counted."""
+    monkeypatch.setenv("TRUBRICS_MP_TIME_SCALE", "60")
+    collector.set_faults(down=True)
+    runner = SpoolRunner(collector.url, tmp_path)
+    options: dict[str, Any] = {"flush_at": 20, "flush_interval": 1.0}
+    if spool:
+        options["spool_dir"] = str(tmp_path / "spool")
+    args: dict[str, Any] = {"seconds": 30.0, "per_tick": 5, "tick_s": 0.25}
+    apps = [
+        subprocess.Popen(
+            runner.command("steady", src=f"p{n}", options=options, flush_timeout_s=120, **args),
+            env=runner.env(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    try:
+        time.sleep(30.0)  # the outage, in real seconds: the library's clock runs 60x
+        collector.clear_faults()
+        reports = [json.loads(app.communicate(timeout=300)[0].splitlines()[-1]) for app in apps]
+    finally:
+        for app in apps:
+            if app.poll() is None:
+                app.kill()
+                app.wait()
+    tracked = {r["src"]: r["tracked"] for r in reports}
+    assert all(count >= 500 for count in tracked.values())  # tracked throughout
+    if spool:
+        assert all(r["flushed"] and r["dropped"] == {} for r in reports), reports
+        wait_exactly_once(collector, tracked)
+    else:
+        dropped = sum(r["pipeline"].get("retries_exhausted", 0) for r in reports)
+        assert dropped > 0 and not any(r["flushed"] for r in reports), reports

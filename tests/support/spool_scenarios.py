@@ -16,7 +16,8 @@ from support.scenarios import AppRunner, Args, emit, make_client
 
 def steady(args: Args) -> None:
     """Track ``per_tick`` events every ``tick_s`` for ``seconds``, then flush and report
-    what was tracked and what this process counted as lost."""
+    what was tracked, what this process counted as lost (``dropped``) and what the
+    whole pipeline did (``pipeline``, the flusher's counts added)."""
     client = make_client(args)
     src, seq = args["src"], 0
     end = time.monotonic() + args["seconds"]
@@ -26,8 +27,8 @@ def steady(args: Args) -> None:
             seq += 1
         time.sleep(args["tick_s"])  # an application doing other work between events
     flushed = client.flush(timeout=args["flush_timeout_s"])
-    stats = client.stats(flusher=False)
-    emit(src=src, tracked=seq, flushed=flushed, dropped=stats.dropped)
+    mine = client.stats(flusher=False).dropped  # this process's own counts
+    emit(src=src, tracked=seq, flushed=flushed, dropped=mine, pipeline=client.stats().dropped)
     client.close(timeout=30)
 
 
