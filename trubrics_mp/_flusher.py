@@ -56,13 +56,14 @@ from . import _address, _logs
 from . import _protocol as proto
 from ._answers import Answers
 from ._batching import Batch, Intake
-from ._config import EVENTS_ENDPOINT, LLM_EVENTS_ENDPOINT, Config
+from ._config import Config
 from ._delivery import Delivery, Settled, scaled
 from ._durable import Durable, Spilled
 from ._http import HttpPoster, Poster
 from ._lifetime import Lifetime
 from ._logs import ForwardingHandler
 from ._losses import LossBook
+from ._messages import ENDPOINTS, Messages
 from ._pipe import NAP_S, QUIET_POLLS
 from ._process import FLUSHER_COMM, drain_pipe, set_name
 from ._reader import Conn, PipeOf, Reader, reply
@@ -72,13 +73,12 @@ from ._spool import Pending
 from ._stats import FlusherCounters
 from ._waiters import Waiters
 
-_ENDPOINTS = {proto.EVENT[0]: EVENTS_ENDPOINT, proto.LLM_EVENT[0]: LLM_EVENTS_ENDPOINT}
 READS_PER_WAKE = 512  # per connection and wake-up: one busy producer cannot starve others
 READ_ALL_LIMIT = 100_000  # per connection, for flush and the end
 SENDER_JOIN_S = 1.0
 
 
-class Flusher:
+class Flusher(Messages):
     """The main loop; each job is one role's (see the module diagram).
 
     ``poster`` defaults to the real HTTP poster; tests pass a fake one and run
@@ -256,153 +256,6 @@ class Flusher:
         if reason is not None:
             self._begin_end(reason, now)
 
-    # -- messages --------------------------------------------------------------------------
-    def _on_message(self, conn: Conn, kind: int, payload: bytes) -> None:
-        endpoint = _ENDPOINTS.get(kind)
-        if endpoint is not None:
-            if not self._plausible_event(payload):
-                self._bad_message(conn, f"an event of {len(payload)} bytes that is no JSON object")
-                return
-            self._add_events(conn, endpoint, [payload], len(payload))
-        elif kind in proto.REQUEST_KINDS:
-            self._requests.append((conn, bytes((kind,)) + payload))
-        elif kind == proto.LEVEL[0]:
-            self._declare_level(conn, payload)
-        elif kind == proto.ROUTE[0]:
-            self._take_route(conn, payload)
-        else:
-            self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
-
-    def _on_records(self, conn: Conn, records: list[bytes]) -> None:
-        """A pipe read: plain events, each plausible, go in at once (the hot path);
-        anything else goes message by message."""
-        limit = self.config.max_event_bytes + 1  # _plausible_event() inlined, with the kind
-        payloads = [
-            r[1:] for r in records if r.startswith(b"E{") and r.endswith(b"}") and len(r) <= limit
-        ]
-        if len(payloads) < len(records):
-            self.reader.each_record(conn, records)
-            return
-        if payloads:
-            nbytes = sum(map(len, payloads))
-            self._add_events(conn, EVENTS_ENDPOINT, payloads, nbytes)
-
-    def _add_events(self, conn: Conn, endpoint: str, payloads: list[bytes], nbytes: int) -> None:
-        self.counters.count_received(conn.pid, len(payloads))
-        conn.events_read += len(payloads)
-        if self.intake.full and self.durable.on:
-            spilled = self._spill(conn, endpoint, payloads)
-            if spilled == len(payloads):
-                return
-            payloads = payloads[spilled:]  # refused by the spool: held like any other
-            nbytes = sum(map(len, payloads))
-        if self.intake.overfull:  # read past the bound (cannot happen while reads pause)
-            conn.dropped += len(payloads)
-            self.losses.record("queue_full", len(payloads))
-            self.losses.limited(
-                "queue_full",
-                "queue full (%d bytes held): %d events were dropped",
-                self.intake.max_bytes,
-                len(payloads),
-            )
-            return
-        ref = self.durable.keep(endpoint, conn.route, payloads) if self.durable.on else None
-        conn.spool_refused = conn.spool_refused or (self.durable.on and ref is None)
-        now = time.monotonic()
-        batches = self.intake.add_many(endpoint, payloads, nbytes, now, conn, conn.route, ref)
-        if batches:
-            self._dispatch(batches)
-        if ref is not None and not conn.spool_refused:
-            self.answers.confirm_on_disk(conn, now)
-        elif not conn.confirming:
-            self.answers.confirm_later(conn)
-        if self.intake.full and not self.durable.has_room():
-            self.reader.pause()  # what comes next waits in the kernel, then in each process
-            self.losses.limited(
-                "paused",
-                "holding %d events (%d bytes, the bound): reading paused until some are sent",
-                self.intake.held,
-                self.intake.held_bytes,
-                level=logging.WARNING,
-            )
-
-    def _spill(self, conn: Conn, endpoint: str, payloads: list[bytes]) -> int:
-        """At the bound in memory, put ``payloads`` on disk only; how many it could.
-
-        Their batches' ids are promised now, so that a flush covers them; they
-        are read back (``_replay``) as room comes.
-        """
-        ids = self.durable.spill(endpoint, conn.route, payloads)
-        for batch_id in ids:
-            self.waiters.dispatched(batch_id)
-        if ids and not conn.spool_refused:
-            self.answers.confirm_on_disk(conn, time.monotonic())
-        elif ids and not conn.confirming:
-            self.answers.confirm_later(conn)
-        return min(len(payloads), len(ids) * self.durable.chunk_size(conn.route))
-
-    def _take_route(self, conn: Conn, payload: bytes) -> None:
-        """Where ``conn``'s events go from now on (its client's host, key, batching)."""
-        try:
-            route = Route.from_bytes(payload)
-        except (ValueError, TypeError) as exc:  # the message is never quoted: it has a key
-            self._bad_message(conn, f"a route that is no valid settings ({type(exc).__name__})")
-            return
-        self.secrets.add(route.api_key)
-        conn.route = route
-        for pending, known in self.durable.learn(route):  # a previous flusher's, on disk
-            self._add_replayed(pending, known, time.monotonic())
-
-    def _declare_level(self, conn: Conn, payload: bytes) -> None:
-        """A client's logger level: it becomes the flusher's; the client takes records."""
-        level = _logs.declared_level(payload)
-        if level is None:
-            self._bad_message(conn, f"a level of {payload[:20]!r}")
-            return
-        self.log.setLevel(level)
-        if self.log_handler is not None:
-            self.log_handler.declare(conn, lambda message: reply(conn, message))
-
-    def _on_close(self, conn: Conn) -> None:
-        if self.log_handler is not None:
-            self.log_handler.forget(conn)
-        if not self.reader.has_pid(conn.pid):
-            self.counters.process_gone(conn.pid)
-
-    def _plausible_event(self, payload: bytes) -> bool:
-        """What can be checked at no cost per event: the size, and ``{`` ... ``}``.
-
-        A payload that passes and still is no JSON object is caught if the API
-        refuses its batch (``_delivery`` then sifts the batch's events).
-        """
-        return (
-            len(payload) <= self.config.max_event_bytes
-            and payload[:1] == b"{"
-            and payload[-1:] == b"}"
-        )
-
-    def _bad_message(self, conn: Conn, what: str) -> None:
-        """Drop, count and log (once) a bad message; close its connection.
-
-        What the peer queued after it on the socket is lost with the
-        connection: a client counts it as ``flusher_gone`` (never confirmed),
-        takes back what its pipe still holds, and reconnects.
-        """
-        self.losses.record("bad_message", 1)
-        if not conn.complained:
-            conn.complained = True
-            self.losses.limited(
-                "bad_message",
-                "closed the connection of pid %d after a bad message: %s",
-                conn.pid,
-                what,
-            )
-        self.reader.close(conn, take_pipe=False)  # its process takes back the rest
-
-    def _torn(self, conn: Conn, pieces: int) -> None:
-        self.losses.record("bad_message", pieces)
-        self.losses.limited("bad_message", "a torn record in the pipe of pid %d", conn.pid)
-
     # -- delivery and waiters --------------------------------------------------------------
     def _dispatch(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -451,7 +304,7 @@ class Flusher:
         self._dispatch([batch])
 
     def _add_replayed(self, pending: Pending, route: Optional[Route], now: float) -> None:
-        if pending.endpoint not in _ENDPOINTS.values():  # written by no version of ours
+        if pending.endpoint not in ENDPOINTS.values():  # written by no version of ours
             self.losses.record("bad_message", len(pending.events))
             self.durable.release([pending.ref])
             return
