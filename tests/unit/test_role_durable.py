@@ -6,6 +6,7 @@ fake poster) with ``spool_dir`` set to a private directory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -19,10 +20,12 @@ from support.fakes import ANSWER_200, Script, always
 from trubrics_mp import Trubrics
 from trubrics_mp import _protocol as proto
 from trubrics_mp._address import SPOOL_DIR_ENV
-from trubrics_mp._config import MIB, RETRY_FOR_S, SPOOL_RETRY_FOR_S
+from trubrics_mp._config import MIB, RETRY_FOR_S, SPOOL_RETRY_FOR_S, Config
+from trubrics_mp._durable import Durable
 from trubrics_mp._retry import Outcome
 from trubrics_mp._route import Route
 from trubrics_mp._servers import poll_until
+from trubrics_mp._spool import Spool, route_tag
 
 from .test_role_flusher import DEADLINE_S, Harness, confirmations, replies_until_closed
 
@@ -213,3 +216,29 @@ def test_past_the_bound_in_memory_events_go_on_disk_only_and_come_back_in_order(
     assert h.ask(sock, proto.FLUSH).ok  # it covers the spilled events too
     assert sorted(api.taken) == [("big", seq) for seq in range(400)]
     poll_until(lambda: spool_events(h, sock) == 0, DEADLINE_S, "the spool emptied")
+
+
+def test_events_of_unknown_keys_park_up_to_a_quarter_of_the_bound_the_rest_stays_on_disk(
+    tmp_path: Path,
+) -> None:
+    config = Config(
+        api_key="mine",
+        host="http://127.0.0.1:9",
+        spool_dir=str(tmp_path / "s"),
+        max_queue_bytes=MIB,
+    )
+    event = b'{"pad": "' + b"x" * 10_000 + b'"}'
+    with Spool.open(config.spool_dir) as spool:
+        for _ in range(40):  # 400 KB of another key's events: more than MIB / 4
+            assert spool.append("publish_events", route_tag(config.host, "theirs"), [event]).ok
+    durable = Durable.open(config, logging.getLogger("test"))
+    try:
+        assert durable.replay_some(MIB) == []  # nothing of the flusher's own key
+        assert durable.parked_bytes <= MIB // 4 < durable.parked_bytes + len(event)
+        parked = durable.parked_bytes // len(event)
+        assert parked + durable.left_on_disk == 40 and durable.left_on_disk > 0
+        theirs = durable.learn(Route(config.host, "theirs", 20, 10.0))  # a client connects
+        assert len(theirs) == parked and durable.parked_bytes == 0
+        assert all(route is not None and route.api_key == "theirs" for _, route in theirs)
+    finally:
+        durable.close()
