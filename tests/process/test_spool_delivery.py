@@ -100,6 +100,51 @@ def test_a_flusher_killed_holding_events_on_disk_costs_none_of_them(
 
 
 PRODUCERS, LOAD_S, KILL_EVERY_S = 3, 20.0, 2.0
+TICK_S = 0.02  # producers track per_tick events every TICK_S
+
+
+class Producers:
+    """``count`` processes running ``support.spool_scenarios.steady``; none survives."""
+
+    def __init__(
+        self,
+        collector: CollectorProcess,
+        tmp_path: Path,
+        count: int,
+        options: dict[str, Any],
+        **args: Any,
+    ) -> None:
+        runner = SpoolRunner(collector.url, tmp_path)
+        self.apps = [
+            subprocess.Popen(
+                runner.command(
+                    "steady",
+                    src=f"p{n}",
+                    options=options,
+                    tick_s=TICK_S,
+                    flush_timeout_s=180,
+                    **args,
+                ),
+                env=runner.env(),
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(count)
+        ]
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Each process's last report, once it has exited."""
+        return [json.loads(app.communicate(timeout=300)[0].splitlines()[-1]) for app in self.apps]
+
+    def __enter__(self) -> Producers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for app in self.apps:
+            if app.poll() is None:
+                app.kill()
+                app.wait()
 
 
 @pytest.mark.parametrize("api", ["up", "down"])
@@ -119,21 +164,9 @@ def test_a_flusher_killed_every_2_s_under_steady_load_loses_no_event_uncounted(
     """
     if api == "down":
         collector.set_faults(down=True)
-    runner = SpoolRunner(collector.url, tmp_path)
     options = {"flush_at": 20, "flush_interval": 1.0, "spool_dir": str(tmp_path / "spool")}
-    args: dict[str, Any] = {"seconds": LOAD_S, "per_tick": 10, "tick_s": 0.02}
-    apps = [
-        subprocess.Popen(
-            runner.command("steady", src=f"p{n}", options=options, flush_timeout_s=180, **args),
-            env=runner.env(),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(PRODUCERS)
-    ]
     kills = 0
-    try:
+    with Producers(collector, tmp_path, PRODUCERS, options, seconds=LOAD_S, per_tick=10) as apps:
         end = time.monotonic() + LOAD_S
         while time.monotonic() < end:
             time.sleep(KILL_EVERY_S)  # pacing the kills, not waiting for a result
@@ -141,12 +174,7 @@ def test_a_flusher_killed_every_2_s_under_steady_load_loses_no_event_uncounted(
                 flusher.kill()
                 kills += 1
         collector.clear_faults()
-        reports = [json.loads(app.communicate(timeout=300)[0].splitlines()[-1]) for app in apps]
-    finally:
-        for app in apps:
-            if app.poll() is None:
-                app.kill()
-                app.wait()
+        reports = apps.reports()
     assert kills >= 5
     counted = {r["src"]: r["dropped"].get("flusher_gone", 0) for r in reports}
     assert all(set(r["dropped"]) <= {"flusher_gone"} for r in reports), reports
@@ -180,30 +208,13 @@ def test_an_outage_of_30_minutes_is_ridden_out_with_the_spool(
     is a day: every event arrives once. Without it, 300 s: batches are dropped, counted."""
     monkeypatch.setenv("TRUBRICS_MP_TIME_SCALE", "60")
     collector.set_faults(down=True)
-    runner = SpoolRunner(collector.url, tmp_path)
     options: dict[str, Any] = {"flush_at": 20, "flush_interval": 1.0}
     if spool:
         options["spool_dir"] = str(tmp_path / "spool")
-    args: dict[str, Any] = {"seconds": 30.0, "per_tick": 5, "tick_s": 0.25}
-    apps = [
-        subprocess.Popen(
-            runner.command("steady", src=f"p{n}", options=options, flush_timeout_s=120, **args),
-            env=runner.env(),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(2)
-    ]
-    try:
+    with Producers(collector, tmp_path, 2, options, seconds=30.0, per_tick=1) as apps:
         time.sleep(30.0)  # the outage, in real seconds: the library's clock runs 60x
         collector.clear_faults()
-        reports = [json.loads(app.communicate(timeout=300)[0].splitlines()[-1]) for app in apps]
-    finally:
-        for app in apps:
-            if app.poll() is None:
-                app.kill()
-                app.wait()
+        reports = apps.reports()
     tracked = {r["src"]: r["tracked"] for r in reports}
     assert all(count >= 500 for count in tracked.values())  # tracked throughout
     if spool:
