@@ -158,7 +158,8 @@ class Flusher(Messages):
         self._take_outcomes()
         now = time.monotonic()
         holding = self.intake.held + len(self.waiters.unsettled)
-        self.lifetime.activity(self.reader.connections, holding, now)
+        on_disk = self.durable.on and self.intake.held == self.intake.held_on_disk
+        self.lifetime.activity(self.reader.connections, holding, now, on_disk)
         self.reader.resume_accepting(now)
         self.answers.send_due(now)
         self.durable.sync_if_due()

@@ -3,7 +3,8 @@
 ::
 
     serving --SIGTERM--> leaving (serves on until its deadline) --deadline--> ending
-    serving | leaving --no process for linger_s, then nothing held; or a request--> ending
+    serving | leaving --no process for linger_s, then nothing held (or all of it on
+                        disk, with a spool); or a request--> ending
     ending: no new connections; every batch leaves at once; the flusher exits
             when nothing is unsettled or at the deadline, whichever is first
 
@@ -54,6 +55,7 @@ class Lifetime:
         self._requested: Optional[str] = None
         self.idle_since: Optional[float] = clock()
         self.holding = 0  # events held or in flight, as last told
+        self.all_on_disk = False  # and all of them are in the spool too, as last told
 
     @property
     def ending(self) -> bool:
@@ -67,9 +69,13 @@ class Lifetime:
         """Leave, delivering for ``shutdown_timeout``."""
         self._requested = self._requested or reason
 
-    def activity(self, connections: int, holding: int, now: float) -> None:
-        """``connections`` are open and ``holding`` events are held or in flight."""
+    def activity(
+        self, connections: int, holding: int, now: float, all_on_disk: bool = False
+    ) -> None:
+        """``connections`` are open and ``holding`` events are held or in flight
+        (``all_on_disk``: each of them is in the spool too)."""
         self.holding = holding
+        self.all_on_disk = all_on_disk
         if connections:
             self.idle_since = None
         elif self.idle_since is None:
@@ -86,6 +92,8 @@ class Lifetime:
             return self._requested
         if self.draining(now) and self.holding == 0:
             return f"no process connected for {self._linger_s:g} s, nothing held"
+        if self.draining(now) and self.all_on_disk:  # the next flusher delivers the rest
+            return f"no process connected for {self._linger_s:g} s, the rest on disk"
         if self.phase.name == LEAVING and self.phase.deadline is not None:
             return self.phase.reason if now >= self.phase.deadline else None
         return None

@@ -6,6 +6,7 @@ the tests stop with SIGTERM or SIGKILL, as a deploy or the OOM killer would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -68,7 +69,8 @@ def test_a_deploy_during_an_outage_leaves_the_events_to_the_next_flusher(
     poll_until(lambda: old.stats().spool_events == 50, 60, "50 events on disk")
     flusher = the_flusher(old)
     assert old.close(timeout=1) is False  # not delivered (yet): close() never says True
-    flusher.send_signal(signal.SIGTERM)
+    with contextlib.suppress(psutil.NoSuchProcess):  # with nobody connected it leaves anyway
+        flusher.send_signal(signal.SIGTERM)
     flusher.wait(60)
     assert old.stats(flusher=False).dropped == {}  # on disk: the process counts no loss
 

@@ -242,3 +242,23 @@ def test_events_of_unknown_keys_park_up_to_a_quarter_of_the_bound_the_rest_stays
         assert all(route is not None and route.api_key == "theirs" for _, route in theirs)
     finally:
         durable.close()
+
+
+def test_with_nobody_connected_a_flusher_leaves_its_undelivered_events_on_disk(
+    spooled: Any, tmp_path: Path
+) -> None:
+    """API down: once no process has been connected for ``linger``, the flusher does
+    not retry for hours on its own; it ends within ``shutdown_timeout`` and its events
+    wait on disk for the next flusher (counted as kept, not lost)."""
+    directory = str(tmp_path / "spool")
+    h = spooled(DOWN, spool_dir=directory, linger_s=0.2, shutdown_timeout_s=0.2)
+    sock = h.connect()
+    for seq in range(5):
+        h.track(sock, seq)
+    poll_until(lambda: spool_events(h, sock) == 5, DEADLINE_S, "5 events on disk")
+    sock.close()
+    h.thread.join(DEADLINE_S)
+    assert not h.thread.is_alive(), "the flusher retried on with nobody connected"
+    assert h.flusher.counters.dropped == {}
+    with Spool.open(directory) as spool:
+        assert spool.stats().events == 5
