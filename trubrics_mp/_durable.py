@@ -75,7 +75,6 @@ class Durable:
         self._replay: Optional[Iterator[Pending]] = spool.replay() if spool else None
         self._parked: dict[str, list[Pending]] = {}
         self.parked_bytes = 0
-        self.replayed = 0
         self._spilled: collections.deque[Spilled] = collections.deque()
         self.spilled_events = 0  # on disk only, not in memory (see spill)
         self.left_on_disk = 0  # replayed records of unknown routes with no room to park
@@ -182,9 +181,7 @@ class Durable:
 
     def has_room(self, nbytes: int = 0) -> bool:
         """Whether the spool takes ``nbytes`` more (reading need not pause for memory)."""
-        return self.spool is not None and (
-            self.spool.stats().bytes + nbytes <= self._config.spool_max_bytes
-        )
+        return self.spool is not None and self.spool.has_room(nbytes)
 
     # -- replay ----------------------------------------------------------------------
     def learn(self, route: Route) -> list[tuple[Pending, Optional[Route]]]:
@@ -205,7 +202,6 @@ class Durable:
                 self._replay = None
                 break
             size = _size(pending)
-            self.replayed += len(pending.events)
             if pending.route in self._known:
                 taken.append((pending, self._known[pending.route]))
                 budget -= size

@@ -188,7 +188,7 @@ class Flusher(Messages):
             self.reader.next_pipe_wake(),
             self.answers.next_due_at(),
             _after(self.durable.sync_due_in()),
-            _after(0.0 if self.durable.reading_back and not self.intake.full else None),
+            time.monotonic() if self.durable.reading_back and not self.intake.full else None,
         )
         deadlines = [d for d in candidates if d is not None]
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0

@@ -230,6 +230,10 @@ class Spool:
             self._roll()
         return Appended(Ref(segment.seq, offset, 0, len(events)))
 
+    def has_room(self, size: int = 0) -> bool:
+        """Whether an append of ``size`` bytes would be taken (by the bound)."""
+        return self._room_for(size) == ""
+
     def _room_for(self, size: int) -> str:
         if self.closed:
             return CLOSED
