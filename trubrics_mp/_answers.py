@@ -37,6 +37,14 @@ class Answers:
         self.waiters.add(conn, request_id, conn.dropped == 0)
         conn.dropped = 0
 
+    def confirm(self, conn: Conn, now: float, on_disk: bool) -> None:
+        """``conn``'s events so far were taken in (``on_disk``: every one of them is in
+        the spool): tell it now that they are on disk, or once they are settled."""
+        if on_disk and not conn.spool_refused:
+            self.confirm_on_disk(conn, now)
+        elif not conn.confirming:
+            self.confirm_later(conn)
+
     def confirm_later(self, conn: Conn) -> None:
         """Tell ``conn`` once the events it sent so far are settled."""
         conn.confirming = True

@@ -91,9 +91,11 @@ class Messages:
     def _add_events(self, conn: Conn, endpoint: str, payloads: list[bytes], nbytes: int) -> None:
         self.counters.count_received(conn.pid, len(payloads))
         conn.events_read += len(payloads)
+        now = time.monotonic()
         if self.intake.full and self.durable.on:
             spilled = self._spill(conn, endpoint, payloads)
             if spilled == len(payloads):
+                self.answers.confirm(conn, now, on_disk=True)
                 return
             payloads = payloads[spilled:]  # refused by the spool: held like any other
             nbytes = sum(map(len, payloads))
@@ -109,14 +111,10 @@ class Messages:
             return
         ref = self.durable.keep(endpoint, conn.route, payloads) if self.durable.on else None
         conn.spool_refused = conn.spool_refused or (self.durable.on and ref is None)
-        now = time.monotonic()
         batches = self.intake.add_many(endpoint, payloads, nbytes, now, conn, conn.route, ref)
         if batches:
             self._dispatch(batches)
-        if ref is not None and not conn.spool_refused:
-            self.answers.confirm_on_disk(conn, now)
-        elif not conn.confirming:
-            self.answers.confirm_later(conn)
+        self.answers.confirm(conn, now, on_disk=ref is not None)
         if self.intake.full and not self.durable.has_room():
             self.reader.pause()  # what comes next waits in the kernel, then in each process
             self.losses.limited(
@@ -136,10 +134,6 @@ class Messages:
         ids = self.durable.spill(endpoint, conn.route, payloads)
         for batch_id in ids:
             self.waiters.dispatched(batch_id)
-        if ids and not conn.spool_refused:
-            self.answers.confirm_on_disk(conn, time.monotonic())
-        elif ids and not conn.confirming:
-            self.answers.confirm_later(conn)
         return min(len(payloads), len(ids) * self.durable.chunk_size(conn.route))
 
     def _take_route(self, conn: Conn, payload: bytes) -> None:
