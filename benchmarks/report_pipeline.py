@@ -103,8 +103,7 @@ def _spool_section(r: dict[str, Any]) -> str:
             str(m.get("spool")),
             f"{m['delivered']:,} / {m['sent']:,}",
             str(m["duplicated"]),
-            f"{m['events_per_s']:,.0f} ({m['min_events_per_s']:,.0f} - "
-            f"{m['max_events_per_s']:,.0f})",
+            _rate_range(m),
             f"{ratio(m['events_per_s'], base):.2f}x",
             _mb(m.get("flusher_hwm_kb")),
         ]
@@ -118,6 +117,12 @@ def _spool_section(r: dict[str, Any]) -> str:
     )
     header = ["peer", "spool", "delivered / sent", "duplicated", "events/s", "vs no spool"]
     return text + table(header + ["flusher peak RSS, MB"], rows)
+
+
+def _rate_range(run: dict[str, Any]) -> str:
+    """A scaling run's median events/s and its rounds' (min - max)."""
+    low, high = run["min_events_per_s"], run["max_events_per_s"]
+    return f"{run['events_per_s']:,.0f} ({low:,.0f} - {high:,.0f})"
 
 
 def _mb(kb: Optional[float]) -> str:
@@ -191,8 +196,7 @@ def _scaling_section(r: dict[str, Any]) -> str:
             str(m["duplicated"]),
             str(sum(x["requests"] for x in m["rounds"])),
             number(m["elapsed_s"], 3),
-            f"{m['events_per_s']:,.0f} ({m['min_events_per_s']:,.0f} - "
-            f"{m['max_events_per_s']:,.0f})",
+            _rate_range(m),
             f"{ratio(m['events_per_s'], base):.2f}x",
             _mb(m.get("flusher_hwm_kb")),
         ]
