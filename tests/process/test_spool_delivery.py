@@ -20,6 +20,7 @@ import pytest
 from support.checks import wait_exactly_once
 from support.collector import CollectorProcess
 from support.processes import flushers, poll_until
+from support.scenarios import track_many
 from support.spool_scenarios import SpoolRunner
 
 from trubrics_mp import Trubrics
@@ -48,11 +49,6 @@ def spooled_client(collector: CollectorProcess, tmp_path: Path) -> Iterator[Clie
         client.close(timeout=30)
 
 
-def track(client: Trubrics, src: str, count: int) -> None:
-    for seq in range(count):
-        client.track(user_id="u", event="Sign up", properties={"src": src, "seq": seq})
-
-
 def the_flusher(client: Trubrics) -> psutil.Process:
     pid = client.stats().flusher_pid
     (flusher,) = [proc for proc in flushers() if proc.pid == pid]
@@ -65,7 +61,7 @@ def test_a_deploy_during_an_outage_leaves_the_events_to_the_next_flusher(
     """The app stops, its flusher gets SIGTERM with the API down; the next app's delivers."""
     collector.set_faults(down=True)
     old = spooled_client(shutdown_timeout=0.5, linger=0.0)
-    track(old, "deploy", 50)
+    track_many(old, "deploy", 50)
     poll_until(lambda: old.stats().spool_events == 50, 60, "50 events on disk")
     flusher = the_flusher(old)
     assert old.close(timeout=1) is False  # not delivered (yet): close() never says True
@@ -88,13 +84,13 @@ def test_a_flusher_killed_holding_events_on_disk_costs_none_of_them(
     the flusher, which takes the events back from disk."""
     collector.set_faults(down=True)
     client = spooled_client()
-    track(client, "killed", 30)
+    track_many(client, "killed", 30)
     poll_until(lambda: client.stats().spool_events == 30, 60, "30 events on disk")
     flusher = the_flusher(client)
     flusher.send_signal(signal.SIGKILL)
     flusher.wait(60)
     collector.clear_faults()
-    client.track(user_id="u", event="Sign up", properties={"src": "after", "seq": 0})
+    track_many(client, "after", 1)
     assert client.flush(timeout=60) is True
     wait_exactly_once(collector, {"killed": 30, "after": 1})
     stats = client.stats()
