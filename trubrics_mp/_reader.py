@@ -45,7 +45,7 @@ class Conn:
     pipe_naps_until: Optional[float] = None  # its pipe is left unwatched until then
     pipe_quiet_polls: int = 0  # reads in a row that found its pipe empty (see _flusher)
     spool_refused: bool = False  # the spool refused some of its events (see _durable)
-    next_disk_confirm_at: float = 0.0  # monotonic seconds (see Flusher._confirm_on_disk)
+    next_disk_confirm_at: float = 0.0  # monotonic seconds (see Answers.confirm_on_disk)
 
     @property
     def open(self) -> bool:
