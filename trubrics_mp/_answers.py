@@ -7,6 +7,9 @@ flusher dies. Settled means delivered or dropped for a counted reason; with
 the disk spool it also means on disk (``confirm_on_disk``), told at most
 every ``DISK_CONFIRM_EVERY_S`` per connection: its process reads
 confirmations every quarter second, and more would only fill its socket.
+An on-disk confirmation also says how far each lane is on disk (see
+``_resend``); every one owed is told before the spool deletes a segment
+(``send_owed``), and at a connection's end (``confirm_at_end``).
 
 Nothing here reads or waits: every reply is one non-blocking send
 (``_reader.reply``); the main loop calls these methods and
@@ -27,9 +30,12 @@ DISK_CONFIRM_EVERY_S = 0.02  # at most this often a connection hears its events 
 class Answers:
     """The replies owed to connections; ``pending_ids`` names the batches not cut yet."""
 
-    def __init__(self, waiters: Waiters[Conn], pending_ids: Callable[[], list[int]]) -> None:
+    def __init__(
+        self, waiters: Waiters[Conn], pending_ids: Callable[[], list[int]], spool: bool = False
+    ) -> None:
         self.waiters = waiters
         self._pending_ids = pending_ids
+        self._spool = spool
         self._disk_due: set[Conn] = set()  # owed an "on disk" confirmation
 
     def flush_requested(self, conn: Conn, request_id: int) -> None:
@@ -50,22 +56,48 @@ class Answers:
         conn.confirming = True
         self.waiters.add_confirmation(conn, conn.events_read, self._pending_ids())
 
+    def lanes(self, conn: Conn) -> proto.Lanes:
+        """How far each of ``conn``'s lanes is on disk, if all it sent that was read is
+        (None without a spool, or once the spool refused some of it)."""
+        if not self._spool or conn.spool_refused:
+            return None
+        return conn.lanes[proto.PIPE], conn.lanes[proto.SOCKET]
+
     def confirm_on_disk(self, conn: Conn, now: float) -> None:
         """Tell ``conn`` its events so far are on disk: now, or at its next turn."""
+        conn.disk_owed = proto.confirmed(conn.events_read, conn.dropped, self.lanes(conn))
         if now >= conn.next_disk_confirm_at:
-            reply(conn, proto.confirmed(conn.events_read, conn.dropped))
-            conn.next_disk_confirm_at = now + DISK_CONFIRM_EVERY_S
-            self._disk_due.discard(conn)
+            self._tell_owed(conn, now)
         else:
             self._disk_due.add(conn)
+
+    def _tell_owed(self, conn: Conn, now: float) -> None:
+        reply(conn, conn.disk_owed)
+        conn.next_disk_confirm_at = now + DISK_CONFIRM_EVERY_S
+        self._disk_due.discard(conn)
 
     def send_due(self, now: float) -> None:
         """The on-disk confirmations whose turn has come."""
         for conn in [c for c in self._disk_due if c.next_disk_confirm_at <= now]:
             if conn.open:
-                self.confirm_on_disk(conn, now)
+                self._tell_owed(conn, now)
             else:
                 self._disk_due.discard(conn)
+
+    def send_owed(self, now: float) -> None:
+        """Every on-disk confirmation owed, now (the spool is about to delete a segment)."""
+        for conn in list(self._disk_due):
+            if conn.open:
+                self._tell_owed(conn, now)
+            else:
+                self._disk_due.discard(conn)
+
+    def confirm_at_end(self, conn: Conn) -> None:
+        """``conn`` is closed by the flusher: tell it now what is on disk, if all is."""
+        lanes = self.lanes(conn)
+        if lanes is not None:
+            reply(conn, proto.confirmed(conn.events_read, conn.dropped, lanes))
+            self._disk_due.discard(conn)
 
     def next_due_at(self) -> Optional[float]:
         return min((c.next_disk_confirm_at for c in self._disk_due), default=None)

@@ -16,6 +16,11 @@ same directory replays it.
     Intake full: Durable.spill -> on disk only; read_back -> batches, as room comes
     next flusher: Durable.replay_some -> records of known routes -> Intake
 
+Origins: a record's route tag also says where its events came from (a
+connection's token, lane and first number, see ``_resend``); :class:`Seen`
+holds every origin on disk, read back at open and added to at each append,
+so that an event a process sends again after a flusher died is kept once.
+
 Routes: a record carries a route tag (host and a digest of the key, never
 the key). Events of the flusher's own settings replay at once; events of
 another client's key wait (parked, in memory, at most ``PARKED_FRACTION`` of
@@ -36,17 +41,19 @@ import collections
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._batching import new_batch_id
 from ._config import Config
 from ._ratelimit import LogLimiter
+from ._resend import Origin, Seen
 from ._route import Route
 from ._spool import Pending, Ref, Spool, SpoolUnavailable, route_tag
 
 PARKED_FRACTION = 4  # events of unknown routes may take a quarter of the bound
 SPILL_READ_RECORDS = 64  # spilled records read back per main-loop step at most
 REPLAY_BYTES_PER_STEP = 4 * 1024 * 1024  # what one main-loop step reads back at most
+_ORIGIN = " from "  # between a record's route tag and its origin's tag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +80,14 @@ class Durable:
         self._tags: dict[Optional[Route], str] = {None: self._own}
         self._known: dict[str, Optional[Route]] = {self._own: None}
         self._replay: Optional[Iterator[Pending]] = spool.replay() if spool else None
+        self.seen = Seen()
+        for tag, count in spool.tags_at_open if spool else []:
+            origin = Origin.parse(tag.partition(_ORIGIN)[2])
+            if origin is not None:
+                self.seen.add(origin, count)
+        if spool is not None:
+            spool.tags_at_open = []
+        self.resent_on_disk = 0  # events sent again that the spool already held
         self._parked: dict[str, list[Pending]] = {}
         self.parked_bytes = 0
         self._spilled: collections.deque[Spilled] = collections.deque()
@@ -101,11 +116,21 @@ class Durable:
         return self.spool is not None
 
     # -- intake and settling ---------------------------------------------------------
-    def keep(self, endpoint: str, route: Optional[Route], events: list[bytes]) -> Optional[Ref]:
-        """Append ``events`` to the spool; their ref, or None (memory only, logged)."""
+    def keep(
+        self,
+        endpoint: str,
+        route: Optional[Route],
+        events: list[bytes],
+        origin: Optional[Origin] = None,
+    ) -> Optional[Ref]:
+        """Append ``events`` (from ``origin`` on) to the spool; their ref, or None
+        (memory only, logged)."""
         if self.spool is None:
             return None
-        appended = self.spool.append(endpoint, self.tag(route), events)
+        tag = self.tag(route) if origin is None else self.tag(route) + _ORIGIN + origin.tag
+        appended = self.spool.append(endpoint, tag, events)
+        if appended.ref is not None and origin is not None:
+            self.seen.add(origin, len(events))
         if appended.ref is None:
             self._limiter.log(
                 self._log,
@@ -116,6 +141,18 @@ class Durable:
                 appended.reason,
             )
         return appended.ref
+
+    def already_kept(self, origin: Origin) -> bool:
+        """Whether the event of ``origin`` (sent again) is in the spool already; counted."""
+        if self.spool is None or not self.seen.has(origin):
+            return False
+        self.resent_on_disk += 1
+        return True
+
+    def before_delete(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` before the spool deletes a segment (see ``Spool``)."""
+        if self.spool is not None:
+            self.spool.before_delete = callback
 
     def release(self, refs: Iterable[Ref]) -> None:
         """Their batch is settled: remove them from the spool."""
@@ -130,7 +167,13 @@ class Durable:
         return tag
 
     # -- past the bound in memory: on disk only -------------------------------------------
-    def spill(self, endpoint: str, route: Optional[Route], events: list[bytes]) -> list[int]:
+    def spill(
+        self,
+        endpoint: str,
+        route: Optional[Route],
+        events: list[bytes],
+        origin: Optional[Origin] = None,
+    ) -> list[int]:
         """Put the first events of ``events`` on disk only (the flusher's memory is at
         its bound), as batch-sized records; the ids their batches will have, one per
         ``flush_at`` events spilled (all of them, unless the spool refused one: the
@@ -142,8 +185,8 @@ class Durable:
         if not self.has_room(sum(map(len, events))):
             return []
         ids = []
-        for chunk in chunks:
-            ref = self.keep(endpoint, route, chunk)
+        for at, chunk in zip(range(0, len(events), size), chunks):
+            ref = self.keep(endpoint, route, chunk, None if origin is None else origin.at(at))
             if ref is None:  # disk full, an I/O error
                 break
             spilled = Spilled(new_batch_id(), ref, endpoint, route, sum(map(len, chunk)))
@@ -201,6 +244,7 @@ class Durable:
             if pending is None:
                 self._replay = None
                 break
+            pending = dataclasses.replace(pending, route=pending.route.partition(_ORIGIN)[0])
             size = _size(pending)
             if pending.route in self._known:
                 taken.append((pending, self._known[pending.route]))
@@ -236,6 +280,7 @@ class Durable:
             "spool_oldest_age_s": stats.oldest_age_s,
             "spool_refused": stats.refused,
             "spool_skipped_records": stats.skipped_records,
+            "spool_resent_on_disk": self.resent_on_disk,
         }
 
     def close(self) -> None:

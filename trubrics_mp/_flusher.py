@@ -108,16 +108,16 @@ class Flusher(Messages):
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
-        self.reader = Reader(
-            listener, self.selector, self._on_message, proto.hello(generation), self.log
-        )
+        self.durable = durable if durable is not None else Durable.open(config, self.log)
+        hello = proto.hello(generation, self.durable.on)
+        self.reader = Reader(listener, self.selector, self._on_message, hello, self.log)
         self.reader.on_close = self._on_close
         self.reader.on_torn = self._torn
         self.reader.on_records = self._on_records
         self.intake = Intake(config.flush_at, config.flush_interval_s, config.max_queue_bytes)
         self.waiters: Waiters[Conn] = Waiters()
-        self.answers = Answers(self.waiters, self.intake.pending_ids)
-        self.durable = durable if durable is not None else Durable.open(config, self.log)
+        self.answers = Answers(self.waiters, self.intake.pending_ids, self.durable.on)
+        self.durable.before_delete(lambda: self.answers.send_owed(time.monotonic()))
         self.lifetime = Lifetime(config.shutdown_timeout_s, config.linger_s, time.monotonic)
         self.delivery = Delivery(
             poster if poster is not None else HttpPoster(config, self.log),
@@ -334,7 +334,9 @@ class Flusher(Messages):
         self._take_outcomes()
         # The next flusher on the spool delivers these:
         kept = self.intake.held_on_disk + self.durable.spilled_events
-        lost = self.intake.held - kept + self.reader.discard_waiting()
+        waiting = self.reader.discard_waiting()  # sent again by processes that can
+        lost = self.intake.held - kept
+        lost += sum(n for conn, n in waiting.items() if self.answers.lanes(conn) is None)
         if lost:
             self.losses.record("shutdown_timeout", lost)
             self.log.error("exiting with %d undelivered events (shutdown timeout)", lost)
@@ -342,7 +344,9 @@ class Flusher(Messages):
             self.log.warning("exiting with %d undelivered events kept in the spool", kept)
         self.answers.abandon()  # nobody waits in vain: they lost events
         for conn in self.reader.open_connections():  # what each can count as settled
-            reply(conn, proto.bye(0 if lost else conn.events_read, conn.dropped))
+            lanes = self.answers.lanes(conn)  # all it sent that was read is on disk
+            read = conn.events_read if lanes is not None or not lost else 0
+            reply(conn, proto.bye(read, conn.dropped, lanes))
             self.reader.close(conn, take_pipe=False)
         self.delivery.stop(timeout_s=SENDER_JOIN_S)
         self.durable.close()

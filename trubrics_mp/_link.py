@@ -16,6 +16,11 @@ bound: the flusher may have delivered some of them just before it died,
 unconfirmed. A process that tracks reads confirmations at its periodic
 check (every ``_logs.LEVEL_CHECK_S``), so they lag by about a batch's
 delivery time.
+
+With a spool, the process keeps what it sent on a connection until the
+flusher confirms it on disk (``_resend.Unconfirmed``; then every send takes
+the lock, to number each lane in the order of its writes), and sends it
+again on the next connection if the flusher dies: nothing is lost with it.
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ from . import _protocol as proto
 from ._config import Config
 from ._pipe import RECORD_MAX_BYTES, EventPipe
 from ._ratelimit import LogLimiter
+from ._resend import Unconfirmed, new_token
 from ._route import Route
 from ._stats import LocalCounters
 from ._supervisor import Supervisor
 
 _ANSWERS = (proto.ACK, proto.STATS)
 _RECONNECT_POLL_S = 0.05
+UNCONFIRMED_MAX_BYTES = 8 * 1024 * 1024  # kept to send again: a full pipe, socket and more
 
 
 class Link:
@@ -74,7 +81,8 @@ class Link:
         self._unreported = 0  # of those, lost in the flusher and not told to a flush yet
         self._request_ids = itertools.count(1)
         self._lock = threading.RLock()
-        self._route = proto.route(Route.of(config).to_bytes())  # first on each connection
+        self._route = Route.of(config).to_bytes()  # first on each connection, with a token
+        self.unconfirmed: Optional[Unconfirmed] = None  # with a spool: kept to send again
 
     def connect_now(self) -> None:
         """Connect (starting the flusher if none runs) before the first event."""
@@ -101,6 +109,7 @@ class Link:
         self._queued_before_connection = self._confirmed = self._unreported = 0
         self._declared_level = None
         self.next_logging_check = 0.0
+        self.unconfirmed = None
         self._lock = threading.RLock()  # a thread of the parent may have held it
 
     # -- counting: the one place this process counts events it did not hand over ----------
@@ -125,20 +134,27 @@ class Link:
     def send(self, message: bytes) -> None:
         """Hand ``message`` to the flusher without blocking; never raises.
 
-        The common case (connected, nothing buffered) is one ``write(2)`` to
-        the pipe, or one ``send(2)``, and takes no lock, so threads of one
-        process do not contend. Anything else runs under a lock that
-        ``track()`` only ever *tries*: a thread that finds it taken buffers its
-        message instead of waiting.
+        The common case (connected, nothing buffered, no spool) is one
+        ``write(2)`` to the pipe, or one ``send(2)``, and takes no lock, so
+        threads of one process do not contend. Anything else runs under a lock
+        that ``track()`` only ever *tries*: a thread that finds it taken
+        buffers its message instead of waiting.
         """
         sock = self.sock
         if sock is not None and not self.buffer:
-            try:
-                self._hand_over(sock, message)
-                self.counters.queued += 1
+            if self.unconfirmed is None:
+                try:
+                    self._hand_over(sock, message)
+                    self.counters.queued += 1
+                    return
+                except OSError:
+                    pass  # full, or the flusher is gone: the slow path sorts it out
+            elif self._lock.acquire(blocking=False):
+                try:
+                    self._send_kept(sock, message)
+                finally:
+                    self._lock.release()
                 return
-            except OSError:
-                pass  # full, or the flusher is gone: the slow path sorts it out
         if not self._lock.acquire(blocking=False):
             self._hold(message)
             return
@@ -147,13 +163,25 @@ class Link:
         finally:
             self._lock.release()
 
+    def _send_kept(self, sock: socket.socket, message: bytes) -> None:
+        """With a spool, under the lock: hand ``message`` over and keep it, else the
+        slow path."""
+        kept = self.unconfirmed
+        if kept is not None and sock is self.sock and not self.buffer:
+            try:
+                kept.sent(self._hand_over(sock, message), message)
+                self.counters.queued += 1
+                return
+            except OSError:
+                pass
+        self._send_slow(message)
+
     def _send_slow(self, message: bytes) -> None:
         for _attempt in range(2):  # a second time after reconnecting to a new flusher
             if not self._drain_nowait() or self.sock is None:
                 break
             try:
-                self._hand_over(self.sock, message)
-                self.counters.queued += 1
+                self._sent(self._hand_over(self.sock, message), message)
                 return
             except BlockingIOError:
                 break
@@ -161,8 +189,9 @@ class Link:
                 self._lost(exc)
         self._hold(message)
 
-    def _hand_over(self, sock: socket.socket, message: bytes) -> None:
-        """Put one message into the pipe, else on ``sock``; raises what ``send(2)`` raises.
+    def _hand_over(self, sock: socket.socket, message: bytes) -> int:
+        """Put one message into the pipe, else on ``sock``; the lane it took.
+        Raises what ``send(2)`` raises.
 
         Order is kept within the pipe and within the socket, not across them:
         an event that found the pipe full may reach the flusher after later ones.
@@ -171,10 +200,17 @@ class Link:
         if writer is not None and len(message) <= RECORD_MAX_BYTES:
             try:
                 if writer.write(message) is not None or self._grown(message):
-                    return
+                    return proto.PIPE
             except (OSError, ValueError):  # closed by another thread meanwhile
                 pass
         sock.send(message, proto.SEND_FLAGS)
+        return proto.SOCKET
+
+    def _sent(self, lane: int, message: bytes) -> None:
+        """``message`` went into ``lane`` (under the lock)."""
+        self.counters.queued += 1
+        if self.unconfirmed is not None:
+            self.unconfirmed.sent(lane, message)
 
     def _grown(self, message: bytes) -> bool:
         """The pipe was full: grow it once (see ``EventPipe.grow``), and write again."""
@@ -201,14 +237,15 @@ class Link:
         sock = self.sock or self._connect()
         while sock is not None and self.buffer:
             try:
-                self._hand_over(sock, self.buffer[0])
+                lane = self._hand_over(sock, self.buffer[0])
             except BlockingIOError:
                 return False
             except OSError as exc:
                 self._lost(exc)
                 return False
-            self.buffer_bytes -= len(self.buffer.popleft())
-            self.counters.queued += 1
+            message = self.buffer.popleft()
+            self.buffer_bytes -= len(message)
+            self._sent(lane, message)
         return not self.buffer
 
     # -- logging: the level goes to the flusher, its records come back (see _logs) ---------
@@ -226,7 +263,11 @@ class Link:
                 self._declared_level = level
             except OSError:
                 pass  # full or gone: told at a later check
-        self.read_waiting()
+        if self._lock.acquire(blocking=False):  # else another thread is in a slow path
+            try:
+                self.read_waiting()
+            finally:
+                self._lock.release()
 
     def read_waiting(self) -> None:
         """Take in what the flusher sent (records, confirmations); notice that it ended."""
@@ -259,11 +300,13 @@ class Link:
         if sock is None:
             return None
         pipe = EventPipe.open()
+        token = new_token()
+        route = proto.route(token, self._route)
         try:  # a new connection's send buffer is empty: this only fails if the flusher left
             if pipe is None:
-                sock.send(self._route, proto.SEND_FLAGS)
+                sock.send(route, proto.SEND_FLAGS)
             else:  # the flusher gets the pipe's read end with the route
-                socket.send_fds(sock, [self._route], [pipe.read_fd], proto.SEND_FLAGS)
+                socket.send_fds(sock, [route], [pipe.read_fd], proto.SEND_FLAGS)
         except OSError:
             sock.close()
             if pipe is not None:
@@ -273,6 +316,8 @@ class Link:
         self.writer = None if pipe is None else pipe.writer
         self._queued_before_connection = self.counters.queued
         self._confirmed = self._unreported = 0
+        if self.config.spool_dir:  # until its hello says the flusher has no spool
+            self.unconfirmed = Unconfirmed(token, UNCONFIRMED_MAX_BYTES)
         return sock
 
     def _lost(self, exc: OSError) -> None:
@@ -286,9 +331,15 @@ class Link:
         self.disconnect()
 
     def _ended(self) -> None:
-        """The connection ended: take back what is left in the pipe; count what the
-        flusher had not confirmed as lost."""
+        """The connection ended: take back what is left in the pipe, and (with a
+        spool) what the flusher had not confirmed on disk; count the rest of
+        what it had not confirmed as lost."""
         self._take_back_pipe()
+        kept, self.unconfirmed = self.unconfirmed, None
+        if kept is not None:
+            resends = kept.resends()
+            self.counters.resent += len(resends)
+            self._requeue(resends, 0)
         unconfirmed = self._sent_here() - self._confirmed
         self._lost_since_flush += self._unreported  # counted and logged by the flusher
         self._queued_before_connection = self.counters.queued
@@ -314,7 +365,10 @@ class Link:
         if pipe is None:
             return
         pipe.writer.close()
-        self._requeue(*pipe.take_back())
+        records, spoiled = pipe.take_back()
+        if self.unconfirmed is not None:
+            self.unconfirmed.taken_back(len(records) + spoiled)
+        self._requeue(records, spoiled)
         if self._retired is not None:
             self._retired.close()
         self._retired = pipe
@@ -348,6 +402,7 @@ class Link:
         """
         sock, self.sock = self.sock, None
         pipe, self.pipe, self.writer = self.pipe, None, None
+        self.unconfirmed = None
         if sock is not None:
             sock.close()
         if pipe is not None:
@@ -360,6 +415,8 @@ class Link:
         reply = proto.parse_reply(message)
         if reply.kind == proto.HELLO:
             self.generation = max(self.generation, proto.hello_generation(reply))
+            if not proto.hello_spool(reply):  # nothing on disk to confirm: nothing to resend
+                self.unconfirmed = None
         elif reply.kind == proto.RECORD:
             _logs.replay(self.log, reply.body)
         elif reply.kind in (proto.CONFIRMED, proto.BYE):
@@ -367,7 +424,19 @@ class Link:
             if counts is not None:
                 self._confirm(counts[0])
                 self._unreported = counts[1]
+                self._confirm_lanes(reply.kind, counts[2])
         return reply
+
+    def _confirm_lanes(self, kind: bytes, lanes: proto.Lanes) -> None:
+        """What is on disk per lane need not be sent again. A ``K`` that does not
+        say (the spool refused some of our events) ends sending again on this
+        connection: from then on the flusher confirms only what is settled."""
+        if self.unconfirmed is None:
+            return
+        if lanes is not None:
+            self.unconfirmed.on_disk(lanes)
+        elif kind == proto.CONFIRMED:
+            self.unconfirmed = None
 
     def _confirm(self, events: int) -> None:
         self._confirmed = max(self._confirmed, min(events, self._sent_here()))
@@ -409,6 +478,8 @@ class Link:
                 if answer is not None and answer.kind == proto.ACK:
                     self._confirm(sent_before)  # settled, and its losses told in the answer
                     self._unreported = 0
+                    if self.unconfirmed is not None:  # sends wait for the lock we hold
+                        self.unconfirmed.settled()
                 return answer
             return None
 

@@ -6,7 +6,10 @@ counted, logged once and costs its connection (see :meth:`_bad_message`).
 The events go to the flusher's roles: the spool (``_durable``) first when it
 is on, then the intake (``_batching``), or the spool only once the intake is at
 its bound; a connection hears that its events are settled or on disk
-(``_answers``).
+(``_answers``). Events are numbered per connection and lane as they are read,
+and kept in the spool with that origin; an event a process sends again after
+a flusher died (``P``, see ``_resend``) keeps its first origin, and is dropped
+if the spool already holds it.
 
 Kept apart from the main loop for size; :class:`Messages` is a mixin whose
 attributes are the roles :class:`_flusher.Flusher` builds.
@@ -28,6 +31,7 @@ from ._logs import ForwardingHandler
 from ._losses import LossBook
 from ._reader import Conn, Reader, reply
 from ._redact import Secrets
+from ._resend import Origin, parse_resend
 from ._route import Route
 from ._spool import Pending
 from ._stats import FlusherCounters
@@ -58,13 +62,16 @@ class Messages:
     def _add_replayed(self, pending: Pending, route: Optional[Route], now: float) -> None:
         raise NotImplementedError  # the flusher's: take in events a previous flusher left
 
-    def _on_message(self, conn: Conn, kind: int, payload: bytes) -> None:
+    def _on_message(self, conn: Conn, kind: int, payload: bytes, lane: int) -> None:
         endpoint = ENDPOINTS.get(kind)
         if endpoint is not None:
             if not self._plausible_event(payload):
+                conn.lanes[lane] += 1  # numbered all the same (see _bad_message)
                 self._bad_message(conn, f"an event of {len(payload)} bytes that is no JSON object")
                 return
-            self._add_events(conn, endpoint, [payload], len(payload))
+            self._add_events(conn, endpoint, [payload], len(payload), lane)
+        elif kind == proto.RESEND[0]:
+            self._take_resent(conn, payload, lane)
         elif kind in proto.REQUEST_KINDS:
             self._requests.append((conn, bytes((kind,)) + payload))
         elif kind == proto.LEVEL[0]:
@@ -74,7 +81,7 @@ class Messages:
         else:
             self._bad_message(conn, f"unknown kind {bytes((kind,))!r}")
 
-    def _on_records(self, conn: Conn, records: list[bytes]) -> None:
+    def _on_records(self, conn: Conn, records: list[bytes], lane: int) -> None:
         """A pipe read: plain events, each plausible, go in at once (the hot path);
         anything else goes message by message."""
         limit = self.config.max_event_bytes + 1  # _plausible_event() inlined, with the kind
@@ -82,23 +89,52 @@ class Messages:
             r[1:] for r in records if r.startswith(b"E{") and r.endswith(b"}") and len(r) <= limit
         ]
         if len(payloads) < len(records):
-            self.reader.each_record(conn, records)
+            self.reader.each_record(conn, records, lane)
             return
         if payloads:
             nbytes = sum(map(len, payloads))
-            self._add_events(conn, EVENTS_ENDPOINT, payloads, nbytes)
+            self._add_events(conn, EVENTS_ENDPOINT, payloads, nbytes, lane)
 
-    def _add_events(self, conn: Conn, endpoint: str, payloads: list[bytes], nbytes: int) -> None:
+    def _take_resent(self, conn: Conn, payload: bytes, lane: int) -> None:
+        """An event sent again after a flusher died: dropped if the spool has it."""
+        parsed = parse_resend(payload)
+        endpoint = None if parsed is None else ENDPOINTS.get(parsed[1][0] if parsed[1] else 0)
+        if parsed is None or endpoint is None or not self._plausible_event(parsed[1][1:]):
+            conn.lanes[lane] += 1
+            self._bad_message(conn, f"a message sent again of {len(payload)} bytes, no event")
+            return
+        origin, event = parsed[0], parsed[1][1:]
+        if not self.durable.already_kept(origin):
+            self._add_events(conn, endpoint, [event], len(event), lane, origin)
+            return
+        conn.lanes[lane] += 1
+        conn.events_read += 1
+        self.answers.confirm(conn, time.monotonic(), on_disk=True)
+
+    def _add_events(
+        self,
+        conn: Conn,
+        endpoint: str,
+        payloads: list[bytes],
+        nbytes: int,
+        lane: int,
+        origin: Optional[Origin] = None,
+    ) -> None:
+        """Take in events read from ``lane`` (``origin``: where they were first sent)."""
         self.counters.count_received(conn.pid, len(payloads))
         conn.events_read += len(payloads)
+        first, conn.lanes[lane] = conn.lanes[lane], conn.lanes[lane] + len(payloads)
+        if origin is None and self.durable.on:
+            origin = Origin(conn.token, lane, first)
         now = time.monotonic()
         if self.intake.full and self.durable.on:
-            spilled = self._spill(conn, endpoint, payloads)
+            spilled = self._spill(conn, endpoint, payloads, origin)
             if spilled == len(payloads):
                 self.answers.confirm(conn, now, on_disk=True)
                 return
             payloads = payloads[spilled:]  # refused by the spool: held like any other
             nbytes = sum(map(len, payloads))
+            origin = None if origin is None else origin.at(spilled)
         if self.intake.overfull:  # read past the bound (cannot happen while reads pause)
             conn.dropped += len(payloads)
             self.losses.record("queue_full", len(payloads))
@@ -109,7 +145,7 @@ class Messages:
                 len(payloads),
             )
             return
-        ref = self.durable.keep(endpoint, conn.route, payloads) if self.durable.on else None
+        ref = self.durable.keep(endpoint, conn.route, payloads, origin) if self.durable.on else None
         conn.spool_refused = conn.spool_refused or (self.durable.on and ref is None)
         batches = self.intake.add_many(endpoint, payloads, nbytes, now, conn, conn.route, ref)
         if batches:
@@ -125,19 +161,23 @@ class Messages:
                 level=logging.WARNING,
             )
 
-    def _spill(self, conn: Conn, endpoint: str, payloads: list[bytes]) -> int:
+    def _spill(
+        self, conn: Conn, endpoint: str, payloads: list[bytes], origin: Optional[Origin]
+    ) -> int:
         """At the bound in memory, put ``payloads`` on disk only; how many it could.
 
         Their batches' ids are promised now, so that a flush covers them; they
         are read back (``_replay``) as room comes.
         """
-        ids = self.durable.spill(endpoint, conn.route, payloads)
+        ids = self.durable.spill(endpoint, conn.route, payloads, origin)
         for batch_id in ids:
             self.waiters.dispatched(batch_id)
         return min(len(payloads), len(ids) * self.durable.chunk_size(conn.route))
 
     def _take_route(self, conn: Conn, payload: bytes) -> None:
-        """Where ``conn``'s events go from now on (its client's host, key, batching)."""
+        """Where ``conn``'s events go from now on (its client's host, key, batching),
+        and its token."""
+        conn.token, payload = proto.parse_route(payload)
         try:
             route = Route.from_bytes(payload)
         except (ValueError, TypeError) as exc:  # the message is never quoted: it has a key
@@ -181,8 +221,11 @@ class Messages:
 
         What the peer queued after it on the socket is lost with the
         connection: a client counts it as ``flusher_gone`` (never confirmed),
-        takes back what its pipe still holds, and reconnects.
+        takes back what its pipe still holds, and reconnects. With a spool it
+        first hears what is on disk, the bad message included, so that it
+        sends again only what came after it.
         """
+        self.answers.confirm_at_end(conn)
         self.losses.record("bad_message", 1)
         if not conn.complained:
             conn.complained = True

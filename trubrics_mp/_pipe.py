@@ -131,8 +131,10 @@ def split_records(rest: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
 
 
 def plausible_record(record: bytes) -> bool:
-    """Whether a record (without its newline) has an event's shape: kind, ``{``...``}``."""
-    return record[:1] in _EVENT_KINDS and record[1:2] == b"{" and record[-1:] == b"}"
+    """Whether a record (without its newline) has an event's shape: kind, ``{``...``}``,
+    or is an event sent again (see ``_resend``)."""
+    shaped = record[:1] in _EVENT_KINDS and record[1:2] == b"{" or record[:1] == proto.RESEND
+    return shaped and record[-1:] == b"}"
 
 
 def is_pipe(fd: int) -> bool:

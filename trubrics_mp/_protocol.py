@@ -22,29 +22,40 @@ kind       sent by                                    rest of the message
 ``F``      a client: flush request                    request id (8 bytes)
 ``S``      a client: stats request                    request id
 ``V``      a client: its logger's effective level     the level in ASCII
-``C``      a client, first on each connection: where  its route as JSON (host,
-           its events go and how they are batched     api_key, flush_at,
-           (see ``_route``); with the read end of     flush_interval_s)
-           the connection's pipe (``SCM_RIGHTS``)
+``C``      a client, first on each connection: where  the connection's token (16
+           its events go and how they are batched     hex digits), then its route
+           (see ``_route``); with the read end of     as JSON (host, api_key,
+           the connection's pipe (``SCM_RIGHTS``)     flush_at, flush_interval_s)
+``P``      a client: an event sent again after a      ``token:lane:seq``, a space,
+           flusher died (see ``_resend``)             the ``E`` or ``L`` message
 ``A``      the flusher: flush answer                  request id, ``1`` (all
                                                       delivered) or ``0``
 ``S``      the flusher: stats answer                  request id, stats JSON
 ``H``      the flusher: hello, on every new           request id 0, its
-           connection                                 generation in ASCII
+           connection                                 generation in ASCII, and
+                                                      `` spool`` if its spool is on
 ``R``      the flusher: a log record for the          request id 0, the record
            application's logger                       as JSON (see ``_logs``)
 ``K``      the flusher: the first N events of this    request id 0, ``N D`` in
            connection are settled (delivered, or      ASCII: D of them are lost
-           lost and counted by the flusher)           and no flush was told yet
+           lost and counted by the flusher), or on    and no flush was told yet;
+           disk                                       on disk: ``N D p s``, the
+                                                      events of each lane on disk
 ``B``      the flusher: goodbye, just before it       request id 0, ``N D`` as for
            closes the connection as it exits          ``K`` (N is 0 when it leaves
-                                                      events undelivered)
+                                                      events undelivered), or
+                                                      ``N D p s``
 =========  =========================================  ==============================
 
 Events of up to ``PIPE_BUF`` bytes travel in the connection's pipe instead,
 one record per event, each the same bytes as the message (see ``_pipe``);
 the newline ends a record there. Control messages always use the socket, so
 a flush request finds every event sent before it in the pipe or the socket.
+
+Each connection has two lanes, each in order: the pipe (``PIPE``) and the
+socket's event messages (``SOCKET``). With a spool, ``p s`` tell a process
+which of the events it sent on each lane are on disk; it sends the others
+again if the flusher dies (see ``_resend``).
 
 ``K`` and ``B`` let a process count what a flusher that died took with it
 (see ``_link``): what it sent past the last ``K`` (or ``B``) was never
@@ -74,9 +85,12 @@ ROUTE = b"C"
 RECORD = b"R"
 CONFIRMED = b"K"
 BYE = b"B"
+RESEND = b"P"
 END = b"\n"  # ends every event message: a record in the pipe
+PIPE, SOCKET = 0, 1  # a connection's lanes
+TOKEN_BYTES = 16
 
-EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0]})
+EVENT_KINDS = frozenset({EVENT[0], LLM_EVENT[0], RESEND[0]})
 REQUEST_KINDS = frozenset({FLUSH[0], STATS[0]})
 
 SEND_FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
@@ -169,28 +183,43 @@ def stats_reply(request_id: int, body: bytes) -> bytes:
     return STATS + _REQUEST_ID.pack(request_id) + body
 
 
-def hello(generation: int) -> bytes:
-    return HELLO + _REQUEST_ID.pack(0) + str(generation).encode()
+def hello(generation: int, spool: bool) -> bytes:
+    return HELLO + _REQUEST_ID.pack(0) + str(generation).encode() + (b" spool" if spool else b"")
 
 
 def level(value: int) -> bytes:
     return LEVEL + str(value).encode()
 
 
-def route(payload: bytes) -> bytes:
-    return ROUTE + payload
+def route(token: str, payload: bytes) -> bytes:
+    """The first message of a connection: its token, then its route's JSON."""
+    return ROUTE + token.encode() + payload
+
+
+def parse_route(payload: bytes) -> tuple[str, bytes]:
+    """A route message's token and route JSON (after the kind)."""
+    return payload[:TOKEN_BYTES].decode("ascii", "replace"), payload[TOKEN_BYTES:]
 
 
 def record(body: bytes) -> bytes:
     return RECORD + _REQUEST_ID.pack(0) + body
 
 
-def confirmed(events: int, dropped: int) -> bytes:
-    return CONFIRMED + _REQUEST_ID.pack(0) + b"%d %d" % (events, dropped)
+Lanes = Optional[tuple[int, int]]  # events on disk per lane (pipe, socket)
 
 
-def bye(events: int, dropped: int) -> bytes:
-    return BYE + _REQUEST_ID.pack(0) + b"%d %d" % (events, dropped)
+def confirmed(events: int, dropped: int, lanes: Lanes = None) -> bytes:
+    return CONFIRMED + _REQUEST_ID.pack(0) + _counts(events, dropped, lanes)
+
+
+def bye(events: int, dropped: int, lanes: Lanes = None) -> bytes:
+    return BYE + _REQUEST_ID.pack(0) + _counts(events, dropped, lanes)
+
+
+def _counts(events: int, dropped: int, lanes: Lanes) -> bytes:
+    if lanes is None:
+        return b"%d %d" % (events, dropped)
+    return b"%d %d %d %d" % (events, dropped, *lanes)
 
 
 # -- parsing -------------------------------------------------------------------------
@@ -211,12 +240,21 @@ def parse_reply(message: bytes) -> Reply:
 
 def hello_generation(reply: Reply) -> int:
     """The generation a hello announces (0 when unreadable)."""
-    return int(reply.body) if reply.body.isdigit() else 0
+    generation = reply.body.partition(b" ")[0]
+    return int(generation) if generation.isdigit() else 0
 
 
-def settled_counts(reply: Reply) -> Optional[tuple[int, int]]:
-    """``(N, D)`` of a ``K`` or ``B``: events settled, and lost but not yet reported."""
-    settled, _, dropped = reply.body.partition(b" ")
-    if settled.isdigit() and dropped.isdigit():
-        return int(settled), int(dropped)
-    return None
+def hello_spool(reply: Reply) -> bool:
+    """Whether a hello says the flusher's spool is on."""
+    return reply.body.endswith(b" spool")
+
+
+def settled_counts(reply: Reply) -> Optional[tuple[int, int, Lanes]]:
+    """``(N, D, lanes)`` of a ``K`` or ``B``: events settled, lost but not yet
+    reported, and on disk per lane (None when the reply does not say)."""
+    fields = reply.body.split(b" ")
+    if len(fields) not in (2, 4) or not all(field.isdigit() for field in fields):
+        return None
+    numbers = [int(field) for field in fields]
+    lanes = (numbers[2], numbers[3]) if len(numbers) == 4 else None
+    return numbers[0], numbers[1], lanes

@@ -2,7 +2,8 @@
 
 The reader accepts connections (the peer's uid checked), greets each with a
 hello that carries the flusher's generation, and reads whole messages,
-handing each to a callback. It does not interpret messages: the flusher does.
+handing each to a callback with the lane it came by (``proto.PIPE`` or
+``proto.SOCKET``). It does not interpret messages: the flusher does.
 A connection's first message brings the read end of its pipe (see ``_pipe``),
 whose records reach the same callback as the socket's messages.
 """
@@ -46,6 +47,9 @@ class Conn:
     pipe_quiet_polls: int = 0  # reads in a row that found its pipe empty (see _flusher)
     spool_refused: bool = False  # the spool refused some of its events (see _durable)
     next_disk_confirm_at: float = 0.0  # monotonic seconds (see Answers.confirm_on_disk)
+    disk_owed: bytes = b""  # the on-disk confirmation it is owed (see Answers)
+    token: str = ""  # its client's, for this connection (see _resend)
+    lanes: list[int] = dataclasses.field(default_factory=lambda: [0, 0])  # events read per lane
 
     @property
     def open(self) -> bool:
@@ -59,8 +63,8 @@ class PipeOf:
     conn: Conn
 
 
-OnMessage = Callable[[Conn, int, bytes], None]
-OnRecords = Callable[[Conn, list[bytes]], None]
+OnMessage = Callable[[Conn, int, bytes, int], None]  # kind, payload, lane
+OnRecords = Callable[[Conn, list[bytes], int], None]  # a lane's records
 _NEWLINE, _PLAIN = proto.END[0], proto.EVENT[0]
 HAND_ON_BYTES = 64 * 1024  # plain events read from a socket are handed on in groups this big
 
@@ -191,7 +195,7 @@ class Reader:
             kind = view[0]
             if kind in proto.EVENT_KINDS and view[size - 1] == _NEWLINE:
                 size -= 1  # an event ends with a newline (a record, in the pipe)
-            self._on_message(conn, kind, bytes(view[1:size]))
+            self._on_message(conn, kind, bytes(view[1:size]), proto.SOCKET)
             if not conn.open:
                 return  # the handler closed it
         self._hand_on(conn, events)
@@ -199,7 +203,7 @@ class Reader:
     def _hand_on(self, conn: Conn, events: list[bytes]) -> int:
         """Hand on (and forget) the plain events read so far; 0, their bytes now."""
         if events and conn.open:
-            self.on_records(conn, events[:])
+            self.on_records(conn, events[:], proto.SOCKET)
         events.clear()
         return 0
 
@@ -239,15 +243,15 @@ class Reader:
                 break
             nbytes += len(chunk)
             records, conn.pipe_rest = split_records(conn.pipe_rest, chunk)
-            self.on_records(conn, records)
+            self.on_records(conn, records, proto.PIPE)
             taken += len(records)
         return nbytes
 
-    def each_record(self, conn: Conn, records: list[bytes]) -> None:
+    def each_record(self, conn: Conn, records: list[bytes], lane: int) -> None:
         """Hand each record to ``on_message`` until one closes the connection."""
         for record in records:
             if conn.open:
-                self._on_message(conn, record[0] if record else 0, record[1:])
+                self._on_message(conn, record[0] if record else 0, record[1:], lane)
 
     def nap(self, conn: Conn, until: float) -> None:
         """Leave ``conn``'s pipe unwatched until ``until``: its writes wake nobody.
@@ -362,12 +366,14 @@ class Reader:
                 self._selector.register(conn.sock, selectors.EVENT_READ, conn)
                 self._watch_pipe(conn)
 
-    def discard_waiting(self) -> int:
+    def discard_waiting(self) -> dict[Conn, int]:
         """Read and drop every event still waiting on a socket (at exit); the number
-        of events. What the pipes hold is left to the processes (see ``close``)."""
+        of events per connection. What the pipes hold is left to the processes
+        (see ``close``)."""
         self.resume()
-        dropped = 0
+        dropped: dict[Conn, int] = {}
         for conn in list(self._conns):
+            dropped[conn] = 0
             while conn.open:
                 try:
                     message = conn.sock.recv(proto.MAX_MESSAGE_BYTES)
@@ -377,7 +383,7 @@ class Reader:
                     break
                 if not message:
                     break
-                dropped += message[0] in proto.EVENT_KINDS
+                dropped[conn] += message[0] in proto.EVENT_KINDS
         return dropped
 
     def stop_listening(self) -> None:

@@ -100,6 +100,7 @@ from ._spool_index import (
     Ref,
     Segment,
     SpoolStats,
+    Tags,
     inspect,
     oldest,
     open_acks,
@@ -146,7 +147,9 @@ class Spool:
         self._sync = syncer
         self._clock = clock
         self._write = write
-        self._segments, self._damage, self._next_seq = scan(directory)
+        self.tags_at_open: Tags = []  # every record's route tag and count (see _durable)
+        self._segments, self._damage, self._next_seq = scan(directory, self.tags_at_open)
+        self.before_delete: Callable[[], None] = lambda: None  # the owner's last word
         self._bytes = sum(s.size + s.ack_size for s in self._segments.values())
         self._current: Optional[Segment] = None
         self._appended = self._acked = self._ack_failures = 0
@@ -339,13 +342,18 @@ class Spool:
         self._sync.wrote(segment.ack_fd)
 
     def _drop_if_done(self, segment: Segment) -> None:
-        """Delete a segment none of whose events waits (not the one appended to)."""
+        """Delete a segment none of whose events waits (not the one appended to).
+
+        ``before_delete`` runs first: the flusher tells the on-disk confirmations
+        it owes, so that no process sends again an event that no spool remembers.
+        """
         if segment.unacked or segment is self._current:
             return
         if segment.ack_fd >= 0:
             self._sync.forget(segment.ack_fd)
             os.close(segment.ack_fd)
             segment.ack_fd = -1
+        self.before_delete()
         # The segment first: a crash in between leaves acks without a segment
         # (removed at the next open), never a segment without its acks.
         if unlink(self._path(segment.seq)):

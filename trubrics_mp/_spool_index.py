@@ -141,8 +141,12 @@ class Damage:
     acks: int = 0
 
 
-def load(directory: str, seq: int, damage: Damage) -> Segment:
-    """Segment ``seq`` as found on disk, its acknowledgements applied, damage counted."""
+Tags = list[tuple[str, int]]  # a route tag and the record's event count, per record
+
+
+def load(directory: str, seq: int, damage: Damage, tags: Tags) -> Segment:
+    """Segment ``seq`` as found on disk, its acknowledgements applied, damage counted;
+    each record's route tag appended to ``tags``."""
     segment = Segment(seq, old=True)
     data = read_file(os.path.join(directory, segment_name(seq))) or b""
     parsed = parse_segment(data)
@@ -150,6 +154,7 @@ def load(directory: str, seq: int, damage: Damage) -> Segment:
     damage.bytes += parsed.skipped_bytes
     for record in parsed.records:
         segment.records[record.offset] = Rec(record.count, record.created)
+        tags.append((record.route, record.count))
     segment.size = len(data)
     segment.unacked = sum(rec.unacked for rec in segment.records.values())
     acks = read_file(os.path.join(directory, ack_name(seq))) or b""
@@ -163,14 +168,16 @@ def load(directory: str, seq: int, damage: Damage) -> Segment:
     return segment
 
 
-def scan(directory: str) -> tuple[dict[int, Segment], Damage, int]:
-    """Every segment of ``directory`` by sequence, damage, and the next free sequence."""
+def scan(directory: str, tags: Optional[Tags] = None) -> tuple[dict[int, Segment], Damage, int]:
+    """Every segment of ``directory`` by sequence, damage, and the next free sequence
+    (the route tag of every record, acknowledged or not, appended to ``tags``)."""
     seqs = sorted({seq for seq in map(seq_of, os.listdir(directory)) if seq is not None})
     damage = Damage()
     segments: dict[int, Segment] = {}
+    tags = [] if tags is None else tags
     for seq in seqs:
         if os.path.exists(os.path.join(directory, segment_name(seq))):
-            segments[seq] = load(directory, seq, damage)
+            segments[seq] = load(directory, seq, damage, tags)
         else:  # a segment deleted before its acks: nothing to acknowledge any more
             unlink(os.path.join(directory, ack_name(seq)))
     return segments, damage, (seqs[-1] + 1 if seqs else 1)

@@ -70,6 +70,7 @@ class LocalCounters:
 
     tracked: int = 0
     queued: int = 0
+    resent: int = 0  # sent again after a flusher died (with a spool)
     dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
@@ -95,6 +96,9 @@ class Stats:
     configuration docs); with it on, ``spool_events`` and ``spool_bytes`` are
     what the disk holds now (events not yet acknowledged by the API, and the
     files' size) and ``spool_oldest_age_s`` the age of the oldest of them.
+    ``resent`` (this process's) counts the events it sent again after a
+    flusher died without confirming them on disk, and ``spool_resent_on_disk``
+    those of them (from any process) that the spool already held, so dropped.
     """
 
     tracked: int
@@ -116,6 +120,8 @@ class Stats:
     spool_events: Optional[int] = None
     spool_bytes: Optional[int] = None
     spool_oldest_age_s: Optional[float] = None
+    resent: int = 0
+    spool_resent_on_disk: Optional[int] = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,7 +137,15 @@ def merge(
     """This process's counters and, when it answered, the flusher's."""
     dropped = collections.Counter(local.dropped)
     if flusher is None:
-        return Stats(local.tracked, local.queued, buffered, dict(dropped), generation, pipeline)
+        return Stats(
+            local.tracked,
+            local.queued,
+            buffered,
+            dict(dropped),
+            generation,
+            pipeline,
+            resent=local.resent,
+        )
     dropped.update(flusher["dropped"])
     return Stats(
         tracked=local.tracked,
@@ -153,4 +167,6 @@ def merge(
         spool_events=flusher.get("spool_events"),
         spool_bytes=flusher.get("spool_bytes"),
         spool_oldest_age_s=flusher.get("spool_oldest_age_s"),
+        resent=local.resent,
+        spool_resent_on_disk=flusher.get("spool_resent_on_disk"),
     )

@@ -32,9 +32,9 @@ def test_replies_round_trip() -> None:
     assert proto.parse_reply(proto.ack(7, False)).ok is False
     stats = proto.parse_reply(proto.stats_reply(8, b'{"a":1}'))
     assert (stats.kind, stats.request_id, stats.body) == (proto.STATS, 8, b'{"a":1}')
-    assert proto.hello_generation(proto.parse_reply(proto.hello(12))) == 12
-    assert proto.settled_counts(proto.parse_reply(proto.confirmed(5, 1))) == (5, 1)
-    assert proto.settled_counts(proto.parse_reply(proto.bye(0, 2))) == (0, 2)
+    assert proto.hello_generation(proto.parse_reply(proto.hello(12, False))) == 12
+    assert proto.settled_counts(proto.parse_reply(proto.confirmed(5, 1))) == (5, 1, None)
+    assert proto.settled_counts(proto.parse_reply(proto.bye(0, 2))) == (0, 2, None)
     assert proto.settled_counts(proto.parse_reply(proto.record(b"x y"))) is None
     with pytest.raises(proto.ProtocolError):
         proto.parse_reply(b"A123")

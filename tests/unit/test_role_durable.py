@@ -29,6 +29,8 @@ from trubrics_mp._spool import Spool, route_tag
 
 from .test_role_flusher import DEADLINE_S, Harness, confirmations, replies_until_closed
 
+TOKEN = "0123456789abcdef"  # a connection's (see _resend)
+
 DOWN = always(503)
 
 
@@ -97,7 +99,8 @@ def test_a_flusher_stopped_during_an_outage_leaves_its_events_to_the_next_one(
     old.stop()
     assert old.flusher.counters.dropped == {}  # kept on disk: no shutdown_timeout loss
     replies = replies_until_closed(sock)
-    assert [proto.settled_counts(r) for r in replies if r.kind == proto.BYE] == [(7, 0)]
+    byes = [proto.settled_counts(r) for r in replies if r.kind == proto.BYE]
+    assert byes == [(7, 0, (0, 7))]  # all 7 on disk, all by the socket
     assert (7, 0) in confirmations(replies)  # heard as soon as they were on disk
 
     api = Api()
@@ -113,7 +116,7 @@ def test_events_of_another_key_wait_on_disk_until_a_client_with_that_key_connect
     spooled: Any, tmp_path: Path
 ) -> None:
     directory = str(tmp_path / "spool")
-    route = proto.route(Route("http://127.0.0.1:9", "other-key", 5, 3600.0).to_bytes())
+    route = proto.route(TOKEN, Route("http://127.0.0.1:9", "other-key", 5, 3600.0).to_bytes())
     old = spooled(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
     sock = old.connect()
     sock.send(route)

@@ -192,7 +192,7 @@ def test_at_the_deadline_what_is_undelivered_is_counted(harness: Any) -> None:
     assert h.flusher.counters.dropped == {"shutdown_timeout": 5}
     # Its goodbye confirms nothing: the process counts all five as gone with the flusher.
     replies = replies_until_closed(sock)
-    assert [proto.settled_counts(r) for r in replies if r.kind == proto.BYE] == [(0, 0)]
+    assert [proto.settled_counts(r) for r in replies if r.kind == proto.BYE] == [(0, 0, None)]
     assert confirmations(replies) == []
 
 
@@ -315,7 +315,9 @@ def replies_before(h: Harness, sock: socket.socket) -> list[proto.Reply]:
 
 
 def confirmations(replies: list[proto.Reply]) -> list[Optional[tuple[int, int]]]:
-    return [proto.settled_counts(r) for r in replies if r.kind == proto.CONFIRMED]
+    """The ``(N, D)`` of each confirmation."""
+    counts = [proto.settled_counts(r) for r in replies if r.kind == proto.CONFIRMED]
+    return [None if c is None else c[:2] for c in counts]
 
 
 def replies_until_closed(sock: socket.socket) -> list[proto.Reply]:
@@ -367,7 +369,7 @@ def test_the_goodbye_tells_what_was_read_and_lost_when_all_was_settled(harness: 
     replies_before(h, sock)  # both events are read
     h.stop()
     byes = [proto.settled_counts(r) for r in replies_until_closed(sock) if r.kind == proto.BYE]
-    assert byes == [(2, 1)]  # both settled; one loss (their batch) no flush was told of
+    assert byes == [(2, 1, None)]  # both settled; one loss (their batch) no flush was told of
 
 
 # -- routes: one flusher for every key, host and batching ---------------------------------
@@ -378,8 +380,8 @@ def test_clients_of_other_keys_hosts_and_batching_share_the_flusher_never_a_batc
     plain, other, third = h.connect(), h.connect(), h.connect()
     other_route = Route("http://127.0.0.1:8", "sk-other", 2, 3600.0)
     third_route = Route("http://127.0.0.1:9", "sk-third", 3, 3600.0)
-    other.send(proto.route(other_route.to_bytes()))
-    third.send(proto.route(third_route.to_bytes()))
+    other.send(proto.route("0123456789abcdef", other_route.to_bytes()))
+    third.send(proto.route("0123456789abcdef", third_route.to_bytes()))
     for seq in range(6):
         h.track(plain, seq, "plain")
         h.track(other, seq, "other")
@@ -400,7 +402,8 @@ def test_a_route_that_is_no_valid_settings_is_a_bad_message_never_quoted(
 ) -> None:
     h = harness()
     sock, other = h.connect(), h.connect()
-    sock.send(proto.route(b'{"host": "ftp://x", "api_key": "sk-leak", "flush_at": 1}'))
+    bad = b'{"host": "ftp://x", "api_key": "sk-leak", "flush_at": 1}'
+    sock.send(proto.route("0123456789abcdef", bad))
     assert sock.recv(proto.MAX_MESSAGE_BYTES) == b""  # its connection is closed
     assert h.stats(other)["dropped"] == {"bad_message": 1}
     assert "sk-leak" not in caplog.text

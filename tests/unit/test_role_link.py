@@ -52,7 +52,7 @@ class StandInSupervisor(Supervisor):
         first, fds, _flags, _address = socket.recv_fds(conn, proto.MAX_MESSAGE_BYTES, 1)
         assert first[:1] == proto.ROUTE, first
         assert len(fds) == 1, "a pipe comes with the route"
-        self.routes.append(Route.from_bytes(first[1:]))
+        self.routes.append(Route.from_bytes(proto.parse_route(first[1:])[1]))
         return Peer(conn, fds[0])
 
     def die(self) -> None:
@@ -167,7 +167,7 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     ours, supervisor = link
     fill(ours, 1)
     first = supervisor.accept()
-    first.send(proto.hello(4))
+    first.send(proto.hello(4, False))
     assert read_all(first) == [event(0)]
     supervisor.die()
     first.close()
@@ -176,7 +176,7 @@ def test_a_dead_flusher_is_replaced_with_the_next_generation(
     assert list(ours.buffer) == [event(1) + proto.END] and ours.sock is None
     assert ours.drain(deadline=None)  # restarts, reconnects, sends
     second = supervisor.accept()
-    second.send(proto.hello(5))
+    second.send(proto.hello(5, False))
     ours.read_waiting()
     assert supervisor.restarts == 1 and ours.generation == 5
     assert ours.drain(deadline=None)
@@ -189,7 +189,7 @@ def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupe
     ours, supervisor = link
     fill(ours, 1)
     conn = supervisor.accept()
-    conn.send(proto.hello(0))
+    conn.send(proto.hello(0, False))
     conn.send(proto.ack(999, False))  # the answer to an earlier request that timed out
     request_id_of_next = 1
     conn.send(proto.ack(request_id_of_next, True))
@@ -251,7 +251,7 @@ def ended_after(link: tuple[Link, StandInSupervisor], tracked: int, *said: bytes
     fill(ours, tracked)
     peer = supervisor.accept()
     assert len(read_all(peer)) == tracked  # taken in, as a flusher does
-    for message in (proto.hello(0), *said):
+    for message in (proto.hello(0, False), *said):
         peer.send(message)
     peer.close()
     ours.read_waiting()

@@ -35,7 +35,9 @@ from trubrics_mp._servers import poll_until
 
 from .test_role_flusher import DEADLINE_S, Harness
 
-ROUTE = proto.route(Route("http://127.0.0.1:9", "unit-key", 5, 3600.0).to_bytes())
+ROUTE = proto.route(
+    "0123456789abcdef", Route("http://127.0.0.1:9", "unit-key", 5, 3600.0).to_bytes()
+)
 
 
 def record(seq: int, src: str = "t") -> bytes:
@@ -155,7 +157,7 @@ def test_a_napping_pipe_is_unwatched_until_its_nap_ends(pipe: EventPipe) -> None
     selector = selectors.DefaultSelector()
     seen: list[bytes] = []
     reader = Reader(
-        listener, selector, lambda c, k, p: seen.append(p), b"H", logging.getLogger("t")
+        listener, selector, lambda c, k, p, lane: seen.append(p), b"H", logging.getLogger("t")
     )
     client = proto.connect(address)
     try:
