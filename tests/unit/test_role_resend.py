@@ -8,22 +8,29 @@ flusher loop on a spool.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support.fakes import private_socket_path
+from support.fakes import FakePoster, private_socket_path
 
 from trubrics_mp import _protocol as proto
-from trubrics_mp._config import Config
+from trubrics_mp._config import EVENTS_ENDPOINT, MIB, Config
+from trubrics_mp._durable import Durable
+from trubrics_mp._flusher import Flusher
 from trubrics_mp._link import Link
 from trubrics_mp._protocol import PIPE, SOCKET
+from trubrics_mp._reader import Conn
 from trubrics_mp._resend import Origin, Seen, Unconfirmed, parse_resend, resend
 from trubrics_mp._route import Route
-from trubrics_mp._spool import Spool
+from trubrics_mp._spool import Hooks, Spool
 
 from .test_role_durable import DOWN, Api, spool_events
 from .test_role_flusher import Harness, replies_until_closed
@@ -237,3 +244,56 @@ def test_events_sent_again_are_kept_once_under_their_first_origin(
     assert sorted(api.taken) == [("t", seq) for seq in range(6)]  # each once
     assert new.stats(other)["spool_resent_on_disk"] == 5
     assert spool_events(new, other) == 0
+
+
+def test_a_spill_cut_short_by_a_full_disk_confirms_on_disk_only_what_it_wrote(
+    tmp_path: Path,
+) -> None:
+    """At the bound in memory, events go on disk only, a record per ``flush_at``; the
+    disk fills after the first: the rest is held in memory, and the connection hears
+    nothing more than what is on disk (then only what is settled)."""
+    writes = {"left": 1 << 30}
+
+    def write(fd: int, data: memoryview) -> int:
+        writes["left"] -= 1
+        if writes["left"] < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    config = Config(
+        api_key="unit-key",
+        host="http://127.0.0.1:9",
+        flush_at=5,
+        flush_interval_s=3600.0,
+        max_queue_bytes=MIB,
+        spool_dir=str(tmp_path / "spool"),
+    )
+    spool = Spool.open(config.spool_dir, hooks=Hooks(write=write))
+    durable = Durable(spool, "on", config, logging.getLogger("trubrics_mp.tests"))
+    listener = proto.bind_listener(private_socket_path())
+    flusher = Flusher(config, listener, 0, poster=FakePoster(DOWN), durable=durable)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn = Conn(ours, os.getpid(), token=TOKEN)
+    try:
+        event = b'{"pad":"' + b"x" * 10_000 + b'"}'
+        filling = [event] * (MIB // len(event) + 1)  # one read's worth: the bound reached
+        flusher._add_events(conn, EVENTS_ENDPOINT, filling, MIB, SOCKET)  # noqa: SLF001
+        assert flusher.intake.full and conn.lanes[SOCKET] == len(filling)
+        writes["left"] = 1  # the first record of the next read, then the disk is full
+        flusher._add_events(conn, EVENTS_ENDPOINT, [event] * 13, 13 * len(event), SOCKET)  # noqa: SLF001
+        flusher.answers.send_owed(float("inf"))
+        theirs.setblocking(False)
+        told = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                told.append(proto.settled_counts(proto.parse_reply(theirs.recv(1 << 16))))
+        on_disk = [counts[2] for counts in told if counts is not None and counts[2]]
+        assert on_disk and max(lanes[SOCKET] for lanes in on_disk) <= len(filling) + 5
+        assert conn.spool_refused and flusher.answers.lanes(conn) is None
+        assert all(durable.seen.has(Origin(TOKEN, SOCKET, n)) for n in range(len(filling) + 5))
+        assert not durable.seen.has(Origin(TOKEN, SOCKET, len(filling) + 5))
+    finally:
+        ours.close()
+        theirs.close()
+        listener.close()
+        spool.close()
