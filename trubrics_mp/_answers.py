@@ -48,7 +48,10 @@ class Answers:
         the spool): tell it now that they are on disk, or once they are settled."""
         if on_disk and not conn.spool_refused:
             self.confirm_on_disk(conn, now)
-        elif not conn.confirming:
+            return
+        if self._spool and not conn.told_refused:  # it sends nothing again from now on
+            conn.told_refused = reply(conn, proto.confirmed(0, conn.dropped))
+        if not conn.confirming:
             self.confirm_later(conn)
 
     def confirm_later(self, conn: Conn) -> None:
@@ -57,8 +60,9 @@ class Answers:
         self.waiters.add_confirmation(conn, conn.events_read, self._pending_ids())
 
     def lanes(self, conn: Conn) -> proto.Lanes:
-        """How far each of ``conn``'s lanes is on disk, if all it sent that was read is
-        (None without a spool, or once the spool refused some of it)."""
+        """How far each of ``conn``'s lanes is taken care of: every event it sent that
+        was read is on disk, or dropped and counted by the flusher (``queue_full``,
+        a bad message). None without a spool, or once the spool refused some of it."""
         if not self._spool or conn.spool_refused:
             return None
         return conn.lanes[proto.PIPE], conn.lanes[proto.SOCKET]
@@ -72,9 +76,12 @@ class Answers:
             self._disk_due.add(conn)
 
     def _tell_owed(self, conn: Conn, now: float) -> None:
-        reply(conn, conn.disk_owed)
+        """Send what ``conn`` is owed; if its socket is full, it stays owed."""
         conn.next_disk_confirm_at = now + DISK_CONFIRM_EVERY_S
-        self._disk_due.discard(conn)
+        if reply(conn, conn.disk_owed):
+            self._disk_due.discard(conn)
+        else:
+            self._disk_due.add(conn)
 
     def send_due(self, now: float) -> None:
         """The on-disk confirmations whose turn has come."""
@@ -98,6 +105,8 @@ class Answers:
         if lanes is not None:
             reply(conn, proto.confirmed(conn.events_read, conn.dropped, lanes))
             self._disk_due.discard(conn)
+        elif self._spool:  # a K without lanes: it sends nothing again
+            reply(conn, proto.confirmed(0, conn.dropped))
 
     def next_due_at(self) -> Optional[float]:
         return min((c.next_disk_confirm_at for c in self._disk_due), default=None)

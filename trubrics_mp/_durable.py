@@ -82,7 +82,7 @@ class Durable:
         self._replay: Optional[Iterator[Pending]] = spool.replay() if spool else None
         self.seen = Seen()
         for tag, count in spool.tags_at_open if spool else []:
-            origin = Origin.parse(tag.partition(_ORIGIN)[2])
+            origin = Origin.parse(_split_tag(tag)[1])
             if origin is not None:
                 self.seen.add(origin, count)
         if spool is not None:
@@ -244,7 +244,7 @@ class Durable:
             if pending is None:
                 self._replay = None
                 break
-            pending = dataclasses.replace(pending, route=pending.route.partition(_ORIGIN)[0])
+            pending = dataclasses.replace(pending, route=_split_tag(pending.route)[0])
             size = _size(pending)
             if pending.route in self._known:
                 taken.append((pending, self._known[pending.route]))
@@ -286,6 +286,12 @@ class Durable:
     def close(self) -> None:
         if self.spool is not None:
             self.spool.close()
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    """A record's route tag and its origin's tag ("" for a record without one)."""
+    route, separator, origin = tag.rpartition(_ORIGIN)
+    return (route, origin) if separator else (tag, "")
 
 
 def _size(pending: Pending) -> int:

@@ -83,6 +83,7 @@ class Link:
         self._lock = threading.RLock()
         self._route = Route.of(config).to_bytes()  # first on each connection, with a token
         self.unconfirmed: Optional[Unconfirmed] = None  # with a spool: kept to send again
+        self._keeping = bool(config.spool_dir)  # then every send takes the lock
 
     def connect_now(self) -> None:
         """Connect (starting the flusher if none runs) before the first event."""
@@ -142,7 +143,7 @@ class Link:
         """
         sock = self.sock
         if sock is not None and not self.buffer:
-            if self.unconfirmed is None:
+            if not self._keeping:
                 try:
                     self._hand_over(sock, message)
                     self.counters.queued += 1
@@ -429,13 +430,14 @@ class Link:
 
     def _confirm_lanes(self, kind: bytes, lanes: proto.Lanes) -> None:
         """What is on disk per lane need not be sent again. A ``K`` that does not
-        say (the spool refused some of our events) ends sending again on this
-        connection: from then on the flusher confirms only what is settled."""
+        say (the spool refused some of our events), or a goodbye that does not,
+        ends sending again on this connection: from then on the flusher
+        confirms only what is settled, and counts what it loses itself."""
         if self.unconfirmed is None:
             return
         if lanes is not None:
             self.unconfirmed.on_disk(lanes)
-        elif kind == proto.CONFIRMED:
+        else:
             self.unconfirmed = None
 
     def _confirm(self, events: int) -> None:

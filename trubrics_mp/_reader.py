@@ -48,6 +48,7 @@ class Conn:
     spool_refused: bool = False  # the spool refused some of its events (see _durable)
     next_disk_confirm_at: float = 0.0  # monotonic seconds (see Answers.confirm_on_disk)
     disk_owed: bytes = b""  # the on-disk confirmation it is owed (see Answers)
+    told_refused: bool = False  # it heard that nothing of it is sent again (see Answers)
     token: str = ""  # its client's, for this connection (see _resend)
     lanes: list[int] = dataclasses.field(default_factory=lambda: [0, 0])  # events read per lane
 
@@ -187,6 +188,8 @@ class Reader:
                 if nbytes < HAND_ON_BYTES:
                     continue
             nbytes = self._hand_on(conn, events)
+            if not conn.open:
+                return  # a bad event among them closed it
             if size == 0:
                 self.close(conn)
                 return

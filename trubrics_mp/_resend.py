@@ -96,8 +96,8 @@ class Unconfirmed:
 
     Invariant: lane ``l`` holds the messages numbered ``first[l]`` onwards, in
     the order they entered it; ``nbytes`` is their size, at most ``max_bytes``
-    (plus one message). Lists, trimmed by slices: a confirmation covers
-    thousands of messages at a time.
+    (plus one message); past it, the oldest go until a quarter below it.
+    Lists, trimmed by slices: a confirmation covers thousands of messages.
     """
 
     def __init__(self, token: str, max_bytes: int) -> None:
@@ -118,10 +118,13 @@ class Unconfirmed:
             self._let_go()
 
     def _let_go(self) -> None:
-        """Past the bound: drop the oldest of the longer lane until within it."""
-        while self.nbytes > self.max_bytes and len(self) > 1:
-            self._drop_oldest(max(LANES, key=lambda each: len(self._lanes[each])), 1)
-            self.let_go += 1
+        """Past the bound: drop the oldest of the longer lane, a quarter at a time,
+        until a quarter below it (one slice per call, not one per send)."""
+        while self.nbytes > self.max_bytes * 3 // 4 and len(self) > 1:
+            longer = max(LANES, key=lambda each: len(self._lanes[each]))
+            count = max(1, len(self._lanes[longer]) // 4)
+            self._drop_oldest(longer, count)
+            self.let_go += count
 
     def on_disk(self, counts: tuple[int, int]) -> None:
         """The flusher has the first ``counts[l]`` events of each lane ``l`` on disk."""

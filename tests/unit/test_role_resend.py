@@ -164,8 +164,12 @@ def test_what_the_socket_held_is_sent_again_and_the_pipe_comes_back_as_it_was(
 
 @pytest.mark.parametrize(
     "said",
-    [[proto.hello(0, False)], [proto.hello(0, True), proto.confirmed(0, 0)]],
-    ids=["a flusher without a spool", "a confirmation without lanes"],
+    [
+        [proto.hello(0, False)],
+        [proto.hello(0, True), proto.confirmed(0, 0)],
+        [proto.hello(0, True), proto.bye(0, 0)],
+    ],
+    ids=["a flusher without a spool", "a confirmation without lanes", "a goodbye without lanes"],
 )
 def test_nothing_is_sent_again_once_the_flusher_cannot_say_what_is_on_disk(
     spool_link: tuple[Link, StandInSupervisor], said: list[bytes]
@@ -290,6 +294,7 @@ def test_a_spill_cut_short_by_a_full_disk_confirms_on_disk_only_what_it_wrote(
         on_disk = [counts[2] for counts in told if counts is not None and counts[2]]
         assert on_disk and max(lanes[SOCKET] for lanes in on_disk) <= len(filling) + 5
         assert conn.spool_refused and flusher.answers.lanes(conn) is None
+        assert (0, 0, None) in told  # at once: nothing of it is sent again
         assert all(durable.seen.has(Origin(TOKEN, SOCKET, n)) for n in range(len(filling) + 5))
         assert not durable.seen.has(Origin(TOKEN, SOCKET, len(filling) + 5))
     finally:
