@@ -8,7 +8,7 @@ the process CPU (user + system, ``getrusage``) per POST:
 - ``HttpPoster``: the flusher's poster (``_direct``, deadline included);
 - ``requests``: a ``requests.Session`` POST as the poster made before;
 - ``urllib3 pool``: an ``HTTPConnectionPool.urlopen``;
-- ``http.client``: a bare ``HTTPConnection`` (the floor).
+- ``http.client``: a bare ``HTTPConnection`` (the floor before ``_http1``).
 
 One thread, loopback, no other load of ours: the figures are a floor; in the
 flusher, sender threads add their own switching cost (see ``flusher_threads``).

@@ -229,6 +229,7 @@ class Delivery:
     def _record(self, bundle: list[Batch], outcome: Outcome, decision: Decision) -> None:
         settled_any, part = False, None
         with self._cond:
+            told = bool(self._settled)  # the main loop was woken and has not taken them yet
             self.requests += 1
             self._in_flight -= 1
             if decision.action == "retry":
@@ -266,7 +267,7 @@ class Delivery:
             if self._ready:  # only then may another sender go on (else put() wakes one)
                 self._cond.notify_all()
         self._tell(bundle, outcome, decision, part)
-        if settled_any:
+        if settled_any and not told:  # one wake-up per group the main loop takes
             self._wake()
 
     def _tell(

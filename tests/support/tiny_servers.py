@@ -124,7 +124,14 @@ class ScriptedServer(_Recorder, _ServedInThread):
 
 
 def read_request(conn: socket.socket) -> Optional[bytes]:
-    """Read one request (headers and a Content-Length body); None if the peer left."""
+    """Read one request (headers and a Content-Length body); its head, None if the peer left."""
+    request = read_whole_request(conn)
+    return None if request is None else request[0]
+
+
+def read_whole_request(conn: socket.socket) -> Optional[tuple[bytes, bytes]]:
+    """Read one request (headers and a Content-Length body); head and body, None if
+    the peer left."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
@@ -142,20 +149,25 @@ def read_request(conn: socket.socket) -> Optional[bytes]:
         if not chunk:
             return None
         body += chunk
-    return head
+    return head, body
 
 
 class RawServer:
     """Reads each request, then calls ``reply(conn, stopping)`` to write raw bytes.
 
     ``reply`` should return soon once ``stopping`` is set (the server sets it
-    when leaving); the connection is closed after ``reply`` returns.
+    when leaving); the connection is closed after ``reply`` returns, unless it
+    returns True (then the next request on it is read). ``heads`` holds every
+    request head read, ``connections`` counts the connections accepted.
     """
 
-    def __init__(self, reply: Callable[[socket.socket, threading.Event], None]) -> None:
+    def __init__(self, reply: Callable[[socket.socket, threading.Event], Optional[bool]]) -> None:
         self._reply = reply
         self.stopping = threading.Event()
         self.requests = 0
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.bodies: list[bytes] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
@@ -174,6 +186,8 @@ class RawServer:
                 continue
             except OSError:
                 return
+            with self._lock:
+                self.connections += 1
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -182,11 +196,16 @@ class RawServer:
         with conn:
             conn.settimeout(30)
             try:
-                if read_request(conn) is None:
-                    return
-                with self._lock:
-                    self.requests += 1
-                self._reply(conn, self.stopping)
+                while True:
+                    request = read_whole_request(conn)
+                    if request is None:
+                        return
+                    with self._lock:
+                        self.requests += 1
+                        self.heads.append(request[0])
+                        self.bodies.append(request[1])
+                    if not self._reply(conn, self.stopping):
+                        return
             except OSError:
                 pass
 

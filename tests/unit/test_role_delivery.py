@@ -12,6 +12,7 @@ import pytest
 from support.fakes import Call, FakePoster, RunningDelivery, always
 
 from trubrics_mp._batching import Batch
+from trubrics_mp._delivery import Delivery
 from trubrics_mp._retry import Outcome, RetryPolicy
 from trubrics_mp._servers import poll_until
 
@@ -231,3 +232,21 @@ def test_a_batch_is_given_up_once_retry_for_has_passed_on_the_delivery_clock(
     (settled,) = run.outcomes()
     assert settled.reason == "retries_exhausted"
     assert poster.count() == 3  # at 1000 (first), 1010 and 1020; at 1030 the 25 s were spent
+
+
+def test_the_main_loop_is_woken_once_per_group_of_settled_batches_it_takes() -> None:
+    wakes: list[int] = []
+    delivery = Delivery(FakePoster(always(200)), FAST, 2, lambda: wakes.append(1), LOG)
+    delivery.start()
+    try:
+        for i in range(10):
+            delivery.put(batch(i))
+        poll_until(lambda: delivery.requests == 10, 10, "10 posts")
+        poll_until(lambda: len(wakes) >= 1, 10, "a wake-up")
+        assert len(wakes) == 1  # the main loop has not taken the first yet: no more wake-ups
+        assert len(delivery.take_settled()) == 10
+        delivery.put(batch(10))
+        poll_until(lambda: len(wakes) == 2, 10, "a wake-up for the batch after the take")
+        assert len(delivery.take_settled()) == 1
+    finally:
+        delivery.stop(timeout_s=5.0)
