@@ -274,6 +274,8 @@ class Delivery:
         self, bundle: list[Batch], outcome: Outcome, decision: Decision, part: Optional[Batch]
     ) -> None:
         """Log (rate-limited) a retry, a split or a sift; a drop is the main loop's to log."""
+        if decision.action not in ("retry", "split") and part is None:
+            return  # delivered or dropped: nothing to say here (most outcomes)
         head, summary = bundle[0], self._scrub(outcome.summary)
         if decision.action == "retry":
             self._limiter.log(

@@ -26,7 +26,6 @@ attempt like any connection error.
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import re
 from collections.abc import Mapping
@@ -48,13 +47,15 @@ class BadAnswer(http.client.HTTPException):
     """An answer the flusher cannot read as HTTP/1.x (a transport error, retried)."""
 
 
-@dataclasses.dataclass(frozen=True)
 class Head:
     """An answer's status line and headers (names lowercased)."""
 
-    version: int  # 10 or 11
-    status: int
-    headers: Mapping[str, str]
+    __slots__ = ("version", "status", "headers")
+
+    def __init__(self, version: int, status: int, headers: Mapping[str, str]) -> None:
+        self.version = version  # 10 or 11
+        self.status = status
+        self.headers = headers
 
     def header(self, name: str) -> Optional[str]:
         return self.headers.get(name.lower())
