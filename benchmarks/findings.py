@@ -113,24 +113,26 @@ machine, same benchmark:
 What is left, and why:
 
 - **Issue 13 (fast path), before -> after.** Before: the full run at commit 34fb7e7.
-  After: the three full runs of 2026-12-07 after the pipe-polling change (this page is
-  the third; the machine was slower in it: the official SDK's p50 was 3.06 µs against
-  1.71 µs in the two others):
+  After: the full runs of 2026-12-07; the last two, after the flusher's own HTTP/1.1
+  exchange and one wake-up per group of settled batches (this page is the second of
+  them), give the figures after the arrow:
 
-  | measurement | before | after, three runs | what changed |
+  | measurement | before | after | what changed |
   |---|---|---|---|
-  | `track()` p50, with orjson | 3.64 µs (2.2x official) | 1.32x-1.63x | orjson extra; pipe per connection (one `write(2)`, 0.4 µs against 2.6 µs for a socket send); integer-ns clock, pid check inlined |
-  | `track()` p50, without orjson | - | 2.13x-3.42x | the 3.42x run's seven rounds split into two groups, 4.1 µs and 5.9-6.1 µs (the caller shares 2 virtual cores with its flusher and the sink) |
-  | `track()` p99 | 30.9 µs (6.2x) | 1.79x-1.96x | the flusher polls a pipe every 2 ms while its process tracks, instead of waiting on it: the first write after a pause no longer pays a wake-up (4.25x in the run before that change) |
-  | flusher CPU per event | 7.8 µs | 3.5-5.4 µs (target 3.9) | pipe reads into one buffer, events added in slices, fewer and larger reads; `http.client` keep-alive posts (0.37-0.45 -> 0.11-0.14 ms CPU per 100-event POST); senders woken only when batches wait |
-  | 16 producers vs 1 | 0.87x | 0.98x-1.10x | the same, the flusher keeps up |
+  | `track()` p50, with orjson | 3.64 µs (2.2x official) | 1.32x-1.64x | orjson extra; pipe per connection (one `write(2)`, 0.4 µs against 2.6 µs for a socket send); integer-ns clock, pid check inlined |
+  | `track()` p50, without orjson | - | 2.07x-3.42x (2.42x, 2.07x in the last two) | the 3.42x run's seven rounds split into two groups, 4.1 µs and 5.9-6.1 µs (the caller shares 2 virtual cores with its flusher and the sink) |
+  | `track()` p99 | 30.9 µs (6.2x) | 1.79x-2.25x | the flusher polls a pipe every 2 ms while its process tracks, instead of waiting on it: the first write after a pause no longer pays a wake-up (4.25x in the run before that change) |
+  | flusher CPU per event | 7.8 µs | 3.5-5.4 µs, then 2.7 and 2.5 µs (target 3.9) | pipe reads into one buffer, events added in slices, fewer and larger reads; keep-alive posts over the flusher's own HTTP/1.1 exchange (`_http1`: 0.37-0.45 ms CPU per 100-event POST with `requests`, 0.09-0.11 ms now); the main loop woken once per group of settled batches, not per POST; senders woken only when batches wait |
+  | 16 producers vs 1 | 0.87x | 0.98x-1.10x, then 0.83x and 0.72x | see below |
 
-  Still missed in some runs: the flusher's CPU per event (3.2-5.4 µs over eight runs of
-  the same code, `--only flusher_cpu` and full runs) and the p50 without orjson.
-  `python -m benchmarks.flusher_threads`: main loop 0.9-1.2 µs per event, the 4 senders
-  about 2 µs together, against 1.1-1.4 µs for the POSTs alone by `python -m
-  benchmarks.poster_cpu` (the rest is the loopback TCP work charged to the sender and
-  the GIL shared with the main loop).
+  The 16-producer ratio moved the wrong way once the flusher got cheaper, because the
+  1-producer rate rose (102,186 -> 153,410-183,767 events/s): one producer's tight loop
+  is the bottleneck there (its loop takes 0.74-0.93 s of the 0.87 s round), while 16
+  producers first take both cores (their loops end after 0.62-0.75 s) and the flusher
+  delivers most of the round after them. Four `--only scaling` and full runs of the
+  same code gave 0.72x, 0.83x, 0.92x and 1.02x; two with a 0.5 ms GIL switch interval
+  in the flusher gave 1.11x and 0.89x: no clear effect, not kept. `python -m benchmarks.flusher_threads` now: main loop 1.1-1.2 µs per event,
+  the 4 senders 1.2-1.3 µs together.
 - **Close to the line, run to run: one-process throughput against the instant API
   (measured between 1.8x and 2.7x the official SDK's over four runs after the fixes,
   target 2.5x) and 4 forked workers against 1 (between 0.9x and 1.06x).** Every
