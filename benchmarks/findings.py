@@ -131,7 +131,12 @@ What is left, and why:
   producers first take both cores (their loops end after 0.62-0.75 s) and the flusher
   delivers most of the round after them. Four `--only scaling` and full runs of the
   same code gave 0.72x, 0.83x, 0.92x and 1.02x; two with a 0.5 ms GIL switch interval
-  in the flusher gave 1.11x and 0.89x: no clear effect, not kept. `python -m benchmarks.flusher_threads` now: main loop 1.1-1.2 µs per event,
+  in the flusher gave 1.11x and 0.89x, and three with `track()` buffering for 1 ms
+  after a refused write 1.10x, 0.98x and 0.75x: no clear effect, neither kept. A
+  round's CPU is about 1.2 s on 2 cores: the producers' 160,000 `track()` calls about
+  0.5 s, the flusher 0.4 s (2.5 µs per event), the sink 0.3 s (190 µs per 100-event
+  request, measured with the flusher's poster from one thread): the ratio says how well
+  that work spreads over the two cores, which the scheduler decides. `python -m benchmarks.flusher_threads` now: main loop 1.1-1.2 µs per event,
   the 4 senders 1.2-1.3 µs together.
 - **Close to the line, run to run: one-process throughput against the instant API
   (measured between 1.8x and 2.7x the official SDK's over four runs after the fixes,
