@@ -82,11 +82,16 @@ class DirectConnection:
                 return answer  # interim answers (100 Continue, 103) are skipped
 
     def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes received; ``b""`` once the server closed."""
-        if self._pending:
-            data, self._pending = self._pending[:size], self._pending[size:]
-            return data
-        return self._recv(size)
+        """Up to ``size`` bytes received; ``b""`` once the server closed.
+
+        Always receives whole reads into ``_pending``: a smaller ``recv`` on a
+        TLS socket would leave the rest of a record inside the SSL object,
+        where neither :attr:`idle_bytes` nor the pool's readability check sees it.
+        """
+        if not self._pending:
+            self._pending = self._recv(RECV_BYTES)
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
 
     def read_line(self) -> bytes:
         """Bytes up to and including the next LF (a chunk-size or trailer line)."""
@@ -101,8 +106,10 @@ class DirectConnection:
 
     @property
     def idle_bytes(self) -> int:
-        """Bytes received past the answer read (a server that sent more than it said)."""
-        return len(self._pending)
+        """Bytes received past the answer read (a server that sent more than it said),
+        decrypted ones a TLS socket still holds included."""
+        pending = self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+        return len(self._pending) + pending
 
     def close(self) -> None:
         sock, self.sock, self._pending = self.sock, None, b""

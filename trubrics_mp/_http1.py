@@ -15,13 +15,19 @@ against 45-50 µs for a head built once and this parser (see ``_direct`` for
   ending in CRLF or LF, at most :data:`MAX_HEAD_BYTES` and
   :data:`MAX_HEADERS`; interim ``1xx`` answers are skipped by the caller.
   Header names are case-insensitive; of a repeated header the first counts.
+  A line that is no header (folded, no colon) is skipped, as ``http.client``
+  does, and the connection is then not reused.
 - **Body framing** (:attr:`Head.framing`): none (``1xx``, ``204``, ``304``),
-  ``chunked``, ``Content-Length``, else until the server closes.
+  ``chunked``, ``Content-Length`` (a list of one repeated value too), else,
+  a missing or unreadable length included, until the server closes.
 - **Keep-alive** (:attr:`Head.keep_alive`): HTTP/1.1 unless
-  ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``.
+  ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``;
+  never after a ``101``.
 
-Anything else is a :class:`BadAnswer`, which the poster reports as a failed
-attempt like any connection error.
+A status line that is not HTTP/1.x, a head over the limits, or a body cut
+short is a :class:`BadAnswer`, which the poster reports as a failed attempt
+like any connection error. Once a 2xx status line is read, the batch counts
+as delivered whatever follows (see ``_http``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ NONE, LENGTH, CHUNKED, CLOSE = "none", "length", "chunked", "close"
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [^\r\n]*)?\r?")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[\r\n\0]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r?\n?")
 
 
@@ -50,12 +57,15 @@ class BadAnswer(http.client.HTTPException):
 class Head:
     """An answer's status line and headers (names lowercased)."""
 
-    __slots__ = ("version", "status", "headers")
+    __slots__ = ("version", "status", "headers", "sound")
 
-    def __init__(self, version: int, status: int, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, version: int, status: int, headers: Mapping[str, str], sound: bool = True
+    ) -> None:
         self.version = version  # 10 or 11
         self.status = status
         self.headers = headers
+        self.sound = sound  # every header line was one; else the connection is not reused
 
     def header(self, name: str) -> Optional[str]:
         return self.headers.get(name.lower())
@@ -70,16 +80,16 @@ class Head:
             if coding.lower().rsplit(",", 1)[-1].strip() == "chunked":
                 return CHUNKED, 0
             return CLOSE, 0
-        length = self.headers.get("content-length")
-        if length is None:
+        length = _length(self.headers.get("content-length"))
+        if length is None:  # none, or not a length: read to the close (never reused)
             return CLOSE, 0
-        if not length.isdigit() or len(length) > 18:
-            raise BadAnswer(f"a Content-Length that is not a length: {length[:40]!r}")
-        return (LENGTH, int(length)) if int(length) else (NONE, 0)
+        return (LENGTH, length) if length else (NONE, 0)
 
     @property
     def keep_alive(self) -> bool:
         """Whether the connection may carry another request once the body is read."""
+        if not self.sound or self.status == 101:
+            return False
         tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
         if self.version == 11:
             return "close" not in tokens
@@ -132,12 +142,25 @@ def parse_head(raw: bytes) -> Head:
     if len(fields) > MAX_HEADERS:
         raise BadAnswer(f"an answer with more than {MAX_HEADERS} headers")
     headers: dict[str, str] = {}
+    sound = True
     for line in fields:
         name, colon, value = line.partition(b":")
         if not colon or not name or name != name.strip():
-            raise BadAnswer(f"not a header line: {line[:60]!r}")
+            sound = False  # skipped, as http.client would (a folded or broken line)
+            continue
         headers.setdefault(name.decode("latin-1").lower(), value.strip().decode("latin-1"))
-    return Head(10 + int(match[1]), int(match[2]), headers)
+    return Head(10 + int(match[1]), int(match[2]), headers, sound)
+
+
+def _length(value: Optional[str]) -> Optional[int]:
+    """A ``Content-Length``'s bytes (a list of one repeated value too); None if none."""
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        return None
+    (length,) = values
+    return int(length) if _DIGITS.fullmatch(length) else None
 
 
 def chunk_size(line: bytes) -> int:

@@ -161,8 +161,14 @@ class RawServer:
     request head read, ``connections`` counts the connections accepted.
     """
 
-    def __init__(self, reply: Callable[[socket.socket, threading.Event], Optional[bool]]) -> None:
+    def __init__(
+        self, reply: Callable[[socket.socket, threading.Event], Optional[bool]], tls: bool = False
+    ) -> None:
         self._reply = reply
+        self._tls: Optional[ssl.SSLContext] = None
+        if tls:  # the certificate of ScriptedServer's, signed by TEST_CA
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(TLS_DIR / "server.pem", TLS_DIR / "server.key")
         self.stopping = threading.Event()
         self.requests = 0
         self.connections = 0
@@ -176,7 +182,8 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def _accept(self) -> None:
         while not self.stopping.is_set():
@@ -196,6 +203,8 @@ class RawServer:
         with conn:
             conn.settimeout(30)
             try:
+                if self._tls is not None:
+                    conn = self._tls.wrap_socket(conn, server_side=True)
                 while True:
                     request = read_whole_request(conn)
                     if request is None:
