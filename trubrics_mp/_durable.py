@@ -127,7 +127,9 @@ class Durable:
         (memory only, logged)."""
         if self.spool is None:
             return None
-        tag = self.tag(route) if origin is None else self.tag(route) + _ORIGIN + origin.tag
+        tag = self.tag(route)
+        if origin is not None:
+            tag += _ORIGIN + origin.tag
         appended = self.spool.append(endpoint, tag, events)
         if appended.ref is not None and origin is not None:
             self.seen.add(origin, len(events))

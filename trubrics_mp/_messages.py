@@ -66,7 +66,7 @@ class Messages:
         endpoint = ENDPOINTS.get(kind)
         if endpoint is not None:
             if not self._plausible_event(payload):
-                conn.lanes[lane] += 1  # numbered all the same (see _bad_message)
+                conn.number(lane)  # numbered all the same (see _bad_message)
                 self._bad_message(conn, f"an event of {len(payload)} bytes that is no JSON object")
                 return
             self._add_events(conn, endpoint, [payload], len(payload), lane)
@@ -100,14 +100,14 @@ class Messages:
         parsed = parse_resend(payload)
         endpoint = None if parsed is None else ENDPOINTS.get(parsed[1][0] if parsed[1] else 0)
         if parsed is None or endpoint is None or not self._plausible_event(parsed[1][1:]):
-            conn.lanes[lane] += 1
+            conn.number(lane)
             self._bad_message(conn, f"a message sent again of {len(payload)} bytes, no event")
             return
         origin, event = parsed[0], parsed[1][1:]
         if not self.durable.already_kept(origin):
             self._add_events(conn, endpoint, [event], len(event), lane, origin)
             return
-        conn.lanes[lane] += 1
+        conn.number(lane)
         conn.events_read += 1
         self.answers.confirm(conn, time.monotonic(), on_disk=True)
 
@@ -123,7 +123,7 @@ class Messages:
         """Take in events read from ``lane`` (``origin``: where they were first sent)."""
         self.counters.count_received(conn.pid, len(payloads))
         conn.events_read += len(payloads)
-        first, conn.lanes[lane] = conn.lanes[lane], conn.lanes[lane] + len(payloads)
+        first = conn.number(lane, len(payloads))
         if origin is None and self.durable.on:
             origin = Origin(conn.token, lane, first)
         now = time.monotonic()

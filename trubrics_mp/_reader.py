@@ -56,6 +56,13 @@ class Conn:
     def open(self) -> bool:
         return self.sock.fileno() != -1
 
+    def number(self, lane: int, events: int = 1) -> int:
+        """Count ``events`` read from ``lane``, bad ones too; the number of the first
+        (the process numbers its sends the same way, see ``_resend``)."""
+        first = self.lanes[lane]
+        self.lanes[lane] = first + events
+        return first
+
 
 @dataclasses.dataclass(eq=False)
 class PipeOf:
