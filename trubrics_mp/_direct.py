@@ -63,7 +63,7 @@ class DirectConnection:
     def __init__(
         self, host: str, port: int, timeout_s: float, context: Optional[ssl.SSLContext] = None
     ) -> None:
-        self.host = host.strip("[]")  # an IPv6 literal without its URL brackets
+        self.host = host  # a name or an address (IPv6 without brackets)
         self.port = port
         self.timeout_s = timeout_s
         self.sock: Optional[socket.socket] = None
@@ -175,8 +175,8 @@ class DirectPool:
         maxsize: int,
         context: Optional[ssl.SSLContext] = None,
     ) -> None:
-        self.host, self.port = host, port
-        self._host_header = _http1.host_header(host.strip("[]"), port, scheme)
+        self.host, self.port = host.strip("[]"), port  # an IPv6 literal without its brackets
+        self._host_header = _http1.host_header(self.host, port, scheme)
         self._scheme = scheme
         self._timeout_s = timeout_s
         self._maxsize = maxsize

@@ -22,7 +22,7 @@
     |        | batches                                   ^ settled outcomes    |
     |        v                                           |  + wake pipe        |
     |   Delivery: ready line, pause gate, retries --> sender threads x N       |
-    |                                        Poster (http.client keep-alive)   |
+    |                                        Poster (HTTP/1.1 keep-alive)      |
     +----------------------------------------------------|---------------------+
                                                          v
                                          POST {host}/publish_events

@@ -6,8 +6,8 @@ a fake exporter. :class:`HttpPoster` is the real one.
 
 Each route becomes a :class:`~trubrics_mp._targets.Target` once (its URL,
 headers and way out): a request to a host without a proxy goes straight to
-a keep-alive ``http.client`` connection (``_direct``), one through a proxy
-through a ``requests`` session.
+one of the flusher's own keep-alive HTTP/1.1 connections (``_direct``), one
+through a proxy through a ``requests`` session.
 """
 
 from __future__ import annotations

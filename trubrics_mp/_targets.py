@@ -3,7 +3,7 @@
 A :class:`Target` is made the first time a route posts to an endpoint and
 kept for the flusher's life:
 
-- **direct** (no proxy applies): a keep-alive ``http.client`` pool per
+- **direct** (no proxy applies): a keep-alive HTTP/1.1 pool per
   origin (scheme, host, port), shared by every route and sender thread
   there (``_direct``). Its connections join the request's deadline.
 - **through a proxy** (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` unless
