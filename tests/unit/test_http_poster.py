@@ -217,6 +217,34 @@ def test_a_kept_alive_connection_is_cut_at_request_timeout_on_its_next_request(
     assert server.requests == 1  # one connection served both requests
 
 
+def test_a_tls_handshake_dripping_two_bytes_a_second_is_cut_at_request_timeout(
+    poster: Callable[..., HttpPoster],
+) -> None:
+    """The server's first TLS record (a 16 kB handshake record) comes one byte at a time,
+    each within a read timeout: only the request's deadline ends the handshake."""
+    stopping = threading.Event()
+    record = b"\x16\x03\x03\x40\x00"  # handshake, TLS 1.2, 16,384 bytes follow
+
+    def serve(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(record)
+            while not stopping.wait(0.5):
+                conn.sendall(b"\x00")
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=serve, args=(listener,), daemon=True)
+        server.start()
+        try:
+            url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+            outcome, elapsed = timed_post(poster(url, request_timeout_s=1.0))
+        finally:
+            stopping.set()
+            server.join(10)
+    assert outcome.status is None and "request_timeout (1 s)" in outcome.detail
+    assert elapsed < BOUND_S
+
+
 def test_an_error_body_dripping_is_cut_at_request_timeout_with_its_status(
     poster: Callable[..., HttpPoster],
 ) -> None:
