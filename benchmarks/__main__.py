@@ -69,6 +69,7 @@ def quick_sizes() -> dict[str, Any]:
         stress_rounds=1,
         e2e_n=2_000,
         fork_n=2_000,
+        fork_rounds=1,
         fork_workers=[1, 4],
         max_wait_s=30.0,
         cpu_events=5_000,

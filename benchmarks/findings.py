@@ -50,7 +50,9 @@ METHOD = """## Method
   `os.fork()`s 1, 2, 4 or 8 workers that share N events, run the exit handlers a normal
   interpreter exit would run (as gunicorn workers do) and `os._exit`. The driver then calls
   `flush()`, and again every 0.1 s while it waits as above (see the findings). Events per
-  second count delivered events only.
+  second count delivered events only. 3 runs per peer and count, interleaved (round 1 of
+  every count and peer, then round 2...); the table shows the run of median events/s,
+  with delivered / sent over all runs.
 - **4. CPU**: user + system time of the whole process tree except the sink, from the first
   timed `track()` until the sink held the events.
 - **5. Memory**: a worker's RSS (`/proc/self/status`) after import, construction, 1,000 calls
@@ -121,45 +123,55 @@ machine, same benchmark:
 What is left, and why:
 
 - **Issue 13 (fast path), before -> after.** Before: the full run at commit 34fb7e7.
-  After: the full runs of 2026-12-07; the last two, after the flusher's own HTTP/1.1
-  exchange and one wake-up per group of settled batches (this page is the second of
-  them), give the figures after the arrow:
+  After: the full runs of 2026-12-07 and 2026-12-08. The last two are with the cheaper
+  sink (see Method: API), and this page is the second of them; where a range is given,
+  it is over the runs of both days:
 
   | measurement | before | after | what changed |
   |---|---|---|---|
-  | `track()` p50, with orjson | 3.64 µs (2.2x official) | 1.32x-1.64x | orjson extra; pipe per connection (one `write(2)`, 0.4 µs against 2.6 µs for a socket send); integer-ns clock, pid check inlined |
-  | `track()` p50, without orjson | - | 2.07x-3.42x (2.42x, 2.07x in the last two) | the 3.42x run's seven rounds split into two groups, 4.1 µs and 5.9-6.1 µs (the caller shares 2 virtual cores with its flusher and the sink) |
-  | `track()` p99 | 30.9 µs (6.2x) | 1.79x-2.25x | the flusher polls a pipe every 2 ms while its process tracks, instead of waiting on it: the first write after a pause no longer pays a wake-up (4.25x in the run before that change) |
-  | flusher CPU per event | 7.8 µs | 3.5-5.4 µs, then 2.7 and 2.5 µs (target 3.9) | pipe reads into one buffer, events added in slices, fewer and larger reads; keep-alive posts over the flusher's own HTTP/1.1 exchange (`_http1`: 0.37-0.45 ms CPU per 100-event POST with `requests`, 0.09-0.11 ms now); the main loop woken once per group of settled batches, not per POST; senders woken only when batches wait |
-  | 16 producers vs 1 | 0.87x | 0.98x-1.10x, then 0.83x and 0.72x | see below |
+  | `track()` p50, with orjson | 3.64 µs (2.2x official) | 1.32x-1.64x (1.36x, 1.44x with the new sink) | orjson extra; pipe per connection (one `write(2)`, 0.4 µs against 2.6 µs for a socket send); integer-ns clock, pid check inlined |
+  | `track()` p50, without orjson | - | 2.07x-3.42x (2.17x, 2.22x with the new sink) | the 3.42x run's seven rounds split into two groups, 4.1 µs and 5.9-6.1 µs (the caller shares 2 virtual cores with its flusher and the sink) |
+  | `track()` p99 | 30.9 µs (6.2x) | 1.65x-2.25x | the flusher polls a pipe every 2 ms while its process tracks, instead of waiting on it: the first write after a pause no longer pays a wake-up (4.25x in the run before that change) |
+  | flusher CPU per event | 7.8 µs | 3.5-5.4 µs, then 2.2-3.3 µs (target 3.9) | pipe reads into one buffer, events added in slices, fewer and larger reads; keep-alive posts over the flusher's own HTTP/1.1 exchange (`_http1`: 0.37-0.45 ms CPU per 100-event POST with `requests`, 0.09-0.11 ms now); the main loop woken once per group of settled batches, not per POST; senders woken only when batches wait |
+  | 1 producer, events/s | (72,000 in the issue) | 102,186-183,767 with the old sink; 175,159 and 205,319 with the new | the above |
+  | 16 producers vs 1 | 0.87x | 0.98x-1.10x, then 0.72x-1.02x with the old sink; 1.12x-1.20x (`--only scaling`), 1.07x and 0.95x (full runs) with the new | see below |
 
-  The 16-producer ratio moved the wrong way once the flusher got cheaper, because the
-  1-producer rate rose (102,186 -> 153,410-183,767 events/s): one producer's tight loop
-  is the bottleneck there (its loop takes 0.74-0.93 s of the 0.87 s round), while 16
-  producers first take both cores (their loops end after 0.62-0.75 s) and the flusher
-  delivers most of the round after them. Four `--only scaling` and full runs of the
-  same code gave 0.72x, 0.83x, 0.92x and 1.02x; two with a 0.5 ms GIL switch interval
-  in the flusher gave 1.11x and 0.89x, and three with `track()` buffering for 1 ms
-  after a refused write 1.10x, 0.98x and 0.75x: no clear effect, neither kept. A
-  round's CPU is about 1.2 s on 2 cores: the producers' 160,000 `track()` calls about
-  0.5 s, the flusher 0.4 s (2.5 µs per event), the sink 0.3 s (190 µs per 100-event
-  request, measured with the flusher's poster from one thread): the ratio says how well
-  that work spreads over the two cores, which the scheduler decides. `python -m benchmarks.flusher_threads` now: main loop 1.1-1.2 µs per event,
+  The 16-producer ratio first moved the wrong way once the flusher got cheaper, because
+  the 1-producer rate rose (102,186 -> 153,410-183,767 events/s). Nine runs of the same
+  code gave 0.72x to 1.02x; a 0.5 ms GIL switch interval in the flusher (1.11x, 0.89x)
+  and `track()` buffering for 1 ms after a refused write (1.10x, 0.98x, 0.75x) showed no
+  clear effect and were not kept. Then each round's CPU was read per process kind
+  (`/proc/<pid>/stat` of the sink, the flusher and the producers around each round of
+  an `--only scaling` run, a scratch copy of `benchmarks/scaling.py`): 0.54-0.86 s for
+  the sink, 0.43-0.64 s for the flusher and 0.68-0.78 s for the producers, at every
+  producer count. The benchmark's own API took more of the two cores than the flusher,
+  and every count was CPU-bound on the three together. With the sink at about half its
+  CPU per request (one `selectors` thread, a minimal parser, orjson), both rates rose
+  and 16 producers ran at 1.20x and 1.12x the rate of 1 in two `--only scaling` runs,
+  1.07x and 0.95x in the two full runs: still noisy (this page's 16-producer rounds
+  spread from 176,664 to 234,641 events/s), now around 1x rather than below it.
+  `python -m benchmarks.flusher_threads` (2026-12-07): main loop 1.1-1.2 µs per event,
   the 4 senders 1.2-1.3 µs together.
 - **Close to the line, run to run: one-process throughput against the instant API
-  (measured between 1.8x and 2.7x the official SDK's over four runs after the fixes,
-  target 2.5x) and 4 forked workers against 1 (between 0.9x and 1.06x).** Every
-  process involved is CPU-bound on 2 cores shared by the caller, the flusher and the
-  sink, and these runs last about 0.15 s: the table above is one run, not a verdict
-  that holds for every run. With 4 busy workers the flusher gets a smaller share of the
-  CPU and catches up after them; delivery stays complete.
-- **Bursts.** A tight loop of 20,000 `track()` calls per process outruns a flusher
-  that shares 2 cores: beyond the socket buffer and `process_buffer_size` (1,000)
-  events are dropped and counted (`buffer_full`), by design (`track()` never blocks).
-  With 40,000 events split over 2 workers a run delivered 72%; PostHog, with its
-  default queue of 10,000, dropped too. The forked-worker runs here use 10,000 events.
-  Every peer sends one warm-up event first (the flusher interpreter takes about
-  0.15 s to start).
+  (between 1.8x and 7.8x the official SDK's over the runs since the fixes, target 2.5x)
+  and 4 forked workers against 1.** Every process involved is CPU-bound on 2 cores
+  shared by the caller, the flusher and the sink. The one-process runs last under
+  0.1 s. Until 2026-12-08, section 3 was one run per count of 10,000 events, about
+  0.06 s once the pipeline got faster. That is mostly the fixed cost of forking the
+  workers and connecting them (15 ms for the 4 forks against 1.3 ms for 1 in a scratch
+  script, each child also copying the pages it writes). 4 workers measured 0.66x-1.3x
+  the rate of 1 in those runs, one sample each. Section 3 now has 3 interleaved runs of
+  40,000 events per count. This page shows the median run; the min - max column shows
+  how far the rounds of one count still spread. Those bursts also raise the flusher's
+  peak RSS (it holds what it read, see section 5), so the 40 MB target is read on
+  sections 2 and 5. With 10,000 events, section 3 had peaked at 34-36 MB in the
+  2026-12-07 run.
+- **Bursts.** A tight loop that outruns a flusher sharing 2 cores fills the pipe (grown
+  to 1 MiB), then the socket, then the process's buffer (`process_buffer_bytes`,
+  8 MiB); past that, events are dropped and counted (`buffer_full`), by design
+  (`track()` never blocks). PostHog, with its default queue of 10,000, drops a
+  forked worker's events past it (section 3, 1 worker: 73-75% delivered). Every peer sends
+  one warm-up event first (the flusher interpreter takes about 0.15 s to start).
 - **p99 of `track()`** is several times its p50: each burst wakes the flusher process,
   which then competes with the caller for the two cores. It stays flat while the API is
   slow or down (table 6): the caller never waits for the flusher.
