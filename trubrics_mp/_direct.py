@@ -183,12 +183,20 @@ class DirectPool:
         self._context = context
         self._lock = threading.Lock()
         self._idle: list[DirectConnection] = []
-        self._heads: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
         self._closed = False
 
-    def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> DirectAnswer:
-        """Send the request and read the answer's head; raises what the connection raised."""
-        head = self._head(path, headers)
+    def head(self, path: str, headers: Mapping[str, str]) -> bytes:
+        """The request head of a POST to ``path`` here, for :meth:`post`.
+
+        Raises ``ValueError`` (never quoting a value) for what cannot go on the wire.
+        """
+        return _http1.request_head(self._host_header, path, headers)
+
+    def post(self, head: bytes, body: bytes) -> DirectAnswer:
+        """Send a POST (``head`` from :meth:`head`) and read the answer's head.
+
+        Raises what the connection raised.
+        """
         conn = self._take()
         deadline = current_deadline()
         if deadline is not None:  # a reused connection joins this request's deadline too
@@ -212,13 +220,6 @@ class DirectPool:
             self._closed, idle, self._idle = True, self._idle, []
         for conn in idle:
             conn.close()
-
-    def _head(self, path: str, headers: Mapping[str, str]) -> bytes:
-        key = (path, tuple(headers.items()))
-        head = self._heads.get(key)
-        if head is None:  # one per target: routes are few and kept for the flusher's life
-            head = self._heads[key] = _http1.request_head(self._host_header, path, headers)
-        return head
 
     def _take(self) -> DirectConnection:
         with self._lock:

@@ -78,14 +78,14 @@ class HttpPoster:
 
     def post(self, endpoint: str, body: bytes, route: Optional[Route] = None) -> Outcome:
         route = route or self._default
-        target = self._targets.get(route, endpoint)
         answer: Optional[Answer] = None
         with Deadline(self._watchdog, self._resolver, self._config.request_timeout_s) as deadline:
             try:
+                target = self._targets.get(route, endpoint)
                 answer = self._targets.send(target, body)
                 outcome = _outcome(target.url, answer)
             except Exception as exc:  # never let a sender thread die
-                outcome = self._failed(target.url, exc, deadline, route)
+                outcome = self._failed(route.url(endpoint), exc, deadline, route)
         if answer is not None:  # after the deadline let go of its connection
             with contextlib.suppress(Exception):
                 answer.release()

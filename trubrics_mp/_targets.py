@@ -42,10 +42,11 @@ class Target:
     """One route's endpoint: ``pool`` is None when the request goes through a proxy."""
 
     url: str
-    request_path: str  # what the pool is asked for: path and query
+    request_path: str  # path and query, as in the request line
     headers: dict[str, str] = dataclasses.field(repr=False)  # the API key is in them
     pool: Optional[DirectPool]
     proxies: dict[str, str]
+    head: bytes = dataclasses.field(default=b"", repr=False)  # direct: the request head
 
 
 class Answer(Protocol):
@@ -76,7 +77,11 @@ class Targets:
         self._known: dict[tuple[Route, str], Target] = {}
 
     def get(self, route: Route, endpoint: str) -> Target:
-        """The target of ``route`` at ``endpoint``, made on first use."""
+        """The target of ``route`` at ``endpoint``, made on first use.
+
+        Raises ``ValueError`` (not kept: the next call tries again) when the
+        route's URL or API key cannot go on the wire.
+        """
         found = self._known.get((route, endpoint))
         if found is None:
             with self._lock:
@@ -91,7 +96,7 @@ class Targets:
         Raises what the connection raised: no retry, no redirect followed.
         """
         if target.pool is not None:
-            return target.pool.post(target.request_path, body, target.headers)
+            return target.pool.post(target.head, body)
         response = self._session.post(
             target.url,
             data=body,
@@ -122,7 +127,9 @@ class Targets:
         if requests.utils.select_proxy(url, proxies):
             return Target(url, url, headers, None, proxies)
         parts = urllib3.util.parse_url(url)
-        return Target(url, parts.request_uri, headers, self._pool(parts), {})
+        pool = self._pool(parts)
+        head = pool.head(parts.request_uri, headers)  # raises for a key that cannot be sent
+        return Target(url, parts.request_uri, headers, pool, {}, head)
 
     def _pool(self, parts: urllib3.util.Url) -> DirectPool:
         scheme = parts.scheme or "http"

@@ -203,7 +203,7 @@ def pool_of() -> Iterator[Callable[[RawServer], DirectPool]]:
 
 def post(pool: DirectPool, body: bytes = b"[]") -> tuple[DirectAnswer, bytes]:
     """One POST: the answer (released) and its body."""
-    answer = pool.post("/e", body, HEADERS)
+    answer = pool.post(pool.head("/e", HEADERS), body)
     try:
         return answer, _read_bounded(answer)
     finally:
@@ -293,8 +293,10 @@ def test_bytes_past_the_answer_keep_the_connection_out_of_the_pool(
 def test_an_answer_that_is_no_http_fails_the_attempt(
     pool_of: Callable[[RawServer], DirectPool], raw: bytes, match: str
 ) -> None:
-    with RawServer(answers(raw)) as server, pytest.raises(Exception, match=match):
-        pool_of(server).post("/e", b"[]", HEADERS)
+    with RawServer(answers(raw)) as server:
+        pool = pool_of(server)
+        with pytest.raises(Exception, match=match):
+            pool.post(pool.head("/e", HEADERS), b"[]")
 
 
 @pytest.mark.parametrize(
@@ -310,7 +312,7 @@ def test_a_broken_body_is_read_as_far_as_it_goes_and_never_reused(
 ) -> None:
     with RawServer(answers(raw, LENGTH_OK)) as server:
         pool = pool_of(server)
-        answer = pool.post("/e", b"[]", HEADERS)
+        answer = pool.post(pool.head("/e", HEADERS), b"[]")
         with pytest.raises(BadAnswer):
             while answer.read(65_536):
                 pass

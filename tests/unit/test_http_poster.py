@@ -143,6 +143,19 @@ def test_each_route_gets_its_own_key_on_its_own_host(
     assert (refused.status, refused.detail) == (422, "key <api key> refused")
 
 
+@pytest.mark.internal_errors_allowed  # an unsendable key is logged as an unexpected error
+def test_a_route_whose_key_cannot_be_sent_fails_its_attempt_unquoted_and_others_still_post(
+    poster: Callable[..., HttpPoster], caplog: pytest.LogCaptureFixture
+) -> None:
+    with ScriptedServer(lambda seen: OK) as server:
+        made = poster(server.url)
+        refused = made.post("publish_events", BODY, Route(server.url, "sk-bad\nX: 1", 20, 10.0))
+        assert made.post("publish_events", BODY).status == 200
+    assert refused.status is None and "sk-bad" not in (refused.detail or "")
+    assert [s.headers["x-api-key"] for s in server.seen] == [KEY]
+    assert "sk-bad" not in caplog.text
+
+
 # -- TLS and proxies -----------------------------------------------------------------------
 def test_https_is_verified_against_the_ca_bundle_requests_would_use(
     poster: Callable[..., HttpPoster], monkeypatch: pytest.MonkeyPatch

@@ -66,6 +66,24 @@ def test_a_target_never_shows_its_key(targets: Targets) -> None:
     assert KEY not in repr(target) and KEY not in str(target)
 
 
+def test_a_direct_target_carries_its_request_head_with_its_own_key(targets: Targets) -> None:
+    target = targets.get(route("http://127.0.0.1:9/a", "sk-first"), "publish_events")
+    assert target.head.startswith(b"POST /a/publish_events HTTP/1.1\r\nHost: 127.0.0.1:9\r\n")
+    assert b"\r\nx-api-key: sk-first\r\n" in target.head
+    assert target.head.endswith(b"\r\nContent-Length: ")  # the pool adds the length
+    assert "sk-first" not in repr(target)
+
+
+def test_a_key_that_cannot_go_on_the_wire_is_refused_unquoted_and_no_target_is_kept(
+    targets: Targets,
+) -> None:
+    bad = route("http://127.0.0.1:9/x", "sk-bad\r\nX-Injected: 1")
+    for _attempt in range(2):  # refused again: nothing half-made was kept for the route
+        with pytest.raises(ValueError, match="CR, LF or NUL") as raised:
+            targets.get(bad, "publish_events")
+        assert "sk-bad" not in str(raised.value)
+
+
 def test_https_origins_verify_certificates_and_host_names(tmp_path: Path) -> None:
     """Against a bundle file or a directory of certificates, as ``requests`` accepts."""
     (tmp_path / "certs").mkdir()
