@@ -14,9 +14,10 @@ import functools
 import os
 import subprocess
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+from support.flusher_harness import Harness, harnesses
 
 from trubrics_mp import _serialize
 from trubrics_mp._serialize import JSON_ENV, JsonEncoder, choose_encoder
@@ -71,3 +72,11 @@ def json_encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             bound = functools.partial(getattr(_serialize, name), encoder=encoder)
             monkeypatch.setattr(request.module, name, bound)
     return encoder
+
+
+@pytest.fixture
+def harness() -> Iterator[Callable[..., Harness]]:
+    """``harness(script=ANSWER_200, **settings)``: a flusher loop in a thread
+    (``support/flusher_harness.py``); every one made is stopped after the test."""
+    with harnesses() as make:
+        yield make

@@ -1,5 +1,5 @@
-"""The flusher's spool role (``_durable``), in process: the spooled of
-``test_role_flusher`` (a real flusher loop in a thread, raw client sockets, a
+"""The flusher's spool role (``_durable``), in process: the harness of
+``support/flusher_harness.py`` (a real flusher loop in a thread, raw client sockets, a
 fake poster) with ``spool_dir`` set to a private directory.
 """
 
@@ -10,12 +10,11 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import pytest
-from support.fakes import ANSWER_200, Script, always
+from support.fakes import ANSWER_200, always
+from support.flusher_harness import DEADLINE_S, Harness, confirmations, replies_until_closed
 
 from trubrics_mp import Trubrics
 from trubrics_mp import _protocol as proto
@@ -27,24 +26,9 @@ from trubrics_mp._route import Route
 from trubrics_mp._servers import poll_until
 from trubrics_mp._spool import Spool, route_tag
 
-from .test_role_flusher import DEADLINE_S, Harness, confirmations, replies_until_closed
-
 TOKEN = "0123456789abcdef"  # a connection's (see _resend)
 
 DOWN = always(503)
-
-
-@pytest.fixture
-def spooled() -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(script: Script, **settings: Any) -> Harness:
-        made.append(Harness(script, **settings))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.stop()
 
 
 class Api:
@@ -72,10 +56,10 @@ def spool_events(h: Harness, sock: socket.socket) -> Any:
 
 
 def test_events_are_on_disk_while_the_api_fails_and_leave_it_once_delivered(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     api = Api()
-    h = spooled(api, spool_dir=str(tmp_path / "spool"))
+    h = harness(api, spool_dir=str(tmp_path / "spool"))
     sock = h.connect()
     for seq in range(12):
         h.track(sock, seq)
@@ -88,10 +72,10 @@ def test_events_are_on_disk_while_the_api_fails_and_leave_it_once_delivered(
 
 
 def test_a_flusher_stopped_during_an_outage_leaves_its_events_to_the_next_one(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     directory = str(tmp_path / "spool")
-    old = spooled(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
+    old = harness(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
     sock = old.connect()
     for seq in range(7):
         old.track(sock, seq)
@@ -105,7 +89,7 @@ def test_a_flusher_stopped_during_an_outage_leaves_its_events_to_the_next_one(
 
     api = Api()
     api.up()
-    new = spooled(api, spool_dir=directory)  # a deploy: the next flusher, the same spool
+    new = harness(api, spool_dir=directory)  # a deploy: the next flusher, the same spool
     other = new.connect()
     assert new.ask(other, proto.FLUSH).ok  # it covers what the new flusher took from disk
     poll_until(lambda: spool_events(new, other) == 0, DEADLINE_S, "the spool emptied")
@@ -113,11 +97,11 @@ def test_a_flusher_stopped_during_an_outage_leaves_its_events_to_the_next_one(
 
 
 def test_events_of_another_key_wait_on_disk_until_a_client_with_that_key_connects(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     directory = str(tmp_path / "spool")
     route = proto.route(TOKEN, Route("http://127.0.0.1:9", "other-key", 5, 3600.0).to_bytes())
-    old = spooled(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
+    old = harness(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
     sock = old.connect()
     sock.send(route)
     for seq in range(3):
@@ -125,7 +109,7 @@ def test_events_of_another_key_wait_on_disk_until_a_client_with_that_key_connect
     poll_until(lambda: spool_events(old, sock) == 3, DEADLINE_S, "3 events on disk")
     old.stop()
 
-    new = spooled(ANSWER_200, spool_dir=directory)
+    new = harness(ANSWER_200, spool_dir=directory)
     mine = new.connect()  # the flusher's own key: nothing of the other key is sent for it
     assert new.ask(mine, proto.FLUSH).ok
     assert new.poster.count() == 0 and spool_events(new, mine) == 3
@@ -140,12 +124,12 @@ def test_events_of_another_key_wait_on_disk_until_a_client_with_that_key_connect
 
 
 def test_a_directory_others_may_write_is_refused_and_events_stay_in_memory(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     directory = tmp_path / "spool"
     directory.mkdir()
     os.chmod(directory, 0o777)
-    h = spooled(ANSWER_200, spool_dir=str(directory))
+    h = harness(ANSWER_200, spool_dir=str(directory))
     sock = h.connect()
     h.track(sock, 0)
     assert h.ask(sock, proto.FLUSH).ok
@@ -156,11 +140,11 @@ def test_a_directory_others_may_write_is_refused_and_events_stay_in_memory(
 
 
 def test_a_second_flusher_on_the_same_directory_keeps_its_events_in_memory(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     directory = str(tmp_path / "spool")
-    first = spooled(ANSWER_200, spool_dir=directory)
-    second = spooled(ANSWER_200, spool_dir=directory)
+    first = harness(ANSWER_200, spool_dir=directory)
+    second = harness(ANSWER_200, spool_dir=directory)
     sock = second.connect()
     second.track(sock, 0)
     assert second.ask(sock, proto.FLUSH).ok
@@ -169,8 +153,8 @@ def test_a_second_flusher_on_the_same_directory_keeps_its_events_in_memory(
     assert second.delivered() == [("t", 0)]
 
 
-def test_a_batch_dropped_for_good_leaves_the_spool_too(spooled: Any, tmp_path: Path) -> None:
-    h = spooled(always(400), spool_dir=str(tmp_path / "spool"))
+def test_a_batch_dropped_for_good_leaves_the_spool_too(harness: Any, tmp_path: Path) -> None:
+    h = harness(always(400), spool_dir=str(tmp_path / "spool"))
     sock = h.connect()
     for seq in range(5):
         h.track(sock, seq)
@@ -179,8 +163,8 @@ def test_a_batch_dropped_for_good_leaves_the_spool_too(spooled: Any, tmp_path: P
     poll_until(lambda: spool_events(h, sock) == 0, DEADLINE_S, "the dropped batch acked")
 
 
-def test_without_a_spool_the_stats_say_off(spooled: Any) -> None:
-    h = spooled(ANSWER_200)
+def test_without_a_spool_the_stats_say_off(harness: Any) -> None:
+    h = harness(ANSWER_200)
     assert h.stats(h.connect())["spool"] == "off"
 
 
@@ -201,12 +185,12 @@ def test_the_spool_setting_is_an_argument_or_the_environment_read_at_constructio
 
 
 def test_past_the_bound_in_memory_events_go_on_disk_only_and_come_back_in_order(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     """API down, 2 MB of events against a 1 MiB bound: reading never pauses; what does
     not fit in memory is spilled to disk and read back as room comes."""
     api = Api()
-    h = spooled(api, spool_dir=str(tmp_path / "spool"), flush_at=20, max_queue_bytes=MIB)
+    h = harness(api, spool_dir=str(tmp_path / "spool"), flush_at=20, max_queue_bytes=MIB)
     sock = h.connect()
     pad = "x" * 5_000
     for seq in range(400):
@@ -248,13 +232,13 @@ def test_events_of_unknown_keys_park_up_to_a_quarter_of_the_bound_the_rest_stays
 
 
 def test_with_nobody_connected_a_flusher_leaves_its_undelivered_events_on_disk(
-    spooled: Any, tmp_path: Path
+    harness: Any, tmp_path: Path
 ) -> None:
     """API down: once no process has been connected for ``linger``, the flusher does
     not retry for hours on its own; it ends within ``shutdown_timeout`` and its events
     wait on disk for the next flusher (counted as kept, not lost)."""
     directory = str(tmp_path / "spool")
-    h = spooled(DOWN, spool_dir=directory, linger_s=0.2, shutdown_timeout_s=0.2)
+    h = harness(DOWN, spool_dir=directory, linger_s=0.2, shutdown_timeout_s=0.2)
     sock = h.connect()
     for seq in range(5):
         h.track(sock, seq)

@@ -7,6 +7,7 @@ restart binds a new listener instead of starting a process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -89,13 +90,21 @@ class Peer:
 
 @pytest.fixture
 def link() -> Iterator[tuple[Link, StandInSupervisor]]:
-    config = Config(api_key="unit-key", process_buffer_bytes=50 * 13)
+    with linked(Config(api_key="unit-key", process_buffer_bytes=50 * 13)) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def linked(config: Config) -> Iterator[tuple[Link, StandInSupervisor]]:
+    """A Link of ``config`` and its hand-driven supervisor; both closed after."""
     supervisor = StandInSupervisor(config, private_socket_path())
     made = Link(config, supervisor, LOG)
-    yield made, supervisor
-    made.disconnect()
-    if supervisor.listener is not None:
-        supervisor.listener.close()
+    try:
+        yield made, supervisor
+    finally:
+        made.disconnect()
+        if supervisor.listener is not None:
+            supervisor.listener.close()
 
 
 def read_all(peer: Peer) -> list[bytes]:

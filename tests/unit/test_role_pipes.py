@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.fakes import ANSWER_200, FakePoster, private_socket_path
+from support.flusher_harness import DEADLINE_S, Harness
 
 from trubrics_mp import _protocol as proto
 from trubrics_mp._config import Config
@@ -32,8 +33,6 @@ from trubrics_mp._pipe import (
 from trubrics_mp._reader import Conn, PipeOf, Reader
 from trubrics_mp._route import Route
 from trubrics_mp._servers import poll_until
-
-from .test_role_flusher import DEADLINE_S, Harness
 
 ROUTE = proto.route(
     "0123456789abcdef", Route("http://127.0.0.1:9", "unit-key", 5, 3600.0).to_bytes()

@@ -16,10 +16,11 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 from support.fakes import FakePoster, private_socket_path
+from support.flusher_harness import Harness, replies_until_closed
 
 from trubrics_mp import _protocol as proto
 from trubrics_mp._config import EVENTS_ENDPOINT, MIB, Config
@@ -33,8 +34,7 @@ from trubrics_mp._route import Route
 from trubrics_mp._spool import Hooks, Spool
 
 from .test_role_durable import DOWN, Api, spool_events
-from .test_role_flusher import Harness, replies_until_closed
-from .test_role_link import LOG, StandInSupervisor, event, fill, read_all
+from .test_role_link import StandInSupervisor, event, fill, linked, read_all
 
 TOKEN, OTHER = "0123456789abcdef", "fedcba9876543210"
 ROUTE = Route("http://127.0.0.1:9", "unit-key", 5, 3600.0).to_bytes()  # the harness's own
@@ -112,13 +112,8 @@ def test_the_owner_hears_before_a_segment_is_deleted(tmp_path: Path) -> None:
 # -- the Link: a process sends again what a dead flusher had not put on disk ----------------------
 @pytest.fixture
 def spool_link() -> Iterator[tuple[Link, StandInSupervisor]]:
-    config = Config(api_key="unit-key", spool_dir="/nonexistent/spool")  # never opened here
-    supervisor = StandInSupervisor(config, private_socket_path())
-    made = Link(config, supervisor, LOG)
-    yield made, supervisor
-    made.disconnect()
-    if supervisor.listener is not None:
-        supervisor.listener.close()
+    with linked(Config(api_key="unit-key", spool_dir="/nonexistent/spool")) as made:
+        yield made  # the spool directory is never opened here
 
 
 def test_events_read_and_not_confirmed_on_disk_are_sent_again_to_the_next_flusher(
@@ -204,28 +199,15 @@ def test_a_flush_answer_leaves_nothing_to_send_again(
 
 
 # -- the flusher: what is on disk already is kept once ---------------------------------------
-@pytest.fixture
-def spool_flushers() -> Iterator[Callable[..., Harness]]:
-    made: list[Harness] = []
-
-    def make(script: Any, **settings: Any) -> Harness:
-        made.append(Harness(script, **settings))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.stop()
-
-
 def message(seq: int) -> bytes:
     return b"E" + json.dumps({"src": "t", "seq": seq}).encode() + proto.END
 
 
 def test_events_sent_again_are_kept_once_under_their_first_origin(
-    spool_flushers: Callable[..., Harness], tmp_path: Path
+    harness: Callable[..., Harness], tmp_path: Path
 ) -> None:
     directory = str(tmp_path / "spool")
-    old = spool_flushers(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
+    old = harness(DOWN, spool_dir=directory, shutdown_timeout_s=0.2)
     sock = old.connect()
     sock.send(proto.route(TOKEN, ROUTE))
     for seq in range(4):
@@ -238,7 +220,7 @@ def test_events_sent_again_are_kept_once_under_their_first_origin(
 
     api = Api()
     api.up()
-    new = spool_flushers(api, spool_dir=directory)  # the dead flusher's spool, its 4 events
+    new = harness(api, spool_dir=directory)  # the dead flusher's spool, its 4 events
     other = new.connect()
     other.send(proto.route(OTHER, ROUTE))
     for seq in range(6):  # the process sends again all it had not heard of: 4 and 5 are new
