@@ -159,18 +159,18 @@ What is left, and why:
   0.1 s. Until 2026-12-08, section 3 was one run per count of 10,000 events, about
   0.06 s once the pipeline got faster. That is mostly the fixed cost of forking the
   workers and connecting them (15 ms for the 4 forks against 1.3 ms for 1 in a scratch
-  script, each child also copying the pages it writes). 4 workers measured 0.66x-1.3x
-  the rate of 1 in those runs, one sample each. Section 3 now has 3 interleaved runs of
+  script, each child also copying the pages it writes). 4 workers measured 0.5x-1.51x
+  the rate of 1 on the pages committed since then, one sample each. Section 3 now has 3 interleaved runs of
   40,000 events per count. This page shows the median run; the min - max column shows
   how far the rounds of one count still spread. Those bursts also raise the flusher's
   peak RSS (it holds what it read, see section 5), so the 40 MB target is read on
-  sections 2 and 5. With 10,000 events, section 3 had peaked at 34-36 MB in the
+  sections 2 and 5. With 10,000 events, section 3 had peaked at 33-35 MB in the
   2026-12-07 run.
 - **Bursts.** A tight loop that outruns a flusher sharing 2 cores fills the pipe (grown
   to 1 MiB), then the socket, then the process's buffer (`process_buffer_bytes`,
   8 MiB); past that, events are dropped and counted (`buffer_full`), by design
   (`track()` never blocks). PostHog, with its default queue of 10,000, drops a
-  forked worker's events past it (section 3, 1 worker: 73-75% delivered). Every peer sends
+  forked worker's events past it (section 3, 1 worker: 73% delivered over the 3 runs). Every peer sends
   one warm-up event first (the flusher interpreter takes about 0.15 s to start).
 - **p99 of `track()`** is several times its p50: each burst wakes the flusher process,
   which then competes with the caller for the two cores. It stays flat while the API is

@@ -254,13 +254,15 @@ class Bench:
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run of median events/s, with counts and CPU summed over all the runs.
 
-    Delivered / sent then covers every run, and CPU per event sent averages
-    them; the rate, the time and the wall time are the median run's.
+    Delivered / sent (requests, worker exits) then cover every run, and CPU
+    per event sent averages them; the rate, the time and the wall time are
+    the median run's.
     """
     ordered = sorted(runs, key=lambda run: float(run["events_per_s"]))
     median = dict(ordered[(len(ordered) - 1) // 2])
-    for key in ("sent", "delivered", "duplicated", "requests", "cpu_s"):
+    for key in ("sent", "delivered", "duplicated", "requests", "empty_requests", "cpu_s"):
         median[key] = sum(run[key] for run in runs)
+    median["worker_exits"] = [code for run in runs for code in run["worker_exits"]]
     peaks = [run["flusher_hwm_kb"] for run in runs if run.get("flusher_hwm_kb")]
     median["flusher_hwm_kb"] = max(peaks) if peaks else None
     median["rounds_events_per_s"] = [run["events_per_s"] for run in runs]

@@ -128,3 +128,84 @@ def test_the_request_head_parser_reads_what_the_sink_needs(
 def test_a_request_line_that_is_not_http_is_refused() -> None:
     with pytest.raises(ValueError, match="bad request line"):
         Request(b"HELLO\r\nX: y")
+
+
+def _raw_exchange(sink: Sink, data: bytes, answers: int, half_close: bool = False) -> bytes:
+    """Send ``data`` on a new connection; read until ``answers`` status lines arrived
+    (or the sink closed)."""
+    with socket.create_connection(sink.listener.getsockname(), timeout=30) as raw:
+        raw.sendall(data)
+        if half_close:
+            raw.shutdown(socket.SHUT_WR)
+        got = b""
+        while got.count(b"HTTP/1.1 200 ") < answers and (chunk := raw.recv(65_536)):
+            got += chunk
+    return got
+
+
+def _request(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+def test_a_delayed_answer_is_counted_when_it_is_sent(sink: Sink) -> None:
+    with socket.create_connection(sink.listener.getsockname(), timeout=30) as raw:
+        raw.sendall(_request("/d3000/late/x", _events("a")))
+        assert "late" not in _counts(sink)  # 3 s: far longer than this check takes
+        assert raw.recv(65_536).startswith(b"HTTP/1.1 200 ")
+    assert _counts(sink)["late"]["events"] == 1
+
+
+def test_requests_sent_behind_a_delayed_one_are_answered_in_turn(sink: Sink) -> None:
+    two = _request("/d20/piped/x", _events("a")) + _request("/d20/piped/x", _events("b"))
+    assert _raw_exchange(sink, two, 2).count(b"HTTP/1.1 200 ") == 2
+    assert (_counts(sink)["piped"]["requests"], _counts(sink)["piped"]["distinct"]) == (2, 2)
+
+
+def test_a_delayed_request_is_counted_and_answered_when_its_client_half_closes(
+    sink: Sink,
+) -> None:
+    got = _raw_exchange(sink, _request("/d20/half/x", _events("a", "b")), 1, half_close=True)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    assert _counts(sink)["half"]["events"] == 2
+
+
+def test_last_at_and_bytes_follow_every_request(sink: Sink) -> None:
+    conn = _connection(sink)
+    first, second = _events("1"), _events("2", "3")
+    assert _post(conn, "/t/x", first) == 200
+    before = _counts(sink)["t"]
+    assert _post(conn, "/t/x", second) == 200
+    after = _counts(sink)["t"]
+    conn.close()
+    assert after["last_at"] > before["last_at"] >= before["first_at"] == after["first_at"]
+    assert after["bytes"] == len(first) + len(second)
+
+
+def test_a_corrupt_gzip_body_is_a_400_and_the_sink_serves_on(sink: Sink) -> None:
+    conn = _connection(sink)
+    corrupt = b"\x1f\x8b\x08\x00" + bytes(6) + b"\xff" * 16
+    assert _post(conn, "/z/x", corrupt, **{"Content-Encoding": "gzip"}) == 400
+    assert _post(conn, "/z/x", _events("a")) == 200
+    conn.close()
+    assert _counts(sink)["z"]["events"] == 1
+
+
+def test_a_client_expecting_100_continue_gets_it_then_its_answer(sink: Sink) -> None:
+    body = _events("a")
+    head = f"POST /c/x HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n"
+    with socket.create_connection(sink.listener.getsockname(), timeout=30) as raw:
+        raw.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")
+        assert raw.recv(65_536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        raw.sendall(body)
+        assert raw.recv(65_536).startswith(b"HTTP/1.1 200 ")
+    assert _counts(sink)["c"]["events"] == 1
+
+
+def test_keys_the_fast_path_cannot_read_are_read_from_the_events(sink: Sink) -> None:
+    conn = _connection(sink)
+    odd = [{"properties": {"bench_key": k}} for k in ('a"b', 7, "é", "é")]
+    assert _post(conn, "/o/x", json.dumps(odd).encode()) == 200  # escapes: \" and \u00e9
+    assert _post(conn, "/o/x", json.dumps(odd[2:], ensure_ascii=False).encode()) == 200
+    conn.close()
+    assert (_counts(sink)["o"]["events"], _counts(sink)["o"]["distinct"]) == (6, 3)
