@@ -16,8 +16,8 @@ long as the C library insists, 10 s and more). This module adds:
   the watchdog shuts their sockets down (``shutdown(SHUT_RDWR)``), so whatever
   the sender thread is blocked in (connecting, a TLS handshake, sending,
   reading the status line or the body) fails at once.
-- :class:`DeadlineAdapter`: a ``requests`` adapter whose connection pools make
-  such connections.
+- ``_proxied.DeadlineAdapter``: a ``requests`` adapter whose connection pools
+  make such connections, for requests through a proxy.
 
 Measured with ``request_timeout=2`` on loopback: an answer of 40 bytes sent one
 byte per second took 40.0 s before and takes 2.0 s; a lookup that answers after
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import heapq
 import ipaddress
 import itertools
@@ -46,12 +47,6 @@ import socket
 import threading
 import time
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
-
-import requests
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-from urllib3.util.connection import allowed_gai_family
 
 AddrInfo = tuple[Any, ...]  # one getaddrinfo entry: family, type, proto, canonname, sockaddr
 
@@ -104,7 +99,20 @@ class Resolver:
 
 
 def _lookup(host: str, port: int) -> list[AddrInfo]:
-    return list(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+    return list(socket.getaddrinfo(host, port, _address_family(), socket.SOCK_STREAM))
+
+
+@functools.cache
+def _address_family() -> socket.AddressFamily:
+    """IPv4 and IPv6 if this machine can bind ``::1``, else IPv4 only (urllib3's rule)."""
+    if not socket.has_ipv6:
+        return socket.AF_INET
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return socket.AF_INET
+    return socket.AF_UNSPEC
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -289,84 +297,3 @@ def connect_within(
             sock.close()
             error = exc
     raise error if error is not None else OSError("getaddrinfo returned no address")
-
-
-def _new_conn_within(conn: HTTPConnection, deadline: Deadline, dns_host: str) -> socket.socket:
-    """What urllib3's ``_new_conn`` does, with the lookup and the connect bounded."""
-    timeout = float(conn.timeout) if isinstance(conn.timeout, (int, float)) else None
-    try:
-        return connect_within(
-            deadline,
-            (dns_host, conn.port),
-            timeout,
-            conn.socket_options or (),
-            conn.source_address,
-        )
-    except (TimeoutError, socket.timeout) as exc:
-        message = f"connecting to {conn.host} took more than request_timeout: {exc}"
-        raise ConnectTimeoutError(conn, message) from exc
-    except OSError as exc:
-        raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
-
-
-class DeadlineHTTPConnection(HTTPConnection):
-    """An urllib3 connection that joins the thread's current :class:`Deadline`."""
-
-    owner: Optional[Deadline] = None
-
-    def _new_conn(self) -> socket.socket:
-        deadline = current_deadline()
-        if deadline is None:
-            return super()._new_conn()
-        deadline.watch(self)
-        return _new_conn_within(self, deadline, self._dns_host)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.watch(self)
-        super().request(*args, **kwargs)
-
-
-class DeadlineHTTPSConnection(HTTPSConnection):
-    """The TLS twin of :class:`DeadlineHTTPConnection`."""
-
-    owner: Optional[Deadline] = None
-
-    def _new_conn(self) -> socket.socket:
-        deadline = current_deadline()
-        if deadline is None:
-            return super()._new_conn()
-        deadline.watch(self)
-        return _new_conn_within(self, deadline, self._dns_host)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.watch(self)
-        super().request(*args, **kwargs)
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = DeadlineHTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = DeadlineHTTPSConnection
-
-
-POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class DeadlineAdapter(requests.adapters.HTTPAdapter):
-    """An adapter whose pools (direct and through HTTP proxies) make deadline connections."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(POOL_CLASSES)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = dict(POOL_CLASSES)
-        return manager

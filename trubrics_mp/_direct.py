@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import socket
 import ssl
 import threading
 from collections.abc import Mapping
 from typing import Optional
-
-from urllib3.util.wait import wait_for_read
 
 from . import _http1
 from ._deadline import Deadline, connect_within, current_deadline
@@ -227,7 +226,7 @@ class DirectPool:
         if conn is None:
             context = self._context if self._scheme == "https" else None
             return DirectConnection(self.host, self.port, self._timeout_s, context)
-        if conn.sock is not None and wait_for_read(conn.sock, timeout=0.0):
+        if conn.sock is not None and _readable_now(conn.sock):
             conn.close()  # closed by the server, or shut down: reconnects on request
         return conn
 
@@ -283,3 +282,11 @@ class DirectAnswer:
         if not reusable:
             self._conn.close()
         self._pool.give_back(self._conn)
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Something to read, an end or an error waits on ``sock`` (an idle connection
+    should have none of them)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))

@@ -13,15 +13,11 @@ through a proxy through a ``requests`` session.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import traceback
 from typing import Optional, Protocol
 from urllib.parse import urljoin
-
-import requests
-import urllib3
 
 from ._config import Config
 from ._deadline import Deadline, Resolver, Watchdog
@@ -33,14 +29,6 @@ from ._targets import Answer, Targets
 MAX_BODY_READ = 65_536  # bytes of an answer's body read at most
 READ_CHUNK = 8_192
 DETAIL_CHARS = 300
-
-# What a failing connection or a broken answer raises: reported as a failed attempt.
-TRANSPORT_ERRORS = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-    OSError,
-)
 
 
 class Poster(Protocol):
@@ -100,7 +88,7 @@ class HttpPoster:
         if deadline.passed:
             what = f"no complete answer within request_timeout ({deadline.timeout_s:g} s)"
             return Outcome(None, detail=f"{what}: {type(exc).__name__}")
-        if isinstance(exc, TRANSPORT_ERRORS):
+        if isinstance(exc, self._targets.transport_errors):  # a failing connection or answer
             return Outcome(None, detail=f"{type(exc).__name__}: {exc}")
         self._logger.error(
             "unexpected error posting to %s:\n%s",

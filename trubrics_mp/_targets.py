@@ -7,9 +7,9 @@ kept for the flusher's life:
   origin (scheme, host, port), shared by every route and sender thread
   there (``_direct``). Its connections join the request's deadline.
 - **through a proxy** (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY`` unless
-  ``NO_PROXY`` names the host): a ``requests`` session, which knows proxy
-  tunnels, proxy credentials and SOCKS; its pools make deadline
-  connections too (``DeadlineAdapter``).
+  ``NO_PROXY`` names the host): a ``requests`` session (``_proxied``), which
+  knows proxy tunnels, proxy credentials and SOCKS. ``requests`` is imported
+  only then: with no proxy variable set, a flusher never loads it.
 
 The proxy variables and the CA bundle (``REQUESTS_CA_BUNDLE`` or
 ``CURL_CA_BUNDLE``, else certifi's, as ``requests`` does) are read when the
@@ -20,19 +20,23 @@ TLS certificates are always verified.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import os
 import ssl
 import threading
+import urllib.request
 from collections.abc import Mapping
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
+from urllib.parse import SplitResult, urlsplit
 
-import requests
-import urllib3
+import certifi
 
 from ._config import Config
-from ._deadline import DeadlineAdapter
 from ._direct import DirectPool, tls_context
 from ._route import Route
+
+if TYPE_CHECKING:
+    from ._proxied import ProxiedSession
 
 USER_AGENT = "trubrics-mp"
 
@@ -71,8 +75,13 @@ class Targets:
         self._pool_size = config.senders
         self._ca_bundle = ca_bundle(os.environ)
         self._tls: Optional[ssl.SSLContext] = None  # made for the first https origin
-        self._session = _proxy_session(config)
+        self._session: Optional[ProxiedSession] = None  # made for the first proxied target
         self._lock = threading.Lock()
+        # What a failing attempt raises: a failed attempt, not a bug (grows with a session).
+        self.transport_errors: tuple[type[BaseException], ...] = (
+            OSError,
+            http.client.HTTPException,
+        )
         self._pools: dict[tuple[str, str, int], DirectPool] = {}
         self._known: dict[tuple[Route, str], Target] = {}
 
@@ -97,24 +106,16 @@ class Targets:
         """
         if target.pool is not None:
             return target.pool.post(target.head, body)
-        response = self._session.post(
-            target.url,
-            data=body,
-            headers=target.headers,
-            proxies=target.proxies,
-            verify=self._ca_bundle,
-            timeout=self._timeout_s,
-            allow_redirects=False,
-            stream=True,
-        )
-        return ProxiedAnswer(response)
+        assert self._session is not None  # made with the target
+        return self._session.post(target.url, body, target.headers, target.proxies)
 
     def close(self) -> None:
         with self._lock:
-            pools = list(self._pools.values())
+            pools, session = list(self._pools.values()), self._session
         for pool in pools:
             pool.close()
-        self._session.close()
+        if session is not None:
+            session.close()
 
     def _make(self, route: Route, endpoint: str) -> Target:
         url = route.url(endpoint)
@@ -123,18 +124,36 @@ class Targets:
             "x-api-key": route.api_key,
             "User-Agent": USER_AGENT,
         }
-        proxies = dict(requests.utils.get_environ_proxies(url))
-        if requests.utils.select_proxy(url, proxies):
+        proxies = self._proxies(url)
+        if proxies:
             return Target(url, url, headers, None, proxies)
-        parts = urllib3.util.parse_url(url)
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         pool = self._pool(parts)
-        head = pool.head(parts.request_uri, headers)  # raises for a key that cannot be sent
-        return Target(url, parts.request_uri, headers, pool, {}, head)
+        head = pool.head(path, headers)  # raises for a key that cannot be sent
+        return Target(url, path, headers, pool, {}, head)
 
-    def _pool(self, parts: urllib3.util.Url) -> DirectPool:
+    def _proxies(self, url: str) -> dict[str, str]:
+        """The proxies for ``url`` (empty: none); the proxied session made if needed.
+
+        Without any proxy variable, nothing applies and ``requests`` stays unloaded.
+        """
+        if not urllib.request.getproxies():
+            return {}
+        from . import _proxied  # only here: it imports requests
+
+        proxies = _proxied.proxies_for(url)
+        if proxies and self._session is None:
+            self._session = _proxied.ProxiedSession(
+                self._pool_size, self._timeout_s, self._ca_bundle
+            )
+            self.transport_errors = (*self.transport_errors, *_proxied.ERRORS)
+        return proxies
+
+    def _pool(self, parts: SplitResult) -> DirectPool:
         scheme = parts.scheme or "http"
         port = parts.port or (443 if scheme == "https" else 80)
-        origin = (scheme, parts.host or "", port)
+        origin = (scheme, parts.hostname or "", port)
         pool = self._pools.get(origin)
         if pool is None:
             if scheme == "https" and self._tls is None:
@@ -145,44 +164,9 @@ class Targets:
         return pool
 
 
-class ProxiedAnswer:
-    """The answer of a request made through a proxy, by the ``requests`` session."""
-
-    def __init__(self, response: requests.Response) -> None:
-        self.status = response.status_code
-        self._response = response
-
-    def header(self, name: str) -> Optional[str]:
-        return self._response.headers.get(name)
-
-    def read(self, size: int) -> bytes:
-        chunk: bytes = self._response.raw.read(size, decode_content=True)
-        return chunk
-
-    def release(self) -> None:
-        if self._response.raw.isclosed():
-            self._response.raw.release_conn()
-        else:
-            self._response.close()  # bytes of this answer may still come: not reusable
-
-
 def ca_bundle(environ: Mapping[str, str]) -> str:
     """The CA bundle ``requests`` would verify with: its variables, else certifi's."""
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         if environ.get(name):
             return environ[name]
-    return str(requests.utils.DEFAULT_CA_BUNDLE_PATH)
-
-
-def _proxy_session(config: Config) -> requests.Session:
-    """A session for the proxied targets of ``config.senders`` threads.
-
-    ``trust_env`` is off (it read the proxy variables and looked for a
-    ``.netrc`` file on every request): each target carries its proxies, read once.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    adapter = DeadlineAdapter(pool_maxsize=config.senders)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    return str(certifi.where())  # what requests.utils.DEFAULT_CA_BUNDLE_PATH is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,23 @@ def test_routes_of_one_origin_share_a_pool_and_keep_their_own_path_and_key(
     assert paths == ("/a/ingest/publish_events", "/b/publish_llm_events")
     assert (first.headers["x-api-key"], second.headers["x-api-key"]) == ("sk-first", "sk-second")
     assert first.headers["Content-Type"] == "application/json"
+
+
+def test_what_a_failed_attempt_raises_grows_with_requests_only_once_a_proxy_applies(
+    monkeypatch: pytest.MonkeyPatch, targets: Targets
+) -> None:
+    import requests
+    import urllib3
+
+    targets.get(route("https://internal.example/ingest"), "publish_events")
+    assert targets.transport_errors == (OSError, http.client.HTTPException)
+    monkeypatch.setenv("NO_PROXY", "internal.example")  # a variable, but no proxy applies
+    targets.get(route("https://internal.example/other"), "publish_events")
+    assert targets.transport_errors == (OSError, http.client.HTTPException)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert targets.get(route(DEFAULT_HOST), "publish_events").pool is None
+    assert issubclass(urllib3.exceptions.ProtocolError, targets.transport_errors)
+    assert issubclass(requests.exceptions.ChunkedEncodingError, targets.transport_errors)
 
 
 def test_a_target_never_shows_its_key(targets: Targets) -> None:
