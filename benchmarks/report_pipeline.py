@@ -111,9 +111,10 @@ def _spool_section(r: dict[str, Any]) -> str:
     ]
     text = (
         f"## 10. The disk spool\n\nThe rounds of section 9 with {s['spool_producers']} "
-        "producers, first without a spool, then with one (`trubrics_mp_spool`: "
+        "producers without a spool and with one (`trubrics_mp_spool`: "
         "`TRUBRICS_MP_SPOOL_DIR` set to a private directory; every event appended to disk, "
-        "fsync at most every 50 ms, acknowledged once delivered).\n\n"
+        "fsync at most every 50 ms, acknowledged once delivered), their rounds "
+        "interleaved.\n\n"
     )
     header = ["peer", "spool", "delivered / sent", "duplicated", "events/s", "vs no spool"]
     return text + table(header + ["flusher peak RSS, MB"], rows)
@@ -207,7 +208,8 @@ def _scaling_section(r: dict[str, Any]) -> str:
         "split evenly between separately started producer processes that were connected "
         "and warmed, then released together; time from the release to the sink's answer "
         f"to the request that completed the round. {s['scaling_rounds']} rounds per count, "
-        "delivered / sent over all of them; events/s is the rounds' median (min - max).\n\n"
+        "interleaved between the counts, delivered / sent over all of them; events/s is the "
+        "rounds' median (min - max).\n\n"
     )
     header = ["producers", "events each", "delivered / sent", "duplicated", "requests"]
     header += ["seconds", "events/s", "vs 1 producer", "flusher peak RSS, MB"]

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from .peers import LATENCY_PEERS, PEERS
 from .procs import Processes, sink_counts
-from .scaling import run_scaling
+from .scaling import Group, run_interleaved
 
 SIZES: dict[str, Any] = {
     "latency_rounds": 7,
@@ -41,7 +41,7 @@ SIZES: dict[str, Any] = {
     "cold_runs": 3,
     "scaling_total": 160_000,  # 9: per round, split evenly between the producers
     "scaling_producers": [1, 2, 4, 8, 16],
-    "scaling_rounds": 3,
+    "scaling_rounds": 5,  # 9 and 10: interleaved between the groups
     "spool_producers": 4,  # 10: the scaling rounds, without and with a disk spool
 }
 # The steps in the order they run (``--only`` takes a comma-separated subset).
@@ -210,21 +210,18 @@ class Bench:
 
     # -- 9: separately started producers -------------------------------------------------
     def scaling(self) -> dict[str, Any]:
-        out = {}
-        for count in self.sizes["scaling_producers"]:
-            label = self.label("scale", count)
-            out[str(count)] = run_scaling(self.procs, self.sink, label, count, self.sizes, self.say)
-        return out
+        counts = self.sizes["scaling_producers"]
+        groups = [Group(str(n), self.label("scale", n), n) for n in counts]
+        return run_interleaved(self.procs, self.sink, groups, self.sizes, self.say)
 
     # -- 10: the same with a disk spool -------------------------------------------------
     def spool(self) -> dict[str, Any]:
-        count, out = self.sizes["spool_producers"], {}
-        for peer in ("trubrics_mp", "trubrics_mp_spool"):
-            label = self.label("spool", peer, count)
-            out[peer] = run_scaling(
-                self.procs, self.sink, label, count, self.sizes, self.say, peer=peer
-            )
-        return out
+        count = self.sizes["spool_producers"]
+        groups = [
+            Group(peer, self.label("spool", peer, count), count, peer)
+            for peer in ("trubrics_mp", "trubrics_mp_spool")
+        ]
+        return run_interleaved(self.procs, self.sink, groups, self.sizes, self.say)
 
     def _job(
         self,

@@ -1,18 +1,22 @@
-"""Measurement 9: separately started producer processes sharing one pipeline.
+"""Measurements 9 and 10: separately started producer processes sharing one pipeline.
 
-For each producer count, ``count`` interpreters (``benchmarks.pipeline_jobs``,
-job ``producer``) make a trubrics_mp client with the same settings and URL, so
-they share one flusher, and send one warm-up event each. Once the sink holds
-every warm-up event, each round releases them together (one ``go`` line to
-each, the clock started before the first) and waits until the sink holds the
-round's events: the same total every time, split evenly between the producers.
-The time of a round is from the release to the sink's answer to the request
-that completed it. The producers and their flusher are stopped before the next
-count, so every count starts with a flusher of its own.
+A group is ``count`` interpreters (``benchmarks.pipeline_jobs``, job
+``producer``) that make a trubrics_mp client with the same settings and URL,
+so they share one flusher, and send one warm-up event each. Every group of a
+measurement is started and warmed first (each with a flusher of its own: its
+URL differs); then the rounds are interleaved, round 1 of every group, then
+round 2..., so that the machine's drift over the minute the step lasts falls
+on every group alike. A round releases a group's producers together (one
+``go`` line to each, the clock started before the first) and waits until the
+sink holds the round's events: the same total every time, split evenly
+between the producers. The time of a round is from the release to the sink's
+answer to the request that completed it. While one group runs, the others
+wait on their stdin and their flushers idle.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -27,53 +31,87 @@ Progress = Callable[[str], None]
 _COUNTED = ("events", "distinct", "requests")
 
 
-def run_scaling(
-    procs: Processes,
-    sink: str,
-    label: str,
-    count: int,
-    sizes: dict[str, Any],
-    say: Progress,
-    peer: str = "trubrics_mp",
-) -> dict[str, Any]:
-    """Rounds with ``count`` producers of ``peer``; per round and their medians."""
-    share = sizes["scaling_total"] // count
-    spec = {
-        "job": "producer",
-        "peer": peer,
-        "host": f"{sink}/{label}",
-        "share": share,
-        "max_wait_s": sizes["max_wait_s"],
-    }
-    producers = [
-        procs.start(["-m", "benchmarks.pipeline_jobs", json.dumps({**spec, "worker": w})], "jobs")
-        for w in range(count)
-    ]
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One group of producers: its key in the results, sink label, size and peer."""
+
+    key: str
+    label: str
+    count: int
+    peer: str = "trubrics_mp"
+
+
+def run_interleaved(
+    procs: Processes, sink: str, groups: list[Group], sizes: dict[str, Any], say: Progress
+) -> dict[str, dict[str, Any]]:
+    """Every group started and warmed, then ``scaling_rounds`` interleaved rounds;
+    per group, its rounds and their medians."""
+    started = [_Running(procs, sink, group, sizes) for group in groups]
     try:
-        hellos = [_read(p) for p in producers]
-        waiting = {"sink": sink, "label": label}
-        before = wait_sink(waiting, count, sizes["idle_s"], sizes["max_wait_s"])
-        if before.get("events", 0) < count or not all(h["ready"] for h in hellos):
-            raise RuntimeError(f"{count} producers: the warm-up events did not all arrive")
-        rounds = []
-        for index in range(sizes["scaling_rounds"]):
-            say(f"  {count} producers, round {index + 1}/{sizes['scaling_rounds']}")
-            row, answers = _round(producers, waiting, index, share * count, before, sizes)
-            rounds.append(_round_result(row, before, share * count, answers))
-            before = row
-        hwm = procfs.status_kb(hellos[0]["flusher_pid"], "VmHWM")
-        for proc in producers:
+        for running in started:
+            running.warm_up()
+        rounds = sizes["scaling_rounds"]
+        for index in range(rounds):
+            for running in started:
+                say(f"  {running.group.key}: round {index + 1}/{rounds}")
+                running.round(index)
+        return {running.group.key: running.finish() for running in started}
+    finally:
+        for running in started:
+            running.kill()
+        procs.sweep()  # their flushers linger otherwise
+
+
+class _Running:
+    """A started group: its producers, what the sink held before its next round."""
+
+    def __init__(self, procs: Processes, sink: str, group: Group, sizes: dict[str, Any]) -> None:
+        self.group, self.sizes = group, sizes
+        self.share = sizes["scaling_total"] // group.count
+        spec = {
+            "job": "producer",
+            "peer": group.peer,
+            "host": f"{sink}/{group.label}",
+            "share": self.share,
+            "max_wait_s": sizes["max_wait_s"],
+        }
+        job = "benchmarks.pipeline_jobs"
+        self.producers = [
+            procs.start(["-m", job, json.dumps({**spec, "worker": w})], "jobs")
+            for w in range(group.count)
+        ]
+        self.waiting = {"sink": sink, "label": group.label}
+        self.rounds: list[dict[str, Any]] = []
+        self.hellos: list[dict[str, Any]] = []
+        self.before: dict[str, Any] = {}
+
+    def warm_up(self) -> None:
+        self.hellos = [_read(p) for p in self.producers]
+        count, sizes = self.group.count, self.sizes
+        self.before = wait_sink(self.waiting, count, sizes["idle_s"], sizes["max_wait_s"])
+        if self.before.get("events", 0) < count or not all(h["ready"] for h in self.hellos):
+            raise RuntimeError(f"{self.group.key}: the warm-up events did not all arrive")
+
+    def round(self, index: int) -> None:
+        total = self.share * self.group.count
+        row, answers = _round(self.producers, self.waiting, index, total, self.before, self.sizes)
+        self.rounds.append(_round_result(row, self.before, total, answers))
+        self.before = row
+
+    def finish(self) -> dict[str, Any]:
+        hwm = procfs.status_kb(self.hellos[0]["flusher_pid"], "VmHWM")
+        for proc in self.producers:
             _send(proc, "quit")
             proc.wait(60)
-    finally:
-        for proc in producers:
+        flushers = sorted({h["flusher_pid"] for h in self.hellos})
+        summary = _summary(self.rounds, self.share, self.group.count, flushers)
+        return {**summary, "flusher_hwm_kb": hwm, "spool": self.hellos[0].get("spool")}
+
+    def kill(self) -> None:
+        for proc in self.producers:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        procs.sweep()  # the flusher lingers otherwise: the next count gets its own
-    flushers = sorted({h["flusher_pid"] for h in hellos})
-    summary = _summary(rounds, share, count, flushers)
-    return {**summary, "flusher_hwm_kb": hwm, "spool": hellos[0].get("spool")}
 
 
 def _round(
