@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import os
+import re
 import ssl
 import threading
 import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Optional, Protocol
-from urllib.parse import SplitResult, urlsplit
-
-import certifi
+from urllib.parse import urlsplit
 
 from ._config import Config
 from ._direct import DirectPool, tls_context
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
     from ._proxied import ProxiedSession
 
 USER_AGENT = "trubrics-mp"
+_PLAIN_URL = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]+")  # RFC 3986, no "%"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,19 +127,20 @@ class Targets:
         proxies = self._proxies(url)
         if proxies:
             return Target(url, url, headers, None, proxies)
-        parts = urlsplit(url)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        pool = self._pool(parts)
+        scheme, host, port, path = split_url(url)
+        pool = self._pool(scheme, host, port)
         head = pool.head(path, headers)  # raises for a key that cannot be sent
         return Target(url, path, headers, pool, {}, head)
 
     def _proxies(self, url: str) -> dict[str, str]:
         """The proxies for ``url`` (empty: none); the proxied session made if needed.
 
-        Without any proxy variable, nothing applies and ``requests`` stays unloaded.
+        Without a proxy variable for the URL's scheme or ``ALL_PROXY``, nothing
+        applies and ``requests`` stays unloaded.
         """
-        if not urllib.request.getproxies():
-            return {}
+        scheme = url.partition(":")[0].lower()
+        if not urllib.request.getproxies().keys() & {scheme, "all"}:
+            return {}  # what requests would find too: it reads the same variables
         from . import _proxied  # only here: it imports requests
 
         proxies = _proxied.proxies_for(url)
@@ -150,10 +151,9 @@ class Targets:
             self.transport_errors = (*self.transport_errors, *_proxied.ERRORS)
         return proxies
 
-    def _pool(self, parts: SplitResult) -> DirectPool:
-        scheme = parts.scheme or "http"
-        port = parts.port or (443 if scheme == "https" else 80)
-        origin = (scheme, parts.hostname or "", port)
+    def _pool(self, scheme: str, host: str, port: Optional[int]) -> DirectPool:
+        port = port or (443 if scheme == "https" else 80)
+        origin = (scheme, host, port)
         pool = self._pools.get(origin)
         if pool is None:
             if scheme == "https" and self._tls is None:
@@ -164,9 +164,34 @@ class Targets:
         return pool
 
 
+def split_url(url: str) -> tuple[str, str, Optional[int], str]:
+    """Scheme, host (no brackets), port (None: the default) and request path of ``url``.
+
+    A URL of plain characters (no ``%``, no non-ASCII, no dot segment) is split
+    by the standard library; any other is left to urllib3's ``parse_url`` as
+    before (IDNA host names, percent-encoding, dot segments removed), which
+    imports urllib3 only for such a URL.
+    """
+    if _PLAIN_URL.fullmatch(url) and "/." not in url:
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return parts.scheme or "http", parts.hostname or "", parts.port, path
+    import urllib3.util  # only here: a URL the standard library would not encode
+
+    parsed = urllib3.util.parse_url(url)
+    host = (parsed.host or "").strip("[]")
+    return parsed.scheme or "http", host, parsed.port, parsed.request_uri
+
+
 def ca_bundle(environ: Mapping[str, str]) -> str:
     """The CA bundle ``requests`` would verify with: its variables, else certifi's."""
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         if environ.get(name):
             return environ[name]
-    return str(certifi.where())  # what requests.utils.DEFAULT_CA_BUNDLE_PATH is
+    try:
+        import certifi  # what requests.utils.DEFAULT_CA_BUNDLE_PATH is, without requests
+    except ImportError:  # a requests repackaged without certifi: ask it
+        import requests.utils
+
+        return str(requests.utils.DEFAULT_CA_BUNDLE_PATH)
+    return str(certifi.where())

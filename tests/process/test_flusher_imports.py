@@ -25,11 +25,10 @@ poster.close()
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "urllib3"))
 print(json.dumps({"status": outcome.status, "loaded": loaded}))
 """
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 def run_poster(url: str, **proxy: str) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in PROXY_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, url],
         env={**env, **proxy},

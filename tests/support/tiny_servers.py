@@ -15,6 +15,7 @@ Each is a context manager; leaving it stops its threads and closes its sockets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import ssl
@@ -178,6 +179,7 @@ class RawServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
         self._threads: list[threading.Thread] = []
+        self._accepted: list[socket.socket] = []  # shut down on exit: a kept one waits to read
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
 
     @property
@@ -195,6 +197,7 @@ class RawServer:
                 return
             with self._lock:
                 self.connections += 1
+                self._accepted.append(conn)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -226,6 +229,11 @@ class RawServer:
         self.stopping.set()
         self._acceptor.join(10)
         self._listener.close()
+        with self._lock:
+            accepted = list(self._accepted)
+        for conn in accepted:
+            with contextlib.suppress(OSError):  # closed by its thread already
+                conn.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join(10)
 

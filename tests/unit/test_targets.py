@@ -13,7 +13,7 @@ from support.tiny_servers import TEST_CA
 from trubrics_mp._config import DEFAULT_HOST, Config
 from trubrics_mp._direct import tls_context
 from trubrics_mp._route import Route
-from trubrics_mp._targets import Targets, ca_bundle
+from trubrics_mp._targets import Targets, ca_bundle, split_url
 
 KEY = "sk-targets-test-77a1"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -69,13 +69,41 @@ def test_what_a_failed_attempt_raises_grows_with_requests_only_once_a_proxy_appl
 
     targets.get(route("https://internal.example/ingest"), "publish_events")
     assert targets.transport_errors == (OSError, http.client.HTTPException)
-    monkeypatch.setenv("NO_PROXY", "internal.example")  # a variable, but no proxy applies
+    monkeypatch.setenv("NO_PROXY", "internal.example")  # variables, but no proxy applies
+    monkeypatch.setenv("ftp_proxy", "http://proxy.invalid:21")
     targets.get(route("https://internal.example/other"), "publish_events")
     assert targets.transport_errors == (OSError, http.client.HTTPException)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert targets.get(route(DEFAULT_HOST), "publish_events").pool is None
     assert issubclass(urllib3.exceptions.ProtocolError, targets.transport_errors)
     assert issubclass(requests.exceptions.ChunkedEncodingError, targets.transport_errors)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/a/publish_events",
+        "HTTPS://Example.COM/publish_events",
+        "http://[::1]:8080/x/publish_events?q=1",
+        "http://h",
+        "http://h?q=1",
+        "http://user:pw@h.example/p",
+        "http://h.example./p",
+        "http://b\u00fccher.de/x",
+        "http://h.example/my api/publish_events",
+        "http://h.example/a/../b/publish_events",
+        "http://h.example/?q=\u00e9",
+        "http://[fe80::1%25eth0]:80/x",
+        "http://exa%6Dple.com/x",
+    ],
+)
+def test_urls_split_as_urllib3_splits_them(url: str) -> None:
+    """Plain URLs by the standard library, the rest by urllib3: the same parts either way."""
+    import urllib3.util
+
+    parsed = urllib3.util.parse_url(url)
+    expected = (parsed.scheme, (parsed.host or "").strip("[]"), parsed.port, parsed.request_uri)
+    assert split_url(url) == expected
 
 
 def test_a_target_never_shows_its_key(targets: Targets) -> None:
