@@ -254,8 +254,8 @@ def test_close_succeeds_after_the_flusher_died_while_idle(
     app: AppRunner, collector: CollectorProcess
 ) -> None:
     result = app.run("kill_flusher", n=5, then_close=True)
-    assert result.get("flushed_before") is True
-    assert result.get("closed") is True
+    assert result.get("flushed_before") is True, result
+    assert result.get("closed") is True, result  # its log says what close() counted
     wait_exactly_once(collector, {"before": 5})
 
 
