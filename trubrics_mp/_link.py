@@ -462,7 +462,13 @@ class Link:
                 return False
 
     def request(self, kind: bytes, deadline: Optional[float]) -> Optional[proto.Reply]:
-        """Send a control request after all buffered events; its reply, or None."""
+        """Send a control request after all buffered events; its reply, or None.
+
+        A flusher that ends before answering (its connection closes, with what
+        it had not confirmed counted as lost) is asked again on the next
+        connection, once: a flusher killed while idle, whose threads were
+        still exiting when the request went out, costs no failed flush.
+        """
         with self._lock:
             for _attempt in range(2):  # again on a new connection if the flusher was replaced
                 if not self._drain_until(deadline) or self.sock is None:
@@ -477,6 +483,8 @@ class Link:
                     self._lost(exc)
                     continue
                 answer = self._await_reply(request_id, deadline)
+                if answer is None and self.sock is None:
+                    continue  # the flusher ended before answering (counted): ask the next
                 if answer is not None and answer.kind == proto.ACK:
                     self._confirm(sent_before)  # settled, and its losses told in the answer
                     self._unreported = 0

@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Optional
 
@@ -22,6 +24,7 @@ from trubrics_mp import _protocol as proto
 from trubrics_mp._config import Config
 from trubrics_mp._link import Link
 from trubrics_mp._route import Route
+from trubrics_mp._servers import poll_until
 from trubrics_mp._supervisor import Supervisor
 
 LOG = logging.getLogger("trubrics_mp.tests")
@@ -205,6 +208,34 @@ def test_a_late_reply_is_skipped_by_its_request_id(link: tuple[Link, StandInSupe
     reply = ours.request(proto.FLUSH, deadline=None)
     assert reply is not None and reply.kind == proto.ACK and reply.ok
     assert read_all(conn) == [event(0), proto.request(proto.FLUSH, request_id_of_next)]
+
+
+def test_a_request_whose_flusher_ends_before_answering_is_asked_of_the_next_one(
+    link: tuple[Link, StandInSupervisor],
+) -> None:
+    ours, supervisor = link
+    ours.connect_now()
+    heard: list[bytes] = []
+
+    def flusher_killed_after_reading_the_request() -> None:
+        first = supervisor.accept()
+        first.send(proto.hello(1, False))
+        heard.append(first.sock.recv(proto.MAX_MESSAGE_BYTES))
+        supervisor.die()
+        first.close()
+        poll_until(lambda: supervisor.listener is not None, DEADLINE_S, "a restart")
+        second = supervisor.accept()
+        second.send(proto.hello(2, False))
+        heard.append(second.sock.recv(proto.MAX_MESSAGE_BYTES))
+        second.send(proto.ack(2, True))
+
+    flusher = threading.Thread(target=flusher_killed_after_reading_the_request, daemon=True)
+    flusher.start()
+    reply = ours.request(proto.FLUSH, deadline=time.monotonic() + DEADLINE_S)
+    flusher.join(DEADLINE_S)
+    assert heard == [proto.request(proto.FLUSH, 1), proto.request(proto.FLUSH, 2)]
+    assert reply is not None and reply.ok and supervisor.restarts == 1
+    assert ours.take_losses() == 0  # it had confirmed everything: nothing was lost
 
 
 def test_a_request_times_out_when_no_answer_comes(link: tuple[Link, StandInSupervisor]) -> None:
