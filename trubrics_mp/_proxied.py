@@ -128,23 +128,10 @@ class DeadlineHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class DeadlineHTTPSConnection(HTTPSConnection):
-    """The TLS twin of :class:`DeadlineHTTPConnection`."""
-
-    owner: Optional[Deadline] = None
-
-    def _new_conn(self) -> socket.socket:
-        deadline = current_deadline()
-        if deadline is None:
-            return super()._new_conn()
-        deadline.watch(self)
-        return _new_conn_within(self, deadline, self._dns_host)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        deadline = current_deadline()
-        if deadline is not None:
-            deadline.watch(self)
-        super().request(*args, **kwargs)
+class DeadlineHTTPSConnection(DeadlineHTTPConnection, HTTPSConnection):
+    """The TLS twin of :class:`DeadlineHTTPConnection`: the same two methods, whose
+    ``super()`` is then urllib3's HTTPS connection (the handshake comes after
+    ``_new_conn``, within the deadline the connection joined)."""
 
 
 class _HTTPPool(HTTPConnectionPool):

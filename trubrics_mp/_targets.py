@@ -159,7 +159,7 @@ class Targets:
             if scheme == "https" and self._tls is None:
                 self._tls = tls_context(self._ca_bundle)
             pool = self._pools[origin] = DirectPool(
-                scheme, origin[1], port, self._timeout_s, self._pool_size, self._tls
+                scheme, host, port, self._timeout_s, self._pool_size, self._tls
             )
         return pool
 
