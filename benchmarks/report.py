@@ -23,8 +23,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
         rows += _fork_targets(r["forked"]["trubrics_mp"])
     if max_flusher_kb(r):
         hwm = max_flusher_kb(r) / 1024
-        burst = _peak_kb(_fork_runs(r)) / 1024
-        heavy = _peak_kb(pipeline_flusher_runs(r)) / 1024
+        burst, heavy = _loaded_peaks_mb(r)
         also = f"; {burst:.1f} MB in the bursts of section 3" if burst else ""
         also += f"; {heavy:.1f} MB under the loads of sections 7 to 9" if heavy else ""
         row = f"peak {hwm:.1f} MB in sections 2 and 5 (3 too until 2026-12-08){also}"
@@ -130,8 +129,10 @@ def max_flusher_kb(r: dict[str, Any]) -> float:
     return _peak_kb(values)
 
 
-def _fork_runs(r: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(r.get("forked", {}).get("trubrics_mp", {}).values())
+def _loaded_peaks_mb(r: dict[str, Any]) -> tuple[float, float]:
+    """The flusher's peak RSS in MB under section 3's bursts and sections 7 to 9 (0: none)."""
+    bursts = list(r.get("forked", {}).get("trubrics_mp", {}).values())
+    return _peak_kb(bursts) / 1024, _peak_kb(pipeline_flusher_runs(r)) / 1024
 
 
 def _peak_kb(runs: list[dict[str, Any]]) -> float:
@@ -322,14 +323,14 @@ def _memory_section(r: dict[str, Any]) -> str:
 
 
 def _heavy_peak(r: dict[str, Any]) -> str:
-    burst = _peak_kb(_fork_runs(r)) / 1024
-    heavy = _peak_kb(pipeline_flusher_runs(r)) / 1024
-    if not (burst or heavy):
+    burst, heavy = _loaded_peaks_mb(r)
+    parts = [f"{burst:.1f} MB over those of section 3"] if burst else []
+    parts += [f"{heavy:.1f} MB over those of sections 7 to 9"] if heavy else []
+    if not parts:
         return ""
     return (
-        f"; {burst:.1f} MB over those of section 3 and {heavy:.1f} MB over those of sections "
-        "7 to 9, where producers push faster than it posts and it holds what it read, up to "
-        "`max_queue_bytes` (64 MiB by default)"
+        f"; {' and '.join(parts)}, where producers push faster than it posts and it holds "
+        "what it read, up to `max_queue_bytes` (64 MiB by default)"
     )
 
 
